@@ -1,0 +1,87 @@
+//! idlegrid's kernels: pure, deterministic compute with no networking.
+//!
+//! Each kernel owns three steps. `plan` (submitter side) turns the user's inputs and
+//! parameters into chunks: [`TaskSpec`]s plus the blobs they name. `run` (any peer)
+//! turns one chunk and its input blobs into output bytes. `assemble` (submitter side)
+//! joins the outputs in chunk order into the final file. The chunk plan depends only on
+//! the inputs and parameters, never on how many peers there are, and `run` is a pure
+//! function of its bytes: that is what makes a job's output byte-identical however many
+//! peers computed it.
+//!
+//! The grid only ever calls [`validate`] and [`run`] here, so it stays kernel-agnostic.
+
+use idlegrid_protocol::TaskSpec;
+
+/// Why a kernel refused or failed a chunk. Every variant is an expected condition a
+/// hostile or mistaken peer can cause, so none of them panics.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("unknown kernel {name:?}")]
+    UnknownKernel { name: String },
+    #[error("kernel {name} version {got} is not the version this peer runs ({want})")]
+    WrongVersion { name: String, got: u32, want: u32 },
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The kernels this build runs, as (name, version): what a worker advertises.
+pub fn supported() -> Vec<(String, u32)> {
+    KERNELS
+        .iter()
+        .map(|k| (k.name.to_string(), k.version))
+        .collect()
+}
+
+/// One registered kernel: its validation and its run function.
+struct Registered {
+    name: &'static str,
+    version: u32,
+    /// Checks params and declared input lengths before any input is fetched.
+    validate: fn(&TaskSpec) -> Result<(), KernelError>,
+    run: fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>,
+}
+
+const KERNELS: &[Registered] = &[];
+
+fn lookup(spec: &TaskSpec) -> Result<&'static Registered, KernelError> {
+    let kernel = KERNELS
+        .iter()
+        .find(|k| k.name == spec.kernel)
+        .ok_or_else(|| KernelError::UnknownKernel {
+            name: spec.kernel.clone(),
+        })?;
+    if kernel.version != spec.kernel_version {
+        return Err(KernelError::WrongVersion {
+            name: spec.kernel.clone(),
+            got: spec.kernel_version,
+            want: kernel.version,
+        });
+    }
+    Ok(kernel)
+}
+
+/// Checks that this peer can run `spec` and that its parameters are sane (dimensions,
+/// counts, ranges), before any work or any input fetch starts.
+pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
+    spec.validate()
+        .map_err(|e| KernelError::InvalidParams(e.to_string()))?;
+    (lookup(spec)?.validate)(spec)
+}
+
+/// Runs one chunk on its input blobs (in `spec.inputs` order). Deterministic: the same
+/// spec and input bytes give the same output bytes on every machine.
+pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+    validate(spec)?;
+    if inputs.len() != spec.inputs.len() {
+        return Err(KernelError::InvalidInput(format!(
+            "{} input blobs given, the spec names {}",
+            inputs.len(),
+            spec.inputs.len()
+        )));
+    }
+    (lookup(spec)?.run)(spec, inputs)
+}

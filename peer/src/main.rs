@@ -1,0 +1,39 @@
+//! `idlegrid`: the one binary every peer runs. A thin main: parse the command line,
+//! set up logging, hand over to the command.
+
+use clap::{Parser, Subcommand};
+
+/// Turn the idle PCs of an office, a lab or a LAN into one compute grid.
+#[derive(Parser)]
+#[command(name = "idlegrid", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect what changed between two images of the same scene (a black/white mask).
+    Change(idlegrid::commands::change::ChangeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Change(args) => idlegrid::commands::change::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

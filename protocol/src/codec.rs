@@ -1,0 +1,42 @@
+//! The CBOR encoding of every wire type, bounded on decode.
+//!
+//! `encode` writes canonical bytes for our types (serde writes struct fields in
+//! declaration order and we use no maps with unordered keys), which is what makes
+//! `TaskSpec::id` stable. `decode` refuses input above a limit before parsing, and
+//! cbor4ii refuses declared lengths larger than the input, so a hostile length prefix
+//! cannot make it allocate.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why bytes could not be decoded into a wire type.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {len} bytes is over the {limit}-byte limit")]
+    TooLarge { len: usize, limit: usize },
+    #[error("malformed CBOR: {0}")]
+    Malformed(String),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// Encodes a wire value as CBOR.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| EncodeError(e.to_string()))
+}
+
+/// Encoding failed (only possible for values that serde cannot represent, i.e. a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("CBOR encoding failed: {0}")]
+pub struct EncodeError(pub String);
+
+/// Decodes `bytes` as a `T`, refusing anything longer than `limit` bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    cbor4ii::serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}

@@ -1,0 +1,270 @@
+//! Messages of `/idlegrid/task/1` and `/idlegrid/blob/1`.
+//!
+//! Dispatch is accept-then-deliver: `Run` is answered at once with `Accepted` (or a
+//! refusal), the worker computes in the background, and the submitter `Poll`s. A poll is
+//! a long poll: the worker answers as soon as the chunk is done, or after a keep-alive
+//! interval with `Running`. So a chunk may compute for minutes while every single
+//! request still completes within seconds, and a dead or frozen worker is noticed when
+//! one poll times out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::DecodeError;
+use crate::limits;
+use crate::{Cid, TaskSpec};
+
+/// A request on `/idlegrid/task/1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRequest {
+    /// Are you alive, what do you run, how many free slots do you have?
+    Probe,
+    /// Compute this chunk. The worker fetches inputs it lacks from the requester.
+    Run { spec: TaskSpec },
+    /// How is this chunk doing? The worker may hold the answer up to its keep-alive
+    /// interval while the chunk computes.
+    Poll { chunk: Cid },
+    /// Stop working on this chunk (another peer delivered it first).
+    Cancel { chunk: Cid },
+}
+
+/// What a worker offers, as answered to a probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// idlegrid's agent string, e.g. `idlegrid/0.1.0`.
+    pub agent: String,
+    /// Kernels this worker runs: (name, version).
+    pub kernels: Vec<(String, u32)>,
+    /// Chunks it can run at once.
+    pub slots: u32,
+    /// Chunks it is running now.
+    pub running: u32,
+    /// True when the owner's policy says no new work right now.
+    pub busy: bool,
+}
+
+/// A response on `/idlegrid/task/1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskResponse {
+    Probe(PeerInfo),
+    /// The chunk is queued or running.
+    Accepted { chunk: Cid },
+    /// The worker will not run it; a refusal is an answer, not a timeout.
+    Refused { chunk: Cid, reason: String },
+    /// Still computing (keep-alive answer to a poll).
+    Running { chunk: Cid },
+    /// Finished: the result's id and length; small results come inline, larger ones are
+    /// fetched over `/idlegrid/blob/1`.
+    Done {
+        chunk: Cid,
+        result: Cid,
+        len: u64,
+        #[serde(with = "serde_bytes")]
+        inline: Vec<u8>,
+    },
+    /// The kernel failed on this chunk (bad inputs, refused params, cancelled).
+    Failed { chunk: Cid, reason: String },
+    /// The worker knows nothing of this chunk (it restarted, or never got it).
+    Unknown { chunk: Cid },
+}
+
+/// A request on `/idlegrid/blob/1`: a piece of a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    pub cid: Cid,
+    pub offset: u64,
+    /// Bytes wanted; the answer holds at most [`limits::BLOB_PIECE`].
+    pub len: u32,
+}
+
+/// A response on `/idlegrid/blob/1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobResponse {
+    Piece {
+        /// Length of the whole blob.
+        total: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    NotFound,
+    Refused {
+        reason: String,
+    },
+}
+
+fn check_text(what: &str, text: &str) -> Result<(), DecodeError> {
+    if text.len() > limits::MAX_TEXT {
+        return Err(DecodeError::Invalid(format!(
+            "{what} of {} bytes is over the {}-byte limit",
+            text.len(),
+            limits::MAX_TEXT
+        )));
+    }
+    Ok(())
+}
+
+impl TaskRequest {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            TaskRequest::Run { spec } => spec.validate(),
+            TaskRequest::Probe | TaskRequest::Poll { .. } | TaskRequest::Cancel { .. } => Ok(()),
+        }
+    }
+}
+
+impl TaskResponse {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            TaskResponse::Probe(info) => {
+                check_text("agent string", &info.agent)?;
+                if info.kernels.len() > 64 {
+                    return Err(DecodeError::Invalid("more than 64 kernels".into()));
+                }
+                for (name, _) in &info.kernels {
+                    check_text("kernel name", name)?;
+                }
+                Ok(())
+            }
+            TaskResponse::Refused { reason, .. } | TaskResponse::Failed { reason, .. } => {
+                check_text("reason", reason)
+            }
+            TaskResponse::Done { len, inline, .. } => {
+                if inline.len() > limits::MAX_INLINE_RESULT {
+                    return Err(DecodeError::Invalid("inline result over the limit".into()));
+                }
+                if *len > limits::MAX_BLOB {
+                    return Err(DecodeError::Invalid(format!(
+                        "result of {len} bytes is over the {}-byte blob limit",
+                        limits::MAX_BLOB
+                    )));
+                }
+                if !inline.is_empty() && inline.len() as u64 != *len {
+                    return Err(DecodeError::Invalid(
+                        "inline result length differs from the announced length".into(),
+                    ));
+                }
+                Ok(())
+            }
+            TaskResponse::Accepted { .. }
+            | TaskResponse::Running { .. }
+            | TaskResponse::Unknown { .. } => Ok(()),
+        }
+    }
+}
+
+impl BlobRequest {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        if self.offset > limits::MAX_BLOB {
+            return Err(DecodeError::Invalid("blob offset past the blob limit".into()));
+        }
+        Ok(())
+    }
+}
+
+impl BlobResponse {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            BlobResponse::Piece {
+                total,
+                offset,
+                bytes,
+            } => {
+                if bytes.len() > limits::BLOB_PIECE {
+                    return Err(DecodeError::Invalid("blob piece over the limit".into()));
+                }
+                if *total > limits::MAX_BLOB {
+                    return Err(DecodeError::Invalid("blob over the size limit".into()));
+                }
+                if offset.saturating_add(bytes.len() as u64) > *total {
+                    return Err(DecodeError::Invalid("blob piece runs past the blob's end".into()));
+                }
+                Ok(())
+            }
+            BlobResponse::NotFound => Ok(()),
+            BlobResponse::Refused { reason } => check_text("reason", reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use proptest::prelude::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let spec = TaskSpec {
+            kernel: "change".into(),
+            kernel_version: 1,
+            params: vec![9; 10],
+            inputs: vec![Cid::of(b"x")],
+        };
+        let reqs = vec![
+            TaskRequest::Probe,
+            TaskRequest::Run { spec: spec.clone() },
+            TaskRequest::Poll { chunk: spec.id() },
+            TaskRequest::Cancel { chunk: spec.id() },
+        ];
+        for r in reqs {
+            let b = encode(&r).unwrap();
+            assert_eq!(decode::<TaskRequest>(&b, limits::MAX_TASK_REQUEST).unwrap(), r);
+        }
+        let done = TaskResponse::Done {
+            chunk: spec.id(),
+            result: Cid::of(b"r"),
+            len: 1,
+            inline: vec![7],
+        };
+        let b = encode(&done).unwrap();
+        let back: TaskResponse = decode(&b, limits::MAX_TASK_RESPONSE).unwrap();
+        assert!(back.validate().is_ok());
+        assert_eq!(back, done);
+    }
+
+    #[test]
+    fn bad_pieces_are_invalid() {
+        let piece = BlobResponse::Piece {
+            total: 3,
+            offset: 2,
+            bytes: vec![1, 2],
+        };
+        assert!(piece.validate().is_err());
+        let lying = TaskResponse::Done {
+            chunk: Cid::of(b"c"),
+            result: Cid::of(b"r"),
+            len: 5,
+            inline: vec![1],
+        };
+        assert!(lying.validate().is_err());
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let big = vec![0u8; limits::MAX_BLOB_REQUEST + 1];
+        assert!(matches!(
+            decode::<BlobRequest>(&big, limits::MAX_BLOB_REQUEST),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        // Any byte string yields a value or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<TaskRequest>(&bytes, limits::MAX_TASK_REQUEST).map(|r| r.validate());
+            let _ = decode::<TaskResponse>(&bytes, limits::MAX_TASK_RESPONSE).map(|r| r.validate());
+            let _ = decode::<BlobRequest>(&bytes, limits::MAX_BLOB_REQUEST).map(|r| r.validate());
+            let _ = decode::<BlobResponse>(&bytes, limits::MAX_BLOB_RESPONSE).map(|r| r.validate());
+        }
+
+        // A length prefix that claims a huge byte string must not allocate it.
+        #[test]
+        fn huge_declared_lengths_are_errors(len in 1u64 << 20..1u64 << 40) {
+            let mut b = vec![0x5b]; // byte string, 8-byte length follows
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&[0u8; 16]);
+            prop_assert!(decode::<serde_bytes::ByteBuf>(&b, 1 << 20).is_err());
+        }
+    }
+}
