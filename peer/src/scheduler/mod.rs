@@ -1,0 +1,228 @@
+//! The scheduler: who computes which chunk, when to give up on a peer, and which result
+//! to believe. A pure state machine (DESIGN.md, "The scheduler is a state machine"): it
+//! holds no sockets and no clock. The event loop (and the simulator, with thousands of
+//! virtual peers) feeds it [`Event`]s with the current time and carries out the
+//! [`Action`]s it returns.
+//!
+//! Time is a [`Duration`] since the job started, passed with every call; the scheduler
+//! never reads a clock, so the same code runs in real and in virtual time.
+//!
+//! How it decides (issue 3, "Dispatch" and "Breakers and verification"):
+//! - every peer keeps a small pipeline of chunks in flight, sized in seconds of its
+//!   estimated speed, so the first assignment is weighted by benchmark scores (or hand
+//!   weights) and later ones are pulled as peers finish;
+//! - each copy has a deadline from the peer's speed (floor, ceiling); on expiry the
+//!   copy goes back to the queue and the peer's [`breaker`] counts a failure;
+//! - when nothing is left to hand out, idle peers duplicate the outstanding chunks
+//!   expected to finish last (speculation); the first verified answer wins;
+//! - a chunk is verified by `replicas` agreeing distinct peers or by the trusted local
+//!   worker; whoever contradicts a settled result is banned and every result it backed
+//!   is re-checked ([`verify`]).
+//!
+//! Driving it:
+//! ```text
+//! let mut sched = Scheduler::new(SchedulerConfig::default(), costs)?;
+//! let mut actions = Vec::new();
+//! sched.handle(now, Event::PeerJoined { peer, score, trusted, weight: None }, &mut actions);
+//! for action in actions.drain(..) { /* send, cancel, assemble, report */ }
+//! // ... on every swarm event, and at sched.next_wakeup(): sched.handle(now, Event::Tick, ..)
+//! ```
+//!
+//! Modules: [`types`] (events, actions, views), [`config`], [`breaker`], [`peers`]
+//! (speed, pipeline, deadlines), [`chunks`] (copies and votes), [`queues`] (the indexed
+//! queues that keep every event O(log n)), [`dispatch`] (pull and speculation),
+//! [`verify`] (results, quorum, bans).
+
+pub mod breaker;
+pub mod chunks;
+pub mod config;
+pub mod dispatch;
+pub mod peers;
+pub mod queues;
+pub mod types;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use idlegrid_protocol::Cid;
+
+pub use breaker::Breaker;
+pub use config::{ConfigError, SchedulerConfig};
+pub use types::{
+    Action, BreakerState, ChunkIndex, Event, FailureKind, JobFailure, PeerStats, Progress,
+};
+
+use chunks::ChunkState;
+use peers::PeerState;
+use queues::Queues;
+
+/// Internal time: microseconds since job start. Compact heap keys, exact arithmetic.
+pub(crate) type Micros = u64;
+
+pub(crate) fn to_micros(d: Duration) -> Micros {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn from_micros(us: Micros) -> Duration {
+    Duration::from_micros(us)
+}
+
+/// Dense index of a peer inside the scheduler (join order).
+pub(crate) type PeerIx = u32;
+
+/// How a finished job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    Failed(JobFailure),
+}
+
+/// The scheduler of one job. `P` is the peer key: libp2p's `PeerId` in the event
+/// loop, a `u32` in the simulator.
+#[derive(Debug)]
+pub struct Scheduler<P> {
+    config: SchedulerConfig,
+    chunks: Vec<ChunkState>,
+    /// Mean chunk cost, to turn the pipeline's seconds into a chunk count.
+    mean_cost: f64,
+    peers: Vec<PeerState<P>>,
+    index: HashMap<P, PeerIx>,
+    queues: Queues,
+    progress: Progress,
+    /// Since when no usable peer has been joined (None while one is).
+    peerless_since: Option<Micros>,
+    outcome: Option<Outcome>,
+    /// The latest `now` seen; events never move time backwards.
+    now: Micros,
+}
+
+impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
+    /// A scheduler for a plan of `costs.len()` chunks, `costs[i]` being chunk `i`'s
+    /// relative cost in work units (e.g. pixels × sweeps; 0 is treated as 1). The
+    /// plan never changes afterwards. An empty plan completes on the first event.
+    pub fn new(config: SchedulerConfig, costs: Vec<u64>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if costs.len() >= u32::MAX as usize {
+            return Err(ConfigError::TooManyChunks(costs.len()));
+        }
+        let total = costs.len() as u32;
+        let mut chunks = Vec::with_capacity(costs.len());
+        let mut sum = 0.0f64;
+        let mut spot_checks = 0;
+        for (i, cost) in costs.into_iter().enumerate() {
+            let cost = cost.max(1);
+            sum += cost as f64;
+            let spot = verify::is_spot_checked(&config, i as ChunkIndex);
+            spot_checks += u32::from(spot);
+            chunks.push(ChunkState::new(cost, spot));
+        }
+        let mean_cost = if total == 0 { 1.0 } else { sum / total as f64 };
+        let queues = Queues::new(&chunks);
+        Ok(Scheduler {
+            config,
+            chunks,
+            mean_cost,
+            peers: Vec::new(),
+            index: HashMap::new(),
+            queues,
+            progress: Progress {
+                total,
+                spot_checks,
+                spot_checks_pending: spot_checks,
+                ..Progress::default()
+            },
+            peerless_since: Some(0),
+            outcome: None,
+            now: 0,
+        })
+    }
+
+    /// Feeds one event at time `now` (since job start) and appends the resulting
+    /// actions to `out` (it does not clear it). `now` earlier than a previous call is
+    /// taken as that previous time. After [`Action::JobComplete`] or
+    /// [`Action::JobFailed`] nothing more is appended.
+    pub fn handle(&mut self, now: Duration, event: Event<P>, out: &mut Vec<Action<P>>) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.now = self.now.max(to_micros(now));
+        match event {
+            Event::PeerJoined {
+                peer,
+                score,
+                trusted,
+                weight,
+            } => self.on_joined(peer, score, trusted, weight, out),
+            Event::PeerLeft { peer } => self.on_left(peer),
+            Event::ChunkDone {
+                peer,
+                chunk,
+                result,
+            } => self.on_done(peer, chunk, result, out),
+            Event::ChunkFailed { peer, chunk, kind } => self.on_failed(peer, chunk, kind, out),
+            Event::Tick => self.on_tick(out),
+        }
+        if self.outcome.is_none() {
+            self.dispatch(out);
+            self.check_end(out);
+        }
+        self.queues.trim_stale(&self.chunks);
+    }
+
+    /// When the next [`Event::Tick`] is due (the earliest deadline, breaker cool-down
+    /// or no-peer grace end), or `None` if nothing is timed. Ticking more often is
+    /// harmless.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        let mut next = self.queues.next_timer();
+        if let Some(since) = self.peerless_since {
+            let grace = since.saturating_add(to_micros(self.config.no_peer_grace));
+            next = Some(next.map_or(grace, |n| n.min(grace)));
+        }
+        next.map(from_micros)
+    }
+
+    /// Job-wide figures for the progress display.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// How the job ended, once it has.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// One peer's figures, if it ever joined.
+    pub fn peer_stats(&self, peer: &P) -> Option<PeerStats> {
+        let ix = *self.index.get(peer)?;
+        self.peers.get(ix as usize).map(|p| p.stats(self.now))
+    }
+
+    /// Every peer that ever joined, in join order, with its figures.
+    pub fn peers(&self) -> impl Iterator<Item = (P, PeerStats)> + '_ {
+        self.peers.iter().map(|p| (p.key, p.stats(self.now)))
+    }
+
+    /// The settled result of a chunk, if any.
+    pub fn verified_result(&self, chunk: ChunkIndex) -> Option<Cid> {
+        self.chunks.get(chunk as usize).and_then(|c| c.verified)
+    }
+
+    /// Whether the trusted worker recomputes this chunk as a spot check.
+    pub fn is_spot_checked(&self, chunk: ChunkIndex) -> bool {
+        self.chunks.get(chunk as usize).is_some_and(|c| c.spot_check)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+}

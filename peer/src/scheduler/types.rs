@@ -1,0 +1,200 @@
+//! The scheduler's vocabulary: the events it is fed, the actions it answers with, and
+//! the read-only views (per-peer stats, job progress) the progress display and the
+//! `--report` file are built from.
+//!
+//! Everything here is plain data. The event loop translates swarm events into
+//! [`Event`]s and [`Action`]s back into requests; the simulator does the same with
+//! virtual peers. Neither knows how the scheduler decides.
+
+use std::time::Duration;
+
+use idlegrid_protocol::Cid;
+
+/// Index of a chunk in the job's plan: `0..n`. The plan is fixed before any peer is
+/// known (DESIGN.md: "the chunk plan depends only on inputs and parameters"), so an
+/// index names the same work for the whole job.
+pub type ChunkIndex = u32;
+
+/// Why a chunk failed on a peer. All kinds send the chunk back to the queue and count
+/// one failure on the peer's circuit breaker; a kernel error also counts towards
+/// declaring the chunk itself poisoned (bad input that every peer fails on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No answer before the deadline the event loop was given (or its own transport
+    /// timeout). The scheduler also raises this itself on [`Event::Tick`].
+    Timeout,
+    /// The connection or the stream broke.
+    Transport,
+    /// The peer declined the task (busy, outside its lending window, policy).
+    Refused,
+    /// The result's bytes did not hash to the Cid the peer claimed: corruption in
+    /// transit or a broken worker. Not proof of lying (that needs a *consistent* wrong
+    /// answer), so it counts on the breaker instead of banning.
+    BadHash,
+    /// The kernel reported an error running the chunk.
+    Kernel,
+}
+
+/// What happened. Each event is handed to [`crate::scheduler::Scheduler::handle`]
+/// together with the current time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event<P> {
+    /// A peer is ready to take work: probed, benchmarked on the job's kernel.
+    /// Sending it again for a known peer updates score/weight and reconnects it (a
+    /// banned peer stays banned).
+    PeerJoined {
+        peer: P,
+        /// Benchmark score in work units per second (the same units as chunk costs).
+        /// Sizes the first assignment and the first deadlines until a measured speed
+        /// replaces it.
+        score: f64,
+        /// The submitting peer's own worker: its results are believed without replicas
+        /// and settle disputes; it is never banned and its breaker never opens. At most
+        /// one is expected, but more are accepted.
+        trusted: bool,
+        /// Hand override of `score` from `--weights` (same unit, work units/s).
+        /// `Some(0.0)` excludes the peer from the job.
+        weight: Option<f64>,
+    },
+    /// The peer disconnected or was lost (ping failure, connection closed). Its chunks
+    /// in flight go back to the queue; this does not count on its breaker.
+    PeerLeft { peer: P },
+    /// A peer answered a chunk with a result whose bytes the event loop has already
+    /// hashed and found equal to `result`. (A mismatch is
+    /// [`FailureKind::BadHash`].) Late answers, after a cancel or a timeout, are still
+    /// welcome: they count as votes.
+    ChunkDone {
+        peer: P,
+        chunk: ChunkIndex,
+        result: Cid,
+    },
+    /// A chunk failed on a peer.
+    ChunkFailed {
+        peer: P,
+        chunk: ChunkIndex,
+        kind: FailureKind,
+    },
+    /// Time passed. Call it at [`crate::scheduler::Scheduler::next_wakeup`] (or more
+    /// often): deadlines expire, breakers leave their cool-down, idle peers pull.
+    Tick,
+}
+
+/// What the scheduler wants done. Returned in order; act on them in that order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Send chunk `chunk` to `peer`. `deadline` (time since job start) is when the
+    /// scheduler will give up on it by itself; the event loop may use it to size its
+    /// own request timeout. `speculative` marks a duplicate of a slow outstanding chunk.
+    Assign {
+        peer: P,
+        chunk: ChunkIndex,
+        deadline: Duration,
+        speculative: bool,
+    },
+    /// Stop waiting for `chunk` on `peer` (another copy won, the peer timed out, its
+    /// breaker opened, or it was banned). Best effort: a result that arrives anyway may
+    /// still be fed back as [`Event::ChunkDone`].
+    Cancel { peer: P, chunk: ChunkIndex },
+    /// The chunk's result is settled: the output may be assembled from `result`.
+    Verified { chunk: ChunkIndex, result: Cid },
+    /// A previously [`Action::Verified`] result is withdrawn: a peer that backed it was
+    /// caught lying, or a later answer disputes it. Drop it; a new `Verified` for the
+    /// chunk follows before [`Action::JobComplete`].
+    Revoked { chunk: ChunkIndex },
+    /// The peer returned a result that contradicts a settled one. It gets no more work
+    /// in this job, and its other results are re-checked.
+    PeerBanned { peer: P, chunk: ChunkIndex },
+    /// Every chunk is verified (and every spot check done). Sent once; later events
+    /// produce no actions.
+    JobComplete,
+    /// The job cannot finish. Sent once; later events produce no actions.
+    JobFailed { reason: JobFailure },
+}
+
+/// Why a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobFailure {
+    /// No usable peer (connected, not banned, not excluded by weight 0) for
+    /// [`crate::scheduler::SchedulerConfig::no_peer_grace`] while work remained. Cannot
+    /// happen while a trusted local worker is joined.
+    #[error("no usable peer for {waited:?} with {remaining} chunks left")]
+    NoPeers { waited: Duration, remaining: u32 },
+    /// The kernel failed on this chunk on the trusted worker, or on
+    /// [`crate::scheduler::SchedulerConfig::poison_threshold`] distinct peers: the
+    /// input itself is bad, and retrying elsewhere would not help.
+    #[error("chunk {chunk} fails in the kernel on {peers} peer(s)")]
+    PoisonChunk { chunk: ChunkIndex, peers: u32 },
+}
+
+/// A peer's circuit breaker, as shown in `peers`, the progress display and the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Healthy: gets work. Carries the current run of consecutive failures.
+    Closed { consecutive_failures: u32 },
+    /// Too many consecutive failures: gets no work until `until`.
+    Open { until: Duration },
+    /// Cool-down over: one probe chunk decides (success closes, failure re-opens with
+    /// a doubled cool-down).
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// A short word for displays: `closed`, `open`, `half-open`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BreakerState::Closed { .. } => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// One peer's figures for reports and the progress display.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeerStats {
+    /// Benchmark score given at join (work units/s).
+    pub score: f64,
+    /// Hand weight given at join, if any.
+    pub weight: Option<f64>,
+    /// Speed measured from its answers (work units/s), once it has answered.
+    pub measured_speed: Option<f64>,
+    /// Results it returned (every answer with a good hash, whether or not it won).
+    pub chunks_done: u64,
+    /// Failures of any kind, timeouts included.
+    pub failures: u64,
+    pub breaker: BreakerState,
+    /// Chunks currently assigned to it.
+    pub in_flight: u32,
+    pub trusted: bool,
+    /// Caught returning a wrong result: gets nothing more in this job.
+    pub banned: bool,
+    /// Joined and not left.
+    pub connected: bool,
+}
+
+/// Job-wide figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Chunks in the plan.
+    pub total: u32,
+    /// Chunks whose result is settled now.
+    pub verified: u32,
+    /// Copies currently assigned to peers.
+    pub in_flight: u32,
+    /// Assignments made (every copy, first or not).
+    pub assignments: u64,
+    /// Of which speculative duplicates near the end.
+    pub speculative: u64,
+    /// Copies sent back to the queue (timeout, failure, peer lost, breaker opened,
+    /// peer banned).
+    pub requeued: u64,
+    /// Verified results withdrawn (a backer banned, or a dispute).
+    pub revoked: u64,
+    /// Chunks on which two different results were seen.
+    pub disputes: u64,
+    /// Peers banned for lying.
+    pub banned_peers: u32,
+    /// Spot checks scheduled on the trusted worker, and still to do.
+    pub spot_checks: u32,
+    pub spot_checks_pending: u32,
+}
