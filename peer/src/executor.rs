@@ -1,0 +1,73 @@
+//! Where chunks are computed on this machine: a dedicated rayon pool of `cores`
+//! threads (the kernels parallelise inside it) and a semaphore that bounds how many
+//! chunks run at once. The worker service and the submitter's own local worker share
+//! this one path, so a chunk computes the same way whoever asked for it.
+
+use std::sync::Arc;
+
+use idlegrid_kernels::KernelError;
+use idlegrid_protocol::TaskSpec;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot start {threads} compute threads: {reason}")]
+    Pool { threads: usize, reason: String },
+}
+
+/// A bounded compute pool. Cloning shares it.
+#[derive(Clone)]
+pub struct Executor {
+    pool: Arc<rayon::ThreadPool>,
+    slots: Arc<Semaphore>,
+    cores: usize,
+}
+
+impl Executor {
+    /// A pool of `cores` threads running at most `cores` chunks at once. With
+    /// `low_priority`, its threads ask the OS for the lowest scheduling priority, so
+    /// the machine's owner never feels them.
+    pub fn new(cores: usize, low_priority: bool) -> Result<Executor, ExecutorError> {
+        let cores = cores.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores)
+            .thread_name(|i| format!("idlegrid-compute-{i}"))
+            .start_handler(move |_| {
+                if low_priority {
+                    crate::priority::lower_current_thread();
+                }
+            })
+            .build()
+            .map_err(|e| ExecutorError::Pool {
+                threads: cores,
+                reason: e.to_string(),
+            })?;
+        Ok(Executor {
+            pool: Arc::new(pool),
+            slots: Arc::new(Semaphore::new(cores)),
+            cores,
+        })
+    }
+
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// Chunks running right now.
+    pub fn running(&self) -> usize {
+        self.cores - self.slots.available_permits()
+    }
+
+    /// Runs one chunk on the pool once a slot is free.
+    pub async fn run(&self, spec: TaskSpec, inputs: Vec<Vec<u8>>) -> Result<Vec<u8>, KernelError> {
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| KernelError::Failed("compute pool closed".into()))?;
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.install(|| idlegrid_kernels::run(&spec, &inputs)))
+            .await
+            .map_err(|e| KernelError::Failed(format!("compute task died: {e}")))?
+    }
+}

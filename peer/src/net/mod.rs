@@ -1,0 +1,151 @@
+//! The network: one task (the [`EventLoop`]) owns the libp2p `Swarm`; everything else
+//! talks to it through a cloneable [`Client`] that sends commands with `oneshot`
+//! replies. Inbound requests leave the loop on a channel ([`Inbound`]) for the worker
+//! and blob services, which answer through the client. Peer discovery is published on a
+//! broadcast channel of [`PeerEvent`]s and kept in a [`PeerEntry`] book.
+
+mod behaviour;
+mod client;
+pub use client::kernel_key;
+pub mod codec;
+mod event_loop;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+pub use behaviour::{agent_version, protocol_version};
+pub use client::Client;
+pub use event_loop::{spawn, EventLoop, Inbound};
+
+/// How the network part of a peer is set up. Defaults suit a LAN.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on. Default: every IPv4 interface, TCP and QUIC, on a port the
+    /// OS picks.
+    pub listen: Vec<Multiaddr>,
+    /// Find peers on the LAN by mDNS. Default on. mDNS needs a multicast-capable,
+    /// non-loopback interface.
+    pub mdns: bool,
+    /// Kademlia bootstrap peers (`/ip4/…/tcp/…/p2p/<PeerId>`), dialled at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Peers to dial directly (no discovery needed: loopback, tests, no multicast).
+    pub peers: Vec<Multiaddr>,
+    /// Timeout of one request-response exchange. Default 10 s. Long chunks are not cut
+    /// by it: a worker answers `Run` at once and each poll within its keep-alive.
+    pub request_timeout: Duration,
+    /// How long an unused connection stays open. Default 60 s.
+    pub idle_connection_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: vec![
+                Multiaddr::empty()
+                    .with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED))
+                    .with(Protocol::Tcp(0)),
+                Multiaddr::empty()
+                    .with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED))
+                    .with(Protocol::Udp(0))
+                    .with(Protocol::QuicV1),
+            ],
+            mdns: true,
+            bootstrap: Vec::new(),
+            peers: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a peer was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// mDNS on the LAN.
+    Mdns,
+    /// A Kademlia provider record or routing-table entry.
+    Dht,
+    /// Given on the command line (`--peer`, `--bootstrap`) or a connection it opened to us.
+    Given,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Mdns => "mDNS",
+            Source::Dht => "DHT",
+            Source::Given => "given",
+        })
+    }
+}
+
+/// What this peer knows of another.
+#[derive(Clone, Debug, Default)]
+pub struct PeerEntry {
+    pub peer: Option<PeerId>,
+    pub addrs: Vec<Multiaddr>,
+    pub sources: BTreeSet<Source>,
+    /// identify's agent string, once identified.
+    pub agent: Option<String>,
+    /// identify's protocol version; only `protocol_version()` is compatible.
+    pub protocol_version: Option<String>,
+    /// Protocols the peer speaks (from identify).
+    pub protocols: Vec<String>,
+    /// Last ping round trip.
+    pub rtt: Option<Duration>,
+    pub connected: bool,
+}
+
+impl PeerEntry {
+    /// Identified as an idlegrid peer of our protocol version that serves tasks.
+    pub fn is_compatible(&self) -> bool {
+        self.protocol_version.as_deref() == Some(protocol_version().as_str())
+            && self
+                .protocols
+                .iter()
+                .any(|p| p == idlegrid_protocol::TASK_PROTOCOL)
+    }
+}
+
+/// What the event loop publishes about peers.
+#[derive(Clone, Debug)]
+pub enum PeerEvent {
+    Discovered {
+        peer: PeerId,
+        source: Source,
+    },
+    /// identify answered; `compatible` says whether it speaks our protocols.
+    Identified {
+        peer: PeerId,
+        compatible: bool,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
+}
+
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetError {
+    #[error("peer {peer} did not answer in time")]
+    Timeout { peer: PeerId },
+    #[error("could not reach peer {peer}")]
+    Unreachable { peer: PeerId },
+    #[error("connection to peer {peer} closed")]
+    ConnectionClosed { peer: PeerId },
+    #[error("peer {peer} does not speak idlegrid's protocols")]
+    Unsupported { peer: PeerId },
+    #[error("peer {peer}: {reason}")]
+    Stream { peer: PeerId, reason: String },
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot set up the network: {0}")]
+    Setup(String),
+}

@@ -1,0 +1,395 @@
+//! The on-disk, content-addressed blob store every peer keeps in its data dir.
+//!
+//! Blobs live in `<data dir>/blobs/<hex cid>`, written to a temp file and renamed, and
+//! only after their bytes hash to the claimed id, so a blob file is always whole and
+//! always correct. Inputs that already sit on the user's disk (video frames) are not
+//! copied: they are registered as file-backed blobs after a streaming hash. The store
+//! also remembers which result each finished chunk produced (`<data dir>/results/`), so
+//! a re-run or a resumed job recomputes nothing that is already done.
+//!
+//! A size cap bounds the blob directory: when a write would pass it, the least recently
+//! written blobs that no running job has pinned are evicted first.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use idlegrid_protocol::{limits, Cid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blob bytes hash to {actual}, not the claimed {claimed}")]
+    HashMismatch { claimed: Cid, actual: Cid },
+    #[error("blob of {len} bytes is over the {limit}-byte limit")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("blob store is full: {needed} bytes needed, cap {cap} bytes, all of it pinned")]
+    Full { needed: u64, cap: u64 },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a blob's bytes are.
+#[derive(Clone, Debug)]
+enum Location {
+    /// In the store's own directory.
+    Owned,
+    /// A user's file, hashed when registered.
+    File(PathBuf),
+}
+
+#[derive(Default)]
+struct Index {
+    /// Blob id → (location, length).
+    blobs: HashMap<Cid, (Location, u64)>,
+    /// Owned blobs in write order, oldest first (eviction order).
+    order: Vec<Cid>,
+    /// Bytes held in the store's directory.
+    owned_bytes: u64,
+    /// Blobs a running job needs: never evicted.
+    pinned: HashSet<Cid>,
+}
+
+/// A cloneable handle to the store; all methods are blocking file I/O (call them from
+/// `spawn_blocking` in async code).
+#[derive(Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    cap: u64,
+    index: Arc<Mutex<Index>>,
+}
+
+impl BlobStore {
+    /// Opens (or creates) the store under `data_dir`, holding at most `cap` bytes of
+    /// owned blobs.
+    pub fn open(data_dir: &Path, cap: u64) -> Result<BlobStore, StoreError> {
+        let root = data_dir.join("blobs");
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let results = data_dir.join("results");
+        fs::create_dir_all(&results).map_err(io_err(&results))?;
+        let mut index = Index::default();
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&root).map_err(io_err(&root))? {
+            let entry = entry.map_err(io_err(&root))?;
+            let name = entry.file_name();
+            let Some(cid) = name.to_str().and_then(Cid::from_hex) else {
+                // Leftover temp file from a crash: remove it.
+                let _ = fs::remove_file(entry.path());
+                continue;
+            };
+            let meta = entry.metadata().map_err(io_err(&entry.path()))?;
+            found.push((meta.modified().ok(), cid, meta.len()));
+        }
+        found.sort();
+        for (_, cid, len) in found {
+            index.blobs.insert(cid, (Location::Owned, len));
+            index.order.push(cid);
+            index.owned_bytes += len;
+        }
+        Ok(BlobStore {
+            root,
+            cap,
+            index: Arc::new(Mutex::new(index)),
+        })
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index inconsistent in a way
+        // that matters (worst case a blob is listed that a reader then fails to open).
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path_of(&self, cid: &Cid) -> PathBuf {
+        self.root.join(cid.to_hex())
+    }
+
+    /// Stores `bytes` and returns their id.
+    pub fn put(&self, bytes: &[u8]) -> Result<Cid, StoreError> {
+        let cid = Cid::of(bytes);
+        self.write_owned(cid, bytes)?;
+        Ok(cid)
+    }
+
+    /// Stores `bytes` that a peer claims are blob `cid`, after checking the claim.
+    pub fn put_verified(&self, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let actual = Cid::of(bytes);
+        if actual != cid {
+            return Err(StoreError::HashMismatch {
+                claimed: cid,
+                actual,
+            });
+        }
+        self.write_owned(cid, bytes)
+    }
+
+    fn write_owned(&self, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        if len > limits::MAX_BLOB {
+            return Err(StoreError::TooLarge {
+                len,
+                limit: limits::MAX_BLOB,
+            });
+        }
+        if self.has(&cid) {
+            return Ok(());
+        }
+        self.make_room(len)?;
+        let path = self.path_of(&cid);
+        // Unique per write, so two writers of the same blob never share a temp file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.root.join(format!(
+            ".{}.{}.{}.tmp",
+            cid.short(),
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            fs::rename(&tmp, &path)
+        };
+        if let Err(source) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io { path, source });
+        }
+        let mut index = self.index();
+        if index.blobs.insert(cid, (Location::Owned, len)).is_none() {
+            index.order.push(cid);
+            index.owned_bytes += len;
+        }
+        Ok(())
+    }
+
+    /// Evicts unpinned owned blobs, oldest first, until `incoming` more bytes fit.
+    fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
+        let mut index = self.index();
+        if index.owned_bytes + incoming <= self.cap {
+            return Ok(());
+        }
+        let mut keep = Vec::with_capacity(index.order.len());
+        let order = std::mem::take(&mut index.order);
+        for cid in order {
+            if index.owned_bytes + incoming <= self.cap || index.pinned.contains(&cid) {
+                keep.push(cid);
+                continue;
+            }
+            if let Some((Location::Owned, len)) = index.blobs.remove(&cid) {
+                let _ = fs::remove_file(self.path_of(&cid));
+                index.owned_bytes = index.owned_bytes.saturating_sub(len);
+            }
+        }
+        index.order = keep;
+        if index.owned_bytes + incoming > self.cap {
+            return Err(StoreError::Full {
+                needed: incoming,
+                cap: self.cap,
+            });
+        }
+        Ok(())
+    }
+
+    /// Registers a user's file as blob; returns its id (hashing it streaming, so a
+    /// large file is never held in memory).
+    pub fn register_file(&self, path: &Path) -> Result<(Cid, u64), StoreError> {
+        let mut file = fs::File::open(path).map_err(io_err(path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io_err(path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        let cid = Cid::from_hasher(&hasher);
+        self.index()
+            .blobs
+            .entry(cid)
+            .or_insert((Location::File(path.to_path_buf()), len));
+        Ok((cid, len))
+    }
+
+    pub fn has(&self, cid: &Cid) -> bool {
+        self.index().blobs.contains_key(cid)
+    }
+
+    /// Length of a blob, if held.
+    pub fn len_of(&self, cid: &Cid) -> Option<u64> {
+        self.index().blobs.get(cid).map(|(_, len)| *len)
+    }
+
+    fn location(&self, cid: &Cid) -> Option<(PathBuf, u64)> {
+        let index = self.index();
+        let (location, len) = index.blobs.get(cid)?;
+        Some(match location {
+            Location::Owned => (self.path_of(cid), *len),
+            Location::File(path) => (path.clone(), *len),
+        })
+    }
+
+    /// The whole blob, or `None` if it is not held.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((path, _)) = self.location(cid) else {
+            return Ok(None);
+        };
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget(cid);
+                Ok(None)
+            }
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// Up to `max` bytes of a blob from `offset`, with the blob's total length.
+    pub fn read_piece(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let Some((path, total)) = self.location(cid) else {
+            return Ok(None);
+        };
+        let want = (total.saturating_sub(offset)).min(max as u64) as usize;
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget(cid);
+                return Ok(None);
+            }
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let mut bytes = vec![0u8; want];
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(io_err(&path))?;
+        Ok(Some((total, bytes)))
+    }
+
+    fn forget(&self, cid: &Cid) {
+        let mut index = self.index();
+        if let Some((Location::Owned, len)) = index.blobs.remove(cid) {
+            index.owned_bytes = index.owned_bytes.saturating_sub(len);
+            index.order.retain(|c| c != cid);
+        }
+    }
+
+    /// Keeps these blobs from eviction until `unpin`.
+    pub fn pin(&self, cids: impl IntoIterator<Item = Cid>) {
+        self.index().pinned.extend(cids);
+    }
+
+    pub fn unpin(&self, cids: impl IntoIterator<Item = Cid>) {
+        let mut index = self.index();
+        for cid in cids {
+            index.pinned.remove(&cid);
+        }
+    }
+
+    fn result_path(&self, chunk: &Cid) -> PathBuf {
+        self.root
+            .parent()
+            .unwrap_or(&self.root)
+            .join("results")
+            .join(chunk.to_hex())
+    }
+
+    /// Remembers that `chunk` produced `result` (whose bytes are in the store).
+    pub fn record_result(&self, chunk: &Cid, result: &Cid) -> Result<(), StoreError> {
+        let path = self.result_path(chunk);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, result.to_hex())
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(io_err(&path))
+    }
+
+    /// The verified result of `chunk` from an earlier run, if its bytes are still held.
+    pub fn known_result(&self, chunk: &Cid) -> Option<Cid> {
+        let text = fs::read_to_string(self.result_path(chunk)).ok()?;
+        let result = Cid::from_hex(text.trim())?;
+        self.has(&result).then_some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("idlegrid-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn put_get_piece_and_reopen() {
+        let dir = temp_dir("basic");
+        let store = BlobStore::open(&dir, 1 << 20).unwrap();
+        let bytes: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let cid = store.put(&bytes).unwrap();
+        assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
+        let (total, piece) = store.read_piece(&cid, 990, 100).unwrap().unwrap();
+        assert_eq!((total, piece.as_slice()), (1000, &bytes[990..]));
+        let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(reopened.len_of(&cid), Some(1000));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wrong_bytes_are_refused() {
+        let dir = temp_dir("verify");
+        let store = BlobStore::open(&dir, 1 << 20).unwrap();
+        let err = store.put_verified(Cid::of(b"a"), b"b").unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }));
+        assert!(!store.has(&Cid::of(b"b")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cap_evicts_oldest_unpinned() {
+        let dir = temp_dir("cap");
+        let store = BlobStore::open(&dir, 250).unwrap();
+        let a = store.put(&[1u8; 100]).unwrap();
+        let b = store.put(&[2u8; 100]).unwrap();
+        store.pin([a]);
+        let c = store.put(&[3u8; 100]).unwrap();
+        assert!(store.has(&a) && !store.has(&b) && store.has(&c));
+        store.pin([c]);
+        assert!(matches!(
+            store.put(&[4u8; 100]),
+            Err(StoreError::Full { .. })
+        ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn results_survive_and_need_their_bytes() {
+        let dir = temp_dir("results");
+        let store = BlobStore::open(&dir, 1 << 20).unwrap();
+        let chunk = Cid::of(b"chunk");
+        let result = store.put(b"result").unwrap();
+        store.record_result(&chunk, &result).unwrap();
+        assert_eq!(store.known_result(&chunk), Some(result));
+        fs::remove_file(dir.join("blobs").join(result.to_hex())).unwrap();
+        let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(reopened.known_result(&chunk), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

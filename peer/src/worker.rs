@@ -1,0 +1,306 @@
+//! The worker service: answers `/idlegrid/task/1` and `/idlegrid/blob/1` requests that
+//! the event loop hands over on its inbound channel.
+//!
+//! A `Run` is validated (kernel, version, params) and answered at once with `Accepted`
+//! or a `Refused` that says why; the chunk then fetches its missing inputs from the
+//! requester, waits for a compute slot and runs on the [`Executor`]. Each chunk's
+//! status sits behind a `watch` channel, so a `Poll` is a long poll: it is answered the
+//! moment the chunk finishes, or after `keepalive` with `Running`. Every request thus
+//! completes within seconds even when a chunk computes for minutes.
+//!
+//! Blob requests are served from the [`BlobStore`] in bounded pieces, on blocking
+//! threads so the event loop never waits on the disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use idlegrid_protocol::{limits, BlobResponse, Cid, TaskRequest, TaskResponse};
+use libp2p::PeerId;
+use tokio::sync::{mpsc, watch};
+
+use crate::blobs::fetch_blob;
+use crate::executor::Executor;
+use crate::net::{agent_version, Client, Inbound};
+use crate::store::BlobStore;
+
+/// How this peer serves others.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Run chunks for other peers. False on a peer that only submits its own jobs
+    /// (it still serves blobs, so workers can fetch its inputs).
+    pub serve: bool,
+    /// Chunks accepted beyond those running, before new ones are refused as busy.
+    /// Default 4.
+    pub queue: usize,
+    /// How long a poll is held before answering `Running`. Default 2 s; must stay well
+    /// under the request timeout.
+    pub keepalive: Duration,
+    /// Largest single input blob this peer will fetch. Default 512 MiB.
+    pub max_input: u64,
+    /// Finished chunk statuses remembered for late polls. Default 4096.
+    pub remember: usize,
+    /// Test builds only: return wrong (but self-consistent) results.
+    #[cfg(feature = "fault-injection")]
+    pub lie: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            serve: true,
+            queue: 4,
+            keepalive: Duration::from_secs(2),
+            max_input: 512 * 1024 * 1024,
+            remember: 4096,
+            #[cfg(feature = "fault-injection")]
+            lie: false,
+        }
+    }
+}
+
+/// Where a chunk stands on this worker.
+#[derive(Clone, Debug)]
+enum Status {
+    Working,
+    Done { result: Cid, len: u64 },
+    Failed(String),
+}
+
+struct Chunks {
+    status: HashMap<Cid, watch::Receiver<Status>>,
+    /// Finished chunks in completion order, to forget the oldest.
+    finished: Vec<Cid>,
+}
+
+#[derive(Clone)]
+struct Worker {
+    client: Client,
+    store: BlobStore,
+    executor: Executor,
+    config: WorkerConfig,
+    chunks: Arc<Mutex<Chunks>>,
+}
+
+/// Serves inbound requests until the event loop closes the channel.
+pub async fn serve(
+    client: Client,
+    store: BlobStore,
+    executor: Executor,
+    config: WorkerConfig,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
+    let worker = Worker {
+        client,
+        store,
+        executor,
+        config,
+        chunks: Arc::new(Mutex::new(Chunks {
+            status: HashMap::new(),
+            finished: Vec::new(),
+        })),
+    };
+    while let Some(request) = inbound.recv().await {
+        match request {
+            Inbound::Task {
+                peer,
+                request,
+                channel,
+            } => {
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let response = worker.on_task(peer, request).await;
+                    worker.client.respond_task(channel, response).await;
+                });
+            }
+            Inbound::Blob {
+                peer,
+                request,
+                channel,
+            } => {
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let store = worker.store.clone();
+                    let cid = request.cid;
+                    let len = (request.len as usize).min(limits::BLOB_PIECE);
+                    let offset = request.offset;
+                    let read =
+                        tokio::task::spawn_blocking(move || store.read_piece(&cid, offset, len))
+                            .await;
+                    let response = match read {
+                        Ok(Ok(Some((total, bytes)))) => BlobResponse::Piece {
+                            total,
+                            offset,
+                            bytes,
+                        },
+                        Ok(Ok(None)) => BlobResponse::NotFound,
+                        Ok(Err(e)) => {
+                            tracing::warn!("blob {} for {peer}: {e}", cid.short());
+                            BlobResponse::Refused {
+                                reason: "cannot read the blob".into(),
+                            }
+                        }
+                        Err(e) => BlobResponse::Refused {
+                            reason: format!("blob read failed: {e}"),
+                        },
+                    };
+                    worker.client.respond_blob(channel, response).await;
+                });
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chunks> {
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn on_task(&self, peer: PeerId, request: TaskRequest) -> TaskResponse {
+        match request {
+            TaskRequest::Probe => TaskResponse::Probe(idlegrid_protocol::message::PeerInfo {
+                agent: agent_version(),
+                kernels: if self.config.serve {
+                    idlegrid_kernels::supported()
+                } else {
+                    Vec::new()
+                },
+                slots: self.executor.cores() as u32,
+                running: self.executor.running() as u32,
+                busy: !self.config.serve,
+            }),
+            TaskRequest::Run { spec } => self.on_run(peer, spec),
+            TaskRequest::Poll { chunk } => self.on_poll(chunk).await,
+            TaskRequest::Cancel { chunk } => {
+                // Running kernels are not interrupted (they are pure and bounded); the
+                // status is dropped so the slot's result is simply not asked for.
+                self.lock().status.remove(&chunk);
+                TaskResponse::Unknown { chunk }
+            }
+        }
+    }
+
+    fn on_run(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> TaskResponse {
+        let chunk = spec.id();
+        let refuse = |reason: String| {
+            tracing::info!("refused chunk {} from {peer}: {reason}", chunk.short());
+            TaskResponse::Refused { chunk, reason }
+        };
+        if !self.config.serve {
+            return refuse("this peer does not lend its cores (not serving)".into());
+        }
+        if let Err(e) = idlegrid_kernels::validate(&spec) {
+            return refuse(e.to_string());
+        }
+        let (tx, rx) = watch::channel(Status::Working);
+        {
+            let mut chunks = self.lock();
+            if chunks.status.contains_key(&chunk) {
+                return TaskResponse::Accepted { chunk };
+            }
+            let working = chunks
+                .status
+                .values()
+                .filter(|s| matches!(*s.borrow(), Status::Working))
+                .count();
+            if working >= self.executor.cores() + self.config.queue {
+                return refuse(format!("busy: {working} chunks running or queued"));
+            }
+            chunks.status.insert(chunk, rx);
+        }
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let status = worker.compute(peer, spec).await;
+            if let Status::Failed(reason) = &status {
+                tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
+            }
+            let _ = tx.send(status);
+            let mut chunks = worker.lock();
+            chunks.finished.push(chunk);
+            if chunks.finished.len() > worker.config.remember {
+                let old = chunks.finished.remove(0);
+                chunks.status.remove(&old);
+            }
+        });
+        TaskResponse::Accepted { chunk }
+    }
+
+    /// Fetches the inputs, runs the kernel, stores the result.
+    async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
+        let mut inputs = Vec::with_capacity(spec.inputs.len());
+        for cid in &spec.inputs {
+            if !self.store.has(cid) {
+                if let Err(e) =
+                    fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input).await
+                {
+                    return Status::Failed(format!("input {}: {e}", cid.short()));
+                }
+            }
+            let store = self.store.clone();
+            let cid = *cid;
+            match tokio::task::spawn_blocking(move || store.get(&cid)).await {
+                Ok(Ok(Some(bytes))) => inputs.push(bytes),
+                Ok(Ok(None)) => return Status::Failed(format!("input {} vanished", cid.short())),
+                Ok(Err(e)) => return Status::Failed(e.to_string()),
+                Err(e) => return Status::Failed(e.to_string()),
+            }
+        }
+        #[allow(unused_mut)]
+        let mut output = match self.executor.run(spec, inputs).await {
+            Ok(output) => output,
+            Err(e) => return Status::Failed(e.to_string()),
+        };
+        #[cfg(feature = "fault-injection")]
+        if self.config.lie {
+            // A consistent lie: the hash matches the wrong bytes, so only replication
+            // or a spot check can catch it.
+            if let Some(byte) = output.last_mut() {
+                *byte ^= 0x5a;
+            } else {
+                output.push(0x5a);
+            }
+        }
+        let len = output.len() as u64;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&output)).await {
+            Ok(Ok(result)) => Status::Done { result, len },
+            Ok(Err(e)) => Status::Failed(e.to_string()),
+            Err(e) => Status::Failed(e.to_string()),
+        }
+    }
+
+    async fn on_poll(&self, chunk: Cid) -> TaskResponse {
+        let Some(mut status) = self.lock().status.get(&chunk).cloned() else {
+            return TaskResponse::Unknown { chunk };
+        };
+        if matches!(*status.borrow(), Status::Working) {
+            let _ = tokio::time::timeout(
+                self.config.keepalive,
+                status.wait_for(|s| !matches!(s, Status::Working)),
+            )
+            .await;
+        }
+        let current = status.borrow().clone();
+        match current {
+            Status::Working => TaskResponse::Running { chunk },
+            Status::Failed(reason) => TaskResponse::Failed { chunk, reason },
+            Status::Done { result, len } => {
+                let inline = if len as usize <= limits::MAX_INLINE_RESULT {
+                    let store = self.store.clone();
+                    match tokio::task::spawn_blocking(move || store.get(&result)).await {
+                        Ok(Ok(Some(bytes))) => bytes,
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                TaskResponse::Done {
+                    chunk,
+                    result,
+                    len,
+                    inline,
+                }
+            }
+        }
+    }
+}
