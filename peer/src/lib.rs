@@ -2,3 +2,4 @@
 //! tests can start real peers in one process.
 
 pub mod commands;
+pub mod scheduler;

@@ -37,6 +37,7 @@ pub mod breaker;
 pub mod chunks;
 pub mod config;
 pub mod dispatch;
+pub mod events;
 pub mod peers;
 pub mod queues;
 pub mod types;
@@ -58,7 +59,7 @@ pub use types::{
     Action, BreakerState, ChunkIndex, Event, FailureKind, JobFailure, PeerStats, Progress,
 };
 
-use chunks::ChunkState;
+use chunks::{ChunkState, Slot};
 use peers::PeerState;
 use queues::Queues;
 
@@ -100,6 +101,13 @@ pub struct Scheduler<P> {
     outcome: Option<Outcome>,
     /// The latest `now` seen; events never move time backwards.
     now: Micros,
+    /// Id of the next copy handed out.
+    next_copy_id: u64,
+    /// Bans decided but not yet carried out (a ban's re-checks can decide more).
+    ban_queue: Vec<(PeerIx, ChunkIndex)>,
+    /// Peers that may get work, and how many of them are trusted.
+    usable_peers: u32,
+    usable_trusted: u32,
 }
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
@@ -123,7 +131,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             chunks.push(ChunkState::new(cost, spot));
         }
         let mean_cost = if total == 0 { 1.0 } else { sum / total as f64 };
-        let queues = Queues::new(&chunks);
+        let mut queues = Queues::default();
+        for (i, chunk) in chunks.iter_mut().enumerate() {
+            chunk.slot = Slot::Pending(1);
+            queues.pending.insert((1, i as ChunkIndex));
+        }
         Ok(Scheduler {
             config,
             chunks,
@@ -140,6 +152,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             peerless_since: Some(0),
             outcome: None,
             now: 0,
+            next_copy_id: 0,
+            ban_queue: Vec::new(),
+            usable_peers: 0,
+            usable_trusted: 0,
         })
     }
 
@@ -158,8 +174,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 score,
                 trusted,
                 weight,
-            } => self.on_joined(peer, score, trusted, weight, out),
-            Event::PeerLeft { peer } => self.on_left(peer),
+            } => self.on_joined(peer, score, trusted, weight),
+            Event::PeerLeft { peer } => self.on_left(peer, out),
             Event::ChunkDone {
                 peer,
                 chunk,
@@ -172,7 +188,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             self.dispatch(out);
             self.check_end(out);
         }
-        self.queues.trim_stale(&self.chunks);
+        self.trim_stale();
     }
 
     /// When the next [`Event::Tick`] is due (the earliest deadline, breaker cool-down

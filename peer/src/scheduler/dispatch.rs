@@ -1,0 +1,247 @@
+//! Handing out copies: the pull (a hungry peer takes the first pending chunk it does not
+//! already hold, retries first), the trusted worker's own queue (spot checks and
+//! disputes before anything else), and speculation once nothing is pending (an idle
+//! peer duplicates the most overdue outstanding chunk, or the one expected to finish
+//! last if it would finish it clearly sooner).
+//!
+//! Also the bookkeeping every state change ends with: [`Scheduler::refresh_chunk`]
+//! puts a chunk in the queue its state calls for, [`Scheduler::refresh_peer`] does the
+//! same for a peer and the hungry set.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use super::chunks::{InFlight, Slot};
+use super::types::{Action, ChunkIndex};
+use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
+
+/// Pending chunks a peer looks at before giving up (it holds all of them: it answered
+/// or is computing them). Keeps a pull O(log n) even in odd corners.
+const SCAN_LIMIT: usize = 64;
+
+/// Hungry peers tried in one dispatch round without result before the round stops:
+/// past a few, the rest are slower and hold the same chunks.
+const FRUITLESS_LIMIT: usize = 8;
+
+impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
+    /// Gives work to hungry peers, fastest first, while there is any to give.
+    pub(super) fn dispatch(&mut self, out: &mut Vec<Action<P>>) {
+        let mut fruitless = 0;
+        let mut cursor: Option<(std::cmp::Reverse<u64>, PeerIx)> = None;
+        loop {
+            if self.queues.pending.is_empty()
+                && self.queues.outstanding.is_empty()
+                && self.queues.trusted.is_empty()
+            {
+                return;
+            }
+            let next = match cursor {
+                None => self.queues.hungry.iter().next().copied(),
+                Some(c) => self
+                    .queues
+                    .hungry
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next()
+                    .copied(),
+            };
+            let Some(entry) = next else { return };
+            cursor = Some(entry);
+            let ix = entry.1;
+            let mut gave = false;
+            while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
+                let pick = self
+                    .pick_pending(ix)
+                    .map(|c| (c, false))
+                    .or_else(|| self.pick_speculative(ix).map(|c| (c, true)));
+                let Some((chunk, speculative)) = pick else {
+                    break;
+                };
+                self.assign(ix, chunk, speculative, out);
+                gave = true;
+            }
+            self.refresh_peer(ix);
+            if gave {
+                fruitless = 0;
+            } else {
+                fruitless += 1;
+                if fruitless >= FRUITLESS_LIMIT {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The first chunk this peer should compute from the queues, if any.
+    fn pick_pending(&mut self, ix: PeerIx) -> Option<ChunkIndex> {
+        if self.peers[ix as usize].trusted {
+            if let Some(chunk) = self.pick_trusted(ix) {
+                return Some(chunk);
+            }
+        }
+        let others = self.usable_peers > 1;
+        self.queues
+            .pending
+            .iter()
+            .take(SCAN_LIMIT)
+            .map(|&(_, c)| c)
+            .find(|&c| !self.chunks[c as usize].shuns(ix, others))
+    }
+
+    /// The trusted worker's own queue: a spot check whose remote answer is in, or a
+    /// disputed chunk still unsettled. Entries no longer needed are dropped here.
+    fn pick_trusted(&mut self, ix: PeerIx) -> Option<ChunkIndex> {
+        while let Some(&chunk) = self.queues.trusted.iter().next() {
+            let state = &self.chunks[chunk as usize];
+            let wanted = !state.trusted_voted
+                && (state.spot_check || state.verified.is_none())
+                && !state.copies.iter().any(|c| c.peer == ix);
+            if wanted {
+                self.queues.trusted.remove(&chunk);
+                return Some(chunk);
+            }
+            self.queues.trusted.remove(&chunk);
+        }
+        None
+    }
+
+    /// A speculative duplicate for an idle peer: the most overdue outstanding chunk,
+    /// else the one expected to settle last if this peer would beat it by
+    /// `speculation_gain`.
+    fn pick_speculative(&self, ix: PeerIx) -> Option<ChunkIndex> {
+        if self.config.speculative_copies == 0 || !self.queues.pending.is_empty() {
+            return None;
+        }
+        let now = self.now;
+        let peer = &self.peers[ix as usize];
+        let overdue = self
+            .queues
+            .outstanding
+            .iter()
+            .take_while(|&&(eta, _)| eta < now)
+            .take(SCAN_LIMIT)
+            .map(|&(_, c)| c)
+            .find(|&c| !self.chunks[c as usize].held_by(ix));
+        if overdue.is_some() {
+            return overdue;
+        }
+        let keep = 1.0 - self.config.speculation_gain;
+        self.queues
+            .outstanding
+            .iter()
+            .rev()
+            .take(SCAN_LIMIT)
+            .find(|&&(eta, c)| {
+                let state = &self.chunks[c as usize];
+                if state.held_by(ix) {
+                    return false;
+                }
+                let mine = peer.eta_for(now, state.cost);
+                let left = eta.saturating_sub(now) as f64;
+                (mine.saturating_sub(now) as f64) < keep * left
+            })
+            .map(|&(_, c)| c)
+    }
+
+    /// Sends a copy of `chunk` to peer `ix`.
+    pub(super) fn assign(
+        &mut self,
+        ix: PeerIx,
+        chunk: ChunkIndex,
+        speculative: bool,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let now = self.now;
+        let cost = self.chunks[chunk as usize].cost;
+        let peer = &mut self.peers[ix as usize];
+        let eta = peer.eta_for(now, cost);
+        let expected = eta.saturating_sub(now) as f64 * self.config.deadline_factor;
+        let floor = to_micros(self.config.deadline_floor);
+        let ceiling = to_micros(self.config.deadline_ceiling);
+        let allowed = if peer.trusted {
+            ceiling
+        } else {
+            (expected.min(u64::MAX as f64 / 2.0) as Micros).clamp(floor, ceiling)
+        };
+        let deadline = now.saturating_add(allowed);
+        peer.add_copy(chunk, cost, eta);
+        let trusted = peer.trusted;
+        let key = peer.key;
+        let id = self.next_copy_id;
+        self.next_copy_id += 1;
+        self.chunks[chunk as usize].copies.push(InFlight {
+            peer: ix,
+            id,
+            assigned: now,
+            eta,
+            speculative,
+        });
+        if !trusted {
+            // The trusted worker runs in-process and reports its own errors.
+            self.queues
+                .deadlines
+                .push(std::cmp::Reverse((deadline, chunk, id)));
+        }
+        self.progress.assignments += 1;
+        self.progress.in_flight += 1;
+        if speculative {
+            self.progress.speculative += 1;
+        }
+        out.push(Action::Assign {
+            peer: key,
+            chunk,
+            deadline: from_micros(deadline),
+            speculative,
+        });
+        self.refresh_chunk(chunk);
+    }
+
+    /// Takes peer `ix`'s copy of `chunk` back, if it has one, and unbooks it.
+    pub(super) fn drop_copy(&mut self, ix: PeerIx, chunk: ChunkIndex) -> Option<InFlight> {
+        let state = self.chunks.get_mut(chunk as usize)?;
+        let copy = state.take_copy(ix)?;
+        let cost = state.cost;
+        self.peers[ix as usize].remove_copy(chunk, cost, self.now);
+        self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
+        Some(copy)
+    }
+
+    /// A copy went back to the queue (failure, timeout, peer lost, breaker, ban).
+    pub(super) fn requeue(&mut self, chunk: ChunkIndex) {
+        self.progress.requeued += 1;
+        self.chunks[chunk as usize].retried = true;
+        self.refresh_chunk(chunk);
+    }
+
+    /// Puts a chunk in the queue its state calls for: pending if it wants more copies,
+    /// outstanding if it could take a speculative one, nowhere otherwise.
+    pub(super) fn refresh_chunk(&mut self, chunk: ChunkIndex) {
+        let replicas = self.config.replicas;
+        let spec = self.config.speculative_copies;
+        let state = &self.chunks[chunk as usize];
+        let needed = state.needed(replicas);
+        let copies = state.copies.len() as u32;
+        let to = if needed == 0 {
+            Slot::None
+        } else if copies < needed {
+            Slot::Pending(if state.retried { 0 } else { 1 })
+        } else if copies < needed + spec {
+            state.eta(needed).map_or(Slot::None, Slot::Outstanding)
+        } else {
+            Slot::None
+        };
+        let from = state.slot;
+        self.queues.move_chunk(chunk, from, to);
+        self.chunks[chunk as usize].slot = to;
+    }
+
+    /// Puts a peer in or out of the hungry set (re-keyed by its current speed).
+    pub(super) fn refresh_peer(&mut self, ix: PeerIx) {
+        let peer = &self.peers[ix as usize];
+        let to = peer
+            .hungry(&self.config, self.mean_cost)
+            .then(|| peer.speed.to_bits());
+        let from = peer.hungry_key;
+        self.queues.set_hungry(ix, from, to);
+        self.peers[ix as usize].hungry_key = to;
+    }
+}

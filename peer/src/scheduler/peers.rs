@@ -1,0 +1,182 @@
+//! Per-peer state: what it has in flight, how fast it is, its breaker, whether it may
+//! get work. Speed starts at the benchmark score (or the hand weight) and follows the
+//! measured service times (a moving average), so the pipeline depth and the deadlines
+//! adapt to what the peer really does rather than to what it claimed.
+
+use super::breaker::Breaker;
+use super::config::SchedulerConfig;
+use super::types::{ChunkIndex, PeerStats};
+use super::{Micros, PeerIx};
+
+/// Slowest speed the scheduler reasons with, so that a zero or garbage score yields
+/// ceiling deadlines instead of divisions by zero.
+const MIN_SPEED: f64 = 1e-6;
+
+#[derive(Clone, Debug)]
+pub struct PeerState<P> {
+    pub key: P,
+    pub ix: PeerIx,
+    pub score: f64,
+    pub weight: Option<f64>,
+    /// Work units per second: the score (or weight) until measured.
+    pub speed: f64,
+    pub measured: bool,
+    pub trusted: bool,
+    pub banned: bool,
+    pub connected: bool,
+    pub breaker: Breaker,
+    /// Chunks it has a copy of.
+    pub in_flight: Vec<ChunkIndex>,
+    /// Sum of their costs.
+    pub in_flight_work: u64,
+    /// When its queue of copies is expected to drain.
+    pub busy_until: Micros,
+    /// When it last answered: a copy's service starts no earlier than this.
+    pub last_done: Micros,
+    pub chunks_done: u64,
+    pub failures: u64,
+    /// Chunks on which it has a standing vote, for the re-check when it is banned.
+    pub voted: Vec<ChunkIndex>,
+    /// Its key in the hungry set, when in it.
+    pub hungry_key: Option<u64>,
+}
+
+impl<P: Copy> PeerState<P> {
+    pub fn new(key: P, ix: PeerIx, score: f64, trusted: bool, weight: Option<f64>) -> Self {
+        let mut peer = PeerState {
+            key,
+            ix,
+            score,
+            weight,
+            speed: MIN_SPEED,
+            measured: false,
+            trusted,
+            banned: false,
+            connected: true,
+            breaker: Breaker::new(trusted),
+            in_flight: Vec::new(),
+            in_flight_work: 0,
+            busy_until: 0,
+            last_done: 0,
+            chunks_done: 0,
+            failures: 0,
+            voted: Vec::new(),
+            hungry_key: None,
+        };
+        peer.rejoin(score, weight);
+        peer
+    }
+
+    /// A (re)join with a fresh benchmark: the claimed speed applies until measured.
+    pub fn rejoin(&mut self, score: f64, weight: Option<f64>) {
+        self.score = score;
+        self.weight = weight;
+        self.connected = true;
+        if !self.measured {
+            self.speed = sane(weight.unwrap_or(score));
+        }
+    }
+
+    /// Connected, not banned, not excluded by a hand weight of 0.
+    pub fn usable(&self) -> bool {
+        self.connected && !self.banned && self.weight.is_none_or(|w| w > 0.0)
+    }
+
+    /// Copies it should have in flight: `pipeline` seconds of its speed in chunks of
+    /// the mean cost, within the configured bounds and its breaker's cap.
+    pub fn target(&self, config: &SchedulerConfig, mean_cost: f64) -> u32 {
+        let chunks = (self.speed * config.pipeline.as_secs_f64() / mean_cost).ceil();
+        let chunks = if chunks.is_finite() { chunks } else { 0.0 };
+        let wanted = (chunks as u32).clamp(config.min_in_flight, config.max_in_flight);
+        wanted.min(self.breaker.in_flight_cap())
+    }
+
+    /// Wants another copy now.
+    pub fn hungry(&self, config: &SchedulerConfig, mean_cost: f64) -> bool {
+        self.usable() && (self.in_flight.len() as u32) < self.target(config, mean_cost)
+    }
+
+    /// Microseconds it should take for `cost` work units.
+    pub fn duration(&self, cost: u64) -> Micros {
+        let secs = cost as f64 / self.speed;
+        if secs.is_finite() {
+            (secs * 1e6).min(u64::MAX as f64 / 2.0) as Micros
+        } else {
+            u64::MAX / 2
+        }
+    }
+
+    /// The eta of a copy of `cost` assigned at `now`, behind its queue.
+    pub fn eta_for(&self, now: Micros, cost: u64) -> Micros {
+        self.busy_until
+            .max(now)
+            .saturating_add(self.duration(cost))
+    }
+
+    /// Books a copy: its queue grows.
+    pub fn add_copy(&mut self, chunk: ChunkIndex, cost: u64, eta: Micros) {
+        self.in_flight.push(chunk);
+        self.in_flight_work = self.in_flight_work.saturating_add(cost);
+        self.busy_until = eta;
+    }
+
+    /// Unbooks a copy (answered, failed, cancelled): its queue shrinks.
+    pub fn remove_copy(&mut self, chunk: ChunkIndex, cost: u64, now: Micros) {
+        if let Some(pos) = self.in_flight.iter().position(|&c| c == chunk) {
+            self.in_flight.swap_remove(pos);
+            self.in_flight_work = self.in_flight_work.saturating_sub(cost);
+        }
+        self.busy_until = now.saturating_add(self.duration(self.in_flight_work));
+    }
+
+    /// An answer at `now` for a copy of `cost` assigned at `assigned`: the service time
+    /// runs from when the peer could start it (after its previous answer) to now.
+    pub fn record_answer(&mut self, now: Micros, cost: u64, assigned: Micros, alpha: f64) {
+        let start = assigned.max(self.last_done);
+        self.last_done = now;
+        let service = now.saturating_sub(start);
+        if service == 0 {
+            return;
+        }
+        let sample = cost as f64 / (service as f64 / 1e6);
+        self.speed = if self.measured {
+            sane(alpha * sample + (1.0 - alpha) * self.speed)
+        } else {
+            // The first real measurement beats any benchmark claim.
+            sane(sample)
+        };
+        self.measured = true;
+    }
+
+    /// A copy of `cost` was not answered within `elapsed`: it is at most this fast.
+    pub fn record_timeout(&mut self, cost: u64, elapsed: Micros) {
+        if elapsed > 0 {
+            let bound = cost as f64 / (elapsed as f64 / 1e6);
+            self.speed = sane(self.speed.min(bound));
+        }
+    }
+
+    /// The figures for reports.
+    pub fn stats(&self, _now: Micros) -> PeerStats {
+        PeerStats {
+            score: self.score,
+            weight: self.weight,
+            measured_speed: self.measured.then_some(self.speed),
+            chunks_done: self.chunks_done,
+            failures: self.failures,
+            breaker: self.breaker.state(),
+            in_flight: self.in_flight.len() as u32,
+            trusted: self.trusted,
+            banned: self.banned,
+            connected: self.connected,
+        }
+    }
+}
+
+fn sane(speed: f64) -> f64 {
+    if speed.is_finite() && speed > MIN_SPEED {
+        speed
+    } else {
+        MIN_SPEED
+    }
+}

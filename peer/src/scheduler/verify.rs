@@ -1,0 +1,268 @@
+//! Results and what to believe (issue 3, "Breakers and verification").
+//!
+//! An answer is a vote. A chunk is settled by the trusted worker's vote, or by
+//! `replicas` agreeing votes that outnumber every other answer ([`ChunkState::tally`]).
+//! Whoever voted against a settled result is banned; banning drops all its votes and
+//! settles each of those chunks again, which revokes any result that no longer has
+//! enough backers and sends the chunk back to the queue — so no wrong result survives
+//! a caught liar. Disputed chunks and spot checks go to the trusted worker's queue; the
+//! trusted worker also pulls ordinary work, so a job finishes on it alone if every
+//! remote peer dies or lies.
+//!
+//! [`ChunkState::tally`]: super::chunks::ChunkState::tally
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use idlegrid_protocol::Cid;
+
+use super::breaker::Tripped;
+use super::chunks::Vote;
+use super::config::SchedulerConfig;
+use super::types::{Action, ChunkIndex, FailureKind, JobFailure};
+use super::{Outcome, PeerIx, Scheduler};
+
+/// Whether chunk `chunk` is spot-checked: a fixed hash of (seed, index) below the
+/// fraction. Deterministic, so a re-run checks the same chunks; unpredictable to a
+/// peer that does not know the seed.
+pub fn is_spot_checked(config: &SchedulerConfig, chunk: ChunkIndex) -> bool {
+    if config.spot_check <= 0.0 {
+        return false;
+    }
+    let h = splitmix64(config.spot_check_seed ^ splitmix64(u64::from(chunk)));
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < config.spot_check
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
+    /// A peer answered `chunk` with `cid` (hash already checked by the event loop).
+    pub(super) fn on_done(&mut self, key: P, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
+        let Some(&ix) = self.index.get(&key) else {
+            return;
+        };
+        if chunk as usize >= self.chunks.len() || self.peers[ix as usize].banned {
+            return;
+        }
+        let copy = self.drop_copy(ix, chunk);
+        let cost = self.chunks[chunk as usize].cost;
+        let alpha = self.config.speed_smoothing;
+        let now = self.now;
+        let peer = &mut self.peers[ix as usize];
+        peer.chunks_done += 1;
+        peer.breaker.on_success();
+        if let Some(copy) = copy {
+            peer.record_answer(now, cost, copy.assigned, alpha);
+        }
+        self.add_vote(ix, chunk, cid, out);
+        self.refresh_chunk(chunk);
+        self.refresh_peer(ix);
+    }
+
+    /// A peer failed `chunk`: back to the queue, one failure on its breaker, and for a
+    /// kernel error one step towards declaring the chunk poisoned.
+    pub(super) fn on_failed(
+        &mut self,
+        key: P,
+        chunk: ChunkIndex,
+        kind: FailureKind,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let Some(&ix) = self.index.get(&key) else {
+            return;
+        };
+        if chunk as usize >= self.chunks.len() {
+            return;
+        }
+        // A failure for a copy already given up on (timed out, cancelled) was counted.
+        if self.drop_copy(ix, chunk).is_none() {
+            return;
+        }
+        if kind == FailureKind::Kernel {
+            let trusted = self.peers[ix as usize].trusted;
+            let state = &mut self.chunks[chunk as usize];
+            if !state.kernel_failures.contains(&ix) {
+                state.kernel_failures.push(ix);
+            }
+            let peers = state.kernel_failures.len() as u32;
+            // Poisoned if it failed on enough peers, or on every peer there is.
+            let enough = self.config.poison_threshold.min(self.usable_peers.max(1));
+            if trusted || peers >= enough {
+                self.fail(JobFailure::PoisonChunk { chunk, peers }, out);
+                return;
+            }
+        }
+        self.chunks[chunk as usize].last_failed = Some(ix);
+        self.count_failure(ix, out);
+        self.requeue(chunk);
+        self.refresh_peer(ix);
+    }
+
+    /// One failure on a peer's breaker; if it opens, its copies go back to the queue.
+    pub(super) fn count_failure(&mut self, ix: PeerIx, out: &mut Vec<Action<P>>) {
+        let now = self.now;
+        let peer = &mut self.peers[ix as usize];
+        peer.failures += 1;
+        if let Tripped::OpenUntil(until) = peer.breaker.on_failure(now, &self.config) {
+            self.queues.cooldowns.push(std::cmp::Reverse((until, ix)));
+            self.withdraw_all(ix, true, out);
+        }
+        self.refresh_peer(ix);
+    }
+
+    /// Takes every copy away from a peer and requeues the chunks; `cancel` tells the
+    /// event loop to stop waiting (not needed for a peer that is gone).
+    pub(super) fn withdraw_all(&mut self, ix: PeerIx, cancel: bool, out: &mut Vec<Action<P>>) {
+        let chunks = self.peers[ix as usize].in_flight.clone();
+        let key = self.peers[ix as usize].key;
+        for chunk in chunks {
+            if self.drop_copy(ix, chunk).is_some() {
+                if cancel {
+                    out.push(Action::Cancel { peer: key, chunk });
+                }
+                self.requeue(chunk);
+            }
+        }
+    }
+
+    /// Records a vote and settles the chunk.
+    fn add_vote(&mut self, ix: PeerIx, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
+        let trusted = self.peers[ix as usize].trusted;
+        let state = &mut self.chunks[chunk as usize];
+        // One vote per peer: a repeated answer adds nothing (and a peer that changes
+        // its mind is not allowed to).
+        if state.votes.iter().any(|v| v.peer == ix) {
+            return;
+        }
+        let first_cid = state.votes.first().map(|v| v.cid);
+        state.votes.push(Vote {
+            peer: ix,
+            cid,
+            trusted,
+        });
+        self.peers[ix as usize].voted.push(chunk);
+        let state = &mut self.chunks[chunk as usize];
+        if trusted && !state.trusted_voted {
+            state.trusted_voted = true;
+            if state.spot_check {
+                self.progress.spot_checks_pending =
+                    self.progress.spot_checks_pending.saturating_sub(1);
+            }
+        }
+        if first_cid.is_some_and(|f| f != cid) && !state.disputed {
+            state.disputed = true;
+            self.progress.disputes += 1;
+            self.queues.trusted.insert(chunk);
+        }
+        if state.spot_check && !state.trusted_voted && !trusted {
+            // Something to check has arrived.
+            self.queues.trusted.insert(chunk);
+        }
+        self.settle(chunk, out);
+        self.run_bans(out);
+    }
+
+    /// Decides a chunk again from its votes: verify, revoke or replace its result, and
+    /// queue the bans of whoever contradicts it.
+    pub(super) fn settle(&mut self, chunk: ChunkIndex, out: &mut Vec<Action<P>>) {
+        let tally = self.chunks[chunk as usize].tally(self.config.replicas);
+        let before = self.chunks[chunk as usize].verified;
+        match (before, tally.decision) {
+            (None, None) => {}
+            (Some(_), None) => {
+                self.chunks[chunk as usize].verified = None;
+                self.chunks[chunk as usize].retried = true;
+                self.progress.verified -= 1;
+                self.progress.revoked += 1;
+                self.queues.trusted.insert(chunk);
+                out.push(Action::Revoked { chunk });
+            }
+            (before, Some(cid)) => {
+                if before != Some(cid) {
+                    if before.is_some() {
+                        self.progress.revoked += 1;
+                        out.push(Action::Revoked { chunk });
+                    } else {
+                        self.progress.verified += 1;
+                    }
+                    self.chunks[chunk as usize].verified = Some(cid);
+                    out.push(Action::Verified { chunk, result: cid });
+                    self.cancel_losers(chunk, out);
+                }
+                for v in &self.chunks[chunk as usize].votes {
+                    if v.cid != cid && !v.trusted {
+                        self.ban_queue.push((v.peer, chunk));
+                    }
+                }
+            }
+        }
+        self.refresh_chunk(chunk);
+    }
+
+    /// The chunk is settled: every other copy lost the race. A spot check's copy on
+    /// the trusted worker is kept — it is the check.
+    fn cancel_losers(&mut self, chunk: ChunkIndex, out: &mut Vec<Action<P>>) {
+        let state = &self.chunks[chunk as usize];
+        let keep_trusted = state.spot_check && !state.trusted_voted;
+        let losers: Vec<PeerIx> = state
+            .copies
+            .iter()
+            .map(|c| c.peer)
+            .filter(|&p| !(keep_trusted && self.peers[p as usize].trusted))
+            .collect();
+        for ix in losers {
+            if self.drop_copy(ix, chunk).is_some() {
+                out.push(Action::Cancel {
+                    peer: self.peers[ix as usize].key,
+                    chunk,
+                });
+                self.refresh_peer(ix);
+            }
+        }
+    }
+
+    /// Carries out queued bans, including those their re-checks cause.
+    fn run_bans(&mut self, out: &mut Vec<Action<P>>) {
+        while let Some((ix, evidence)) = self.ban_queue.pop() {
+            self.ban(ix, evidence, out);
+        }
+    }
+
+    /// Bans a peer caught lying on `evidence`: no more work, its copies requeued, its
+    /// votes dropped and their chunks settled again.
+    fn ban(&mut self, ix: PeerIx, evidence: ChunkIndex, out: &mut Vec<Action<P>>) {
+        let peer = &mut self.peers[ix as usize];
+        if peer.banned || peer.trusted {
+            return;
+        }
+        let was_usable = peer.usable();
+        peer.banned = true;
+        let key = peer.key;
+        self.progress.banned_peers += 1;
+        out.push(Action::PeerBanned {
+            peer: key,
+            chunk: evidence,
+        });
+        self.usable_changed(ix, was_usable);
+        self.withdraw_all(ix, true, out);
+        let voted = std::mem::take(&mut self.peers[ix as usize].voted);
+        for chunk in voted {
+            self.chunks[chunk as usize].votes.retain(|v| v.peer != ix);
+            self.settle(chunk, out);
+        }
+        self.refresh_peer(ix);
+    }
+
+    /// Ends the job with a failure.
+    pub(super) fn fail(&mut self, reason: JobFailure, out: &mut Vec<Action<P>>) {
+        if self.outcome.is_none() {
+            self.outcome = Some(Outcome::Failed(reason));
+            out.push(Action::JobFailed { reason });
+        }
+    }
+}
