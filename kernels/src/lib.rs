@@ -10,6 +10,8 @@
 //!
 //! The grid only ever calls [`validate`] and [`run`] here, so it stays kernel-agnostic.
 
+pub mod change;
+
 use idlegrid_protocol::TaskSpec;
 
 /// Why a kernel refused or failed a chunk. Every variant is an expected condition a
@@ -45,7 +47,12 @@ struct Registered {
     run: fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>,
 }
 
-const KERNELS: &[Registered] = &[];
+const KERNELS: &[Registered] = &[Registered {
+    name: change::KERNEL,
+    version: change::VERSION,
+    validate: change::validate,
+    run: change::run,
+}];
 
 fn lookup(spec: &TaskSpec) -> Result<&'static Registered, KernelError> {
     let kernel = KERNELS

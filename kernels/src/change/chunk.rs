@@ -1,0 +1,459 @@
+//! Chunks of a change job: `plan` (submitter), `run` (any peer), `assemble` (submitter).
+//!
+//! A job is cut into row bands of `band_rows` own rows (a job parameter, never the number
+//! of peers). Each band carries the exact halo of the reference's `halo_rows` above and
+//! below, computes with global coordinates, and returns only its own rows, so the joined
+//! mask equals the whole-image mask for any band height.
+//!
+//! Blobs: ONE tables blob per job (the integer tables of [`super::model`], shared by all
+//! its chunks, fetched once per worker) and one blob per band (the band's X rows with
+//! halo, row-major bytes). The chunk is
+//! `TaskSpec { kernel: "change", kernel_version: 1, params: CBOR(BandParams),
+//! inputs: [tables, band] }`.
+//!
+//! A worker trusts nothing: [`validate`] checks the params (sizes, ranges, that the halo
+//! is exactly the one the parameters imply) before any fetch, and [`run`] checks the
+//! blobs' lengths and every table's size and range before any work. Errors are
+//! [`KernelError`]s, never panics.
+
+use idlegrid_protocol::{codec, Cid, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{self, Band, Init, Program};
+use super::model::{self, Classes};
+use super::prep::{Difference, MAX_PIXELS};
+use super::{ChangeParams, Method, MAX_SWEEPS, MAX_WINDOW_RADIUS};
+use crate::KernelError;
+
+/// Kernel name in a [`TaskSpec`].
+pub const KERNEL: &str = "change";
+/// Kernel version: bump when a chunk's output bytes could change.
+pub const VERSION: u32 = 1;
+/// Largest tables blob (1000 sweeps of 5×5 tables at the largest β fit).
+pub const MAX_TABLES_BLOB: usize = 64 * 1024 * 1024;
+/// Largest |F|: the data-term clamp, 16 nats at 64 units per nat.
+const MAX_F: i32 = 1024;
+/// Largest coupling B (β ≤ 4 at 64 units per nat).
+const MAX_B: u32 = 256;
+
+/// What a band chunk's `params` hold (CBOR). Rows are global.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandParams {
+    /// Image size: the RNG counter and the colour classes are global.
+    pub width: u32,
+    pub height: u32,
+    /// The band's own rows, `row_start..row_end`: the rows it returns.
+    pub row_start: u32,
+    pub row_end: u32,
+    /// Rows held in the band blob, own rows plus halo clipped at the image.
+    pub ext_start: u32,
+    pub ext_end: u32,
+    /// Neighbourhood radius (1 or 2).
+    pub radius: u32,
+    /// Initialisation window radius, or None to start from the sign of F.
+    pub window: Option<u32>,
+    /// Annealing sweeps (= number of acceptance tables), then ICM sweeps.
+    pub anneal_sweeps: u32,
+    pub icm_sweeps: u32,
+    pub seed: u64,
+}
+
+/// The tables blob (CBOR); integers are little-endian packed bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct TablesWire {
+    /// F per grey level, 256 × i16.
+    #[serde(with = "serde_bytes")]
+    f: Vec<u8>,
+    /// q16 per grey level, 256 × u16.
+    #[serde(with = "serde_bytes")]
+    q16: Vec<u8>,
+    /// Empty, or doc_literal's gauge: 256 × i8, each ±1.
+    #[serde(with = "serde_bytes")]
+    gauge: Vec<u8>,
+    /// Coupling B.
+    b: u32,
+    /// One acceptance table per annealing sweep, u32 each, trailing zeros cut.
+    thresholds: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Decoded, validated tables.
+struct Tables {
+    f: [i32; 256],
+    q16: [u32; 256],
+    gauge: Option<[i8; 256]>,
+    b: i32,
+    thresholds: Vec<Vec<u32>>,
+}
+
+/// `halo_rows` of the reference: the exact row reach of the dependency cone of the
+/// colour-phase schedule, per (row class, column class), updated in phase order.
+pub fn halo_rows(radius: u32, window: Option<u32>, sweeps: u64) -> u64 {
+    let r = radius as i64;
+    let m = (radius + 1) as usize;
+    let mut reach = vec![window.unwrap_or(0) as u64; m * m];
+    for _ in 0..sweeps {
+        for a in 0..m {
+            for b in 0..m {
+                let mut best = reach[a * m + b];
+                for dy in -r..=r {
+                    for dx in -r..=r {
+                        let ya = (a as i64 + dy).rem_euclid(m as i64) as usize;
+                        let xb = (b as i64 + dx).rem_euclid(m as i64) as usize;
+                        best = best.max(dy.unsigned_abs() + reach[ya * m + xb]);
+                    }
+                }
+                reach[a * m + b] = best;
+            }
+        }
+    }
+    reach.into_iter().max().unwrap_or(0)
+}
+
+/// The final mask of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mask {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major, 255 = changed, 0 = unchanged.
+    pub pixels: Vec<u8>,
+}
+
+impl Mask {
+    /// Fraction of pixels marked changed.
+    pub fn changed_fraction(&self) -> f64 {
+        let n = self.pixels.iter().filter(|&&p| p != 0).count();
+        n as f64 / self.pixels.len().max(1) as f64
+    }
+}
+
+/// A planned job: the blobs to publish, the chunks in order, and how to join them.
+#[derive(Clone, Debug)]
+pub struct ChangePlan {
+    pub width: u32,
+    pub height: u32,
+    /// Tables blob first, then one blob per band (each named by its blake3).
+    pub blobs: Vec<(Cid, Vec<u8>)>,
+    /// One chunk per band, top to bottom.
+    pub chunks: Vec<TaskSpec>,
+    /// Own rows of each chunk, `start..end`.
+    pub bands: Vec<(u32, u32)>,
+    /// The class model behind the tables (None for otsu), for reports.
+    pub classes: Option<Classes>,
+}
+
+impl ChangePlan {
+    /// Joins the chunk results (in chunk order) into the mask, checking each length.
+    pub fn assemble(&self, results: &[Vec<u8>]) -> Result<Mask, KernelError> {
+        if results.len() != self.chunks.len() {
+            return Err(KernelError::InvalidInput(format!(
+                "{} results for {} chunks",
+                results.len(),
+                self.chunks.len()
+            )));
+        }
+        let w = self.width as usize;
+        let mut pixels = Vec::with_capacity(w * self.height as usize);
+        for (i, (res, &(a, b))) in results.iter().zip(&self.bands).enumerate() {
+            let want = (b - a) as usize * w;
+            if res.len() != want {
+                return Err(KernelError::InvalidInput(format!(
+                    "result of chunk {i} has {} bytes, rows {a}..{b} need {want}",
+                    res.len()
+                )));
+            }
+            pixels.extend_from_slice(res);
+        }
+        Ok(Mask {
+            width: self.width,
+            height: self.height,
+            pixels,
+        })
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, KernelError> {
+    codec::encode(v).map_err(|e| KernelError::Failed(e.to_string()))
+}
+
+/// Cuts the job on `diff` into chunks (submitter side; all floating point happens here).
+pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, KernelError> {
+    params.check().map_err(KernelError::InvalidParams)?;
+    let (w, h) = (diff.width, diff.height);
+    if w == 0 || h == 0 || w as u64 * h as u64 > MAX_PIXELS {
+        return Err(KernelError::InvalidInput(format!(
+            "image of {w}x{h} pixels (1..={MAX_PIXELS} pixels)"
+        )));
+    }
+    if diff.x.len() != w as usize * h as usize {
+        return Err(KernelError::InvalidInput(format!(
+            "difference image has {} bytes for {w}x{h}",
+            diff.x.len()
+        )));
+    }
+    let hist = diff.histogram();
+    let (luts, classes) = model::luts(
+        &hist,
+        params.method,
+        params.t_split,
+        params.em,
+        params.beta,
+        params.doc_p_threshold,
+    );
+    let (window, anneal, icm) = match params.method {
+        Method::Sa | Method::DocLiteral => {
+            (Some(params.window_radius), params.sweeps, params.icm_sweeps)
+        }
+        Method::Icm => (None, 0, params.icm_sweeps),
+        Method::Otsu | Method::Bayes => (None, 0, 0),
+    };
+    let unit = if params.method == Method::DocLiteral {
+        0.5
+    } else {
+        1.0 / model::Q
+    };
+    let dmax = model::dmax(&luts.f, luts.b, params.radius);
+    let temps = model::temperatures(params.schedule, params.t0, params.alpha, anneal);
+    let wire = TablesWire {
+        f: luts
+            .f
+            .iter()
+            .flat_map(|&v| (v as i16).to_le_bytes())
+            .collect(),
+        q16: luts
+            .q16
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect(),
+        gauge: luts
+            .gauge
+            .map(|g| g.iter().map(|&v| v as u8).collect())
+            .unwrap_or_default(),
+        b: luts.b as u32,
+        thresholds: temps
+            .iter()
+            .map(|&t| {
+                let tab = model::accept_table(t, unit, dmax);
+                serde_bytes::ByteBuf::from(
+                    tab.iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                )
+            })
+            .collect(),
+    };
+    let tables = encode(&wire)?;
+    let tables_cid = Cid::of(&tables);
+    let halo = halo_rows(params.radius, window, anneal as u64 + icm as u64);
+    let mut plan = ChangePlan {
+        width: w,
+        height: h,
+        blobs: vec![(tables_cid, tables)],
+        chunks: Vec::new(),
+        bands: Vec::new(),
+        classes,
+    };
+    let mut start = 0u32;
+    while start < h {
+        let end = start.saturating_add(params.band_rows).min(h);
+        let ext_start = (start as u64).saturating_sub(halo) as u32;
+        let ext_end = (end as u64 + halo).min(h as u64) as u32;
+        let rows = &diff.x[ext_start as usize * w as usize..ext_end as usize * w as usize];
+        let band = rows.to_vec();
+        let band_cid = Cid::of(&band);
+        let bp = BandParams {
+            width: w,
+            height: h,
+            row_start: start,
+            row_end: end,
+            ext_start,
+            ext_end,
+            radius: params.radius,
+            window,
+            anneal_sweeps: anneal,
+            icm_sweeps: icm,
+            seed: params.seed,
+        };
+        plan.chunks.push(TaskSpec {
+            kernel: KERNEL.into(),
+            kernel_version: VERSION,
+            params: encode(&bp)?,
+            inputs: vec![tables_cid, band_cid],
+        });
+        plan.bands.push((start, end));
+        plan.blobs.push((band_cid, band));
+        start = end;
+    }
+    Ok(plan)
+}
+
+fn invalid(msg: impl Into<String>) -> KernelError {
+    KernelError::InvalidParams(msg.into())
+}
+
+/// Decodes and checks a chunk's params (no inputs needed).
+pub fn band_params(spec: &TaskSpec) -> Result<BandParams, KernelError> {
+    let p: BandParams = codec::decode(&spec.params, idlegrid_protocol::limits::MAX_TASK_PARAMS)
+        .map_err(|e| invalid(format!("params: {e}")))?;
+    if spec.inputs.len() != 2 {
+        return Err(invalid(format!(
+            "{} inputs, a change chunk has 2 (tables, band)",
+            spec.inputs.len()
+        )));
+    }
+    if p.width == 0 || p.height == 0 || p.width as u64 * p.height as u64 > MAX_PIXELS {
+        return Err(invalid(format!(
+            "image of {}x{} (1..={MAX_PIXELS} pixels)",
+            p.width, p.height
+        )));
+    }
+    if !(p.row_start < p.row_end && p.row_end <= p.height) {
+        return Err(invalid(format!(
+            "own rows {}..{} of a {}-row image",
+            p.row_start, p.row_end, p.height
+        )));
+    }
+    if !(1..=2).contains(&p.radius) {
+        return Err(invalid(format!("radius {}", p.radius)));
+    }
+    if p.window.is_some_and(|r| r > MAX_WINDOW_RADIUS) {
+        return Err(invalid("window radius out of range"));
+    }
+    if p.anneal_sweeps > MAX_SWEEPS || p.icm_sweeps > MAX_SWEEPS {
+        return Err(invalid("too many sweeps"));
+    }
+    let halo = halo_rows(
+        p.radius,
+        p.window,
+        p.anneal_sweeps as u64 + p.icm_sweeps as u64,
+    );
+    let want_start = (p.row_start as u64).saturating_sub(halo);
+    let want_end = (p.row_end as u64 + halo).min(p.height as u64);
+    if p.ext_start as u64 != want_start || p.ext_end as u64 != want_end {
+        return Err(invalid(format!(
+            "band rows {}..{} but own rows {}..{} with halo {halo} need {want_start}..{want_end}",
+            p.ext_start, p.ext_end, p.row_start, p.row_end
+        )));
+    }
+    Ok(p)
+}
+
+/// The registry's check of a chunk before any input is fetched.
+pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
+    band_params(spec).map(|_| ())
+}
+
+fn bad_input(msg: impl Into<String>) -> KernelError {
+    KernelError::InvalidInput(msg.into())
+}
+
+/// Decodes and checks the tables blob against the chunk's params.
+fn decode_tables(bytes: &[u8], p: &BandParams) -> Result<Tables, KernelError> {
+    let wire: TablesWire =
+        codec::decode(bytes, MAX_TABLES_BLOB).map_err(|e| bad_input(format!("tables: {e}")))?;
+    if wire.f.len() != 512 || wire.q16.len() != 512 {
+        return Err(bad_input("tables: F and q16 must have 256 entries"));
+    }
+    let mut f = [0i32; 256];
+    let mut q16 = [0u32; 256];
+    for v in 0..256 {
+        f[v] = i16::from_le_bytes([wire.f[2 * v], wire.f[2 * v + 1]]) as i32;
+        q16[v] = u16::from_le_bytes([wire.q16[2 * v], wire.q16[2 * v + 1]]) as u32;
+        if f[v].abs() > MAX_F {
+            return Err(bad_input(format!("tables: F[{v}] = {} out of range", f[v])));
+        }
+    }
+    let gauge = match wire.gauge.len() {
+        0 => None,
+        256 => {
+            let mut g = [0i8; 256];
+            for (d, &s) in g.iter_mut().zip(&wire.gauge) {
+                *d = match s {
+                    1 => 1,
+                    0xFF => -1,
+                    _ => return Err(bad_input("tables: gauge entries must be ±1")),
+                };
+            }
+            Some(g)
+        }
+        n => return Err(bad_input(format!("tables: gauge of {n} entries"))),
+    };
+    if wire.b > MAX_B {
+        return Err(bad_input(format!("tables: B = {} out of range", wire.b)));
+    }
+    let b = wire.b as i32;
+    if wire.thresholds.len() != p.anneal_sweeps as usize {
+        return Err(bad_input(format!(
+            "tables: {} acceptance tables for {} annealing sweeps",
+            wire.thresholds.len(),
+            p.anneal_sweeps
+        )));
+    }
+    let dmax = model::dmax(&f, b, p.radius) as usize;
+    let mut thresholds = Vec::with_capacity(wire.thresholds.len());
+    for (k, t) in wire.thresholds.iter().enumerate() {
+        if t.len() % 4 != 0 || t.len() / 4 > dmax + 1 {
+            return Err(bad_input(format!(
+                "tables: acceptance table {k} has {} bytes",
+                t.len()
+            )));
+        }
+        thresholds.push(
+            t.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        );
+    }
+    Ok(Tables {
+        f,
+        q16,
+        gauge,
+        b,
+        thresholds,
+    })
+}
+
+/// Runs one band chunk: `inputs` = [tables blob, band blob]. Returns the mask bytes of
+/// the band's own rows.
+pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+    let p = band_params(spec)?;
+    let [tables, band] = inputs else {
+        return Err(bad_input(format!("{} input blobs, need 2", inputs.len())));
+    };
+    if Cid::of(tables) != spec.inputs[0] || Cid::of(band) != spec.inputs[1] {
+        return Err(bad_input("an input blob does not match its content id"));
+    }
+    let t = decode_tables(tables, &p)?;
+    let w = p.width as usize;
+    let rows = (p.ext_end - p.ext_start) as usize;
+    if band.len() != rows * w {
+        return Err(bad_input(format!(
+            "band blob of {} bytes, rows {}..{} of width {w} need {}",
+            band.len(),
+            p.ext_start,
+            p.ext_end,
+            rows * w
+        )));
+    }
+    let prog = Program {
+        f: &t.f,
+        q16: &t.q16,
+        gauge: t.gauge.as_ref(),
+        b: t.b,
+        radius: p.radius as usize,
+        init: p.window.map_or(Init::Sign, |r| Init::Window(r as usize)),
+        thresholds: &t.thresholds,
+        icm_sweeps: p.icm_sweeps,
+        seed: p.seed,
+    };
+    let b = Band {
+        x: band,
+        width: w,
+        rows,
+        y0: p.ext_start as usize,
+        height: p.height as usize,
+    };
+    let spins = engine::solve(&b, &prog);
+    let lo = (p.row_start - p.ext_start) as usize;
+    let hi = (p.row_end - p.ext_start) as usize;
+    Ok(spins.mask_rows(lo, hi))
+}
