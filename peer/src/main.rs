@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Detect what changed between two images of the same scene (a black/white mask).
     Change(idlegrid::commands::change::ChangeArgs),
+    /// Run a job of the real scheduler over thousands of virtual peers in virtual time.
+    Simulate(idlegrid::commands::simulate::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Change(args) => idlegrid::commands::change::run(args),
+        Command::Simulate(args) => idlegrid::commands::simulate::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

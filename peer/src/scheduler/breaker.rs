@@ -114,9 +114,7 @@ impl Breaker {
     fn open(&mut self, now: Micros, config: &SchedulerConfig) -> Tripped {
         let base = to_micros(config.breaker_cooldown);
         let cap = to_micros(config.breaker_max_cooldown).max(base);
-        let cooldown = base
-            .saturating_mul(1u64 << self.reopens.min(20))
-            .min(cap);
+        let cooldown = base.saturating_mul(1u64 << self.reopens.min(20)).min(cap);
         self.reopens = self.reopens.saturating_add(1);
         let until = now.saturating_add(cooldown);
         self.state = Inner::Open { until };

@@ -149,7 +149,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Pops timer entries that no longer mean anything, so that `next_wakeup` is exact.
     pub(super) fn trim_stale(&mut self) {
         while let Some(&Reverse((_, chunk, id))) = self.queues.deadlines.peek() {
-            if self.chunks[chunk as usize].copies.iter().any(|c| c.id == id) {
+            if self.chunks[chunk as usize]
+                .copies
+                .iter()
+                .any(|c| c.id == id)
+            {
                 break;
             }
             self.queues.deadlines.pop();

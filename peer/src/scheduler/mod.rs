@@ -234,7 +234,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
 
     /// Whether the trusted worker recomputes this chunk as a spot check.
     pub fn is_spot_checked(&self, chunk: ChunkIndex) -> bool {
-        self.chunks.get(chunk as usize).is_some_and(|c| c.spot_check)
+        self.chunks
+            .get(chunk as usize)
+            .is_some_and(|c| c.spot_check)
     }
 
     /// The configuration in use.

@@ -108,9 +108,7 @@ impl<P: Copy> PeerState<P> {
 
     /// The eta of a copy of `cost` assigned at `now`, behind its queue.
     pub fn eta_for(&self, now: Micros, cost: u64) -> Micros {
-        self.busy_until
-            .max(now)
-            .saturating_add(self.duration(cost))
+        self.busy_until.max(now).saturating_add(self.duration(cost))
     }
 
     /// Books a copy: its queue grows.

@@ -183,7 +183,16 @@ fn first_assignment_is_weighted_by_score_and_hand_weights_override() {
     });
     assert!(assigned(&d, 4).is_empty());
     // Chunks go out in plan order, each once.
-    let mut all: Vec<ChunkIndex> = [a, b, c].iter().flat_map(|x| assigned(x, 0).into_iter().chain(assigned(x, 1)).chain(assigned(x, 2)).chain(assigned(x, 3))).collect();
+    let mut all: Vec<ChunkIndex> = [a, b, c]
+        .iter()
+        .flat_map(|x| {
+            assigned(x, 0)
+                .into_iter()
+                .chain(assigned(x, 1))
+                .chain(assigned(x, 2))
+                .chain(assigned(x, 3))
+        })
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (0..90).collect::<Vec<_>>());
 }
@@ -232,7 +241,10 @@ fn an_expired_deadline_requeues_the_chunk_and_counts_a_failure() {
     assert!(out.contains(&Action::Cancel { peer: 1, chunk: 0 }));
     assert_eq!(h.s.peer_stats(&1).map(|s| s.failures), Some(1));
     assert_eq!(h.s.progress().requeued, 1);
-    assert!(assigned(&out, 1).is_empty(), "not back to the peer that timed out");
+    assert!(
+        assigned(&out, 1).is_empty(),
+        "not back to the peer that timed out"
+    );
     assert_eq!(assigned(&out, 2), vec![0], "another peer takes it");
     // A late answer from the first peer still counts, and wins the race.
     h.now = secs(31);
@@ -270,7 +282,10 @@ fn breaker_opens_probes_half_open_and_closes() {
     assert_eq!(h.s.next_wakeup(), Some(secs(10)));
     assert!(h.tick_at(secs(9)).is_empty());
     let out = h.tick_at(secs(10));
-    assert_eq!(h.s.peer_stats(&1).map(|s| s.breaker), Some(BreakerState::HalfOpen));
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::HalfOpen)
+    );
     let probe = assigned(&out, 1);
     assert_eq!(probe.len(), 1, "exactly one probe when half-open");
     // A failed probe re-opens with a doubled cool-down.
@@ -311,7 +326,10 @@ fn idle_fast_peer_duplicates_the_slowest_outstanding_chunk() {
     h.now = secs(2);
     let out = h.done(2, 1, good(1));
     assert_eq!(verified(&out), vec![(1, good(1))]);
-    assert!(out.contains(&Action::Cancel { peer: 1, chunk: 1 }), "the loser is cancelled");
+    assert!(
+        out.contains(&Action::Cancel { peer: 1, chunk: 1 }),
+        "the loser is cancelled"
+    );
     h.now = secs(3);
     let out = h.done(2, 0, good(0));
     assert!(out.contains(&Action::Cancel { peer: 1, chunk: 0 }));
@@ -375,11 +393,19 @@ fn the_trusted_worker_settles_a_dispute_alone() {
     assert_eq!(assigned(&t, 9), vec![1]);
     h.now = secs(1);
     let out = h.done(9, 1, good(1));
-    assert_eq!(verified(&out), vec![(1, good(1))], "one trusted vote suffices");
+    assert_eq!(
+        verified(&out),
+        vec![(1, good(1))],
+        "one trusted vote suffices"
+    );
     h.done(1, 0, lie(1, 0));
     let out = h.done(2, 0, good(0));
     assert!(verified(&out).is_empty());
-    assert_eq!(assigned(&out, 9), vec![0], "the dispute goes to the trusted worker");
+    assert_eq!(
+        assigned(&out, 9),
+        vec![0],
+        "the dispute goes to the trusted worker"
+    );
     let out = h.done(9, 0, good(0));
     assert_eq!(verified(&out), vec![(0, good(0))]);
     assert!(out.contains(&Action::PeerBanned { peer: 1, chunk: 0 }));
@@ -404,7 +430,11 @@ fn a_caught_liar_is_banned_and_every_result_it_backed_is_redone() {
     let out = h.done(1, 1, lie(1, 1));
     assert_eq!(verified(&out), vec![(1, lie(1, 1))]);
     let t = h.join_trusted(9, 10.0);
-    assert_eq!(assigned(&t, 9), vec![0, 1], "spot checks of answered chunks first");
+    assert_eq!(
+        assigned(&t, 9),
+        vec![0, 1],
+        "spot checks of answered chunks first"
+    );
     let out = h.done(9, 0, good(0));
     assert!(out.contains(&Action::PeerBanned { peer: 1, chunk: 0 }));
     let revoked: Vec<_> = out
@@ -414,7 +444,11 @@ fn a_caught_liar_is_banned_and_every_result_it_backed_is_redone() {
             _ => None,
         })
         .collect();
-    assert_eq!(revoked, vec![0, 1], "its other accepted result is withdrawn too");
+    assert_eq!(
+        revoked,
+        vec![0, 1],
+        "its other accepted result is withdrawn too"
+    );
     assert!(out.contains(&Action::Cancel { peer: 1, chunk: 2 }));
     assert!(verified(&out).contains(&(0, good(0))));
     let all = h.run(&[]);
@@ -438,14 +472,20 @@ fn spot_checks_are_a_deterministic_fraction() {
     let picked: Vec<_> = (0..10_000).filter(|&c| a.is_spot_checked(c)).collect();
     let again: Vec<_> = (0..10_000).filter(|&c| b.is_spot_checked(c)).collect();
     assert_eq!(picked, again);
-    assert!((900..1100).contains(&picked.len()), "{} of 10000", picked.len());
+    assert!(
+        (900..1100).contains(&picked.len()),
+        "{} of 10000",
+        picked.len()
+    );
     assert_eq!(a.progress().spot_checks as usize, picked.len());
     let other = SchedulerConfig {
         spot_check_seed: 43,
         ..config
     };
     let c: Scheduler<u32> = Scheduler::new(other, vec![1; 10_000]).expect("valid");
-    let moved = (0..10_000).filter(|&i| c.is_spot_checked(i)).collect::<Vec<_>>();
+    let moved = (0..10_000)
+        .filter(|&i| c.is_spot_checked(i))
+        .collect::<Vec<_>>();
     assert_ne!(picked, moved, "the seed chooses");
 }
 
@@ -483,7 +523,11 @@ fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
     assert!(!stats.connected);
     assert_eq!(h.s.progress().requeued, 2);
     let out = h.done(2, 2, good(2));
-    assert_eq!(assigned(&out, 2), vec![0], "the lost chunks go to the peer left");
+    assert_eq!(
+        assigned(&out, 2),
+        vec![0],
+        "the lost chunks go to the peer left"
+    );
     let all = h.run(&[]);
     assert!(complete(&all));
     assert_eq!(h.s.peer_stats(&2).map(|s| s.chunks_done), Some(4));
@@ -567,7 +611,10 @@ fn a_chunk_the_kernel_fails_everywhere_fails_the_job() {
     h.join(2, 10.0);
     let out = h.fail(1, 0, FailureKind::Kernel);
     assert!(!out.iter().any(|a| matches!(a, Action::JobFailed { .. })));
-    assert!(assigned(&out, 1).is_empty(), "not back to the peer it failed on");
+    assert!(
+        assigned(&out, 1).is_empty(),
+        "not back to the peer it failed on"
+    );
     let out = h.done(2, 1, good(1));
     assert_eq!(assigned(&out, 2), vec![0]);
     let out = h.fail(2, 0, FailureKind::Kernel);

@@ -42,7 +42,13 @@ fn splitmix64(x: u64) -> u64 {
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// A peer answered `chunk` with `cid` (hash already checked by the event loop).
-    pub(super) fn on_done(&mut self, key: P, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
+    pub(super) fn on_done(
+        &mut self,
+        key: P,
+        chunk: ChunkIndex,
+        cid: Cid,
+        out: &mut Vec<Action<P>>,
+    ) {
         let Some(&ix) = self.index.get(&key) else {
             return;
         };

@@ -1,0 +1,64 @@
+//! `idlegrid simulate`: runs one job of the real scheduler over thousands of virtual
+//! peers in virtual time and prints how close it came to the ideal (see
+//! [`crate::sim`]). With `--json` the last line is one JSON object for scripts.
+
+use crate::sim::{self, SimConfig};
+
+/// Arguments of `idlegrid simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// Virtual peers, this peer's own worker included.
+    #[arg(long, default_value_t = 1000)]
+    pub peers: u32,
+    /// Chunks in the job.
+    #[arg(long, default_value_t = 100_000)]
+    pub chunks: u32,
+    /// Seed of everything random: speeds, links, deaths, lies.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Fraction of remote peers that die mid-job (half noticed, half silent).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail: f64,
+    /// Fraction of remote peers that return wrong results (half of their answers).
+    #[arg(long, default_value_t = 0.0)]
+    pub byzantine: f64,
+    /// Fastest peer / slowest peer.
+    #[arg(long, default_value_t = 10.0)]
+    pub speed_spread: f64,
+    /// Agreeing peers needed per chunk.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// Fraction of chunks the local worker recomputes.
+    #[arg(long, default_value_t = 0.0)]
+    pub spot_check: f64,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let config = SimConfig {
+        peers: args.peers,
+        chunks: args.chunks,
+        seed: args.seed,
+        fail: args.fail,
+        byzantine: args.byzantine,
+        speed_spread: args.speed_spread,
+        replicas: args.replicas,
+        spot_check: args.spot_check,
+        ..SimConfig::default()
+    };
+    let report = sim::run(&config)?;
+    println!("{report}");
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    if report.completed {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the simulated job did not complete: {}",
+            report.failure.as_deref().unwrap_or("unknown")
+        )
+    }
+}

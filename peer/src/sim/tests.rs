@@ -1,0 +1,121 @@
+//! The simulator on small cases: jobs complete, no wrong result survives, the figures
+//! are consistent and reproducible.
+
+use super::*;
+
+fn small(peers: u32, chunks: u32) -> SimConfig {
+    SimConfig {
+        peers,
+        chunks,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn a_healthy_grid_completes_near_the_ideal() {
+    let r = run(&small(20, 500)).expect("runs");
+    assert!(r.completed, "{r}");
+    assert_eq!(r.wrong_accepted, 0);
+    assert!(
+        r.makespan_ratio >= 1.0 - 1e-9,
+        "ideal is a lower bound: {r}"
+    );
+    assert!(r.makespan_ratio < 1.5, "{r}");
+}
+
+#[test]
+fn dying_and_lying_peers_with_replicas_leave_no_wrong_result() {
+    for seed in 1..=5 {
+        let config = SimConfig {
+            fail: 0.3,
+            byzantine: 0.2,
+            replicas: 2,
+            seed,
+            ..small(30, 400)
+        };
+        let r = run(&config).expect("runs");
+        assert!(r.completed, "seed {seed}: {r}");
+        assert_eq!(r.wrong_accepted, 0, "seed {seed}: {r}");
+        assert_eq!(r.honest_banned, 0, "seed {seed}: {r}");
+        assert!(r.lying_peers == 0 || r.liars_banned > 0, "seed {seed}: {r}");
+    }
+}
+
+#[test]
+fn spot_checks_catch_liars_without_replicas() {
+    let config = SimConfig {
+        byzantine: 0.3,
+        lie_rate: 1.0,
+        spot_check: 0.2,
+        ..small(10, 300)
+    };
+    let r = run(&config).expect("runs");
+    assert!(r.completed, "{r}");
+    assert_eq!(r.wrong_accepted, 0, "{r}");
+    assert!(r.revoked > 0, "accepted lies were withdrawn: {r}");
+}
+
+#[test]
+fn without_checks_lies_get_through() {
+    // The control for the two tests above: they are not vacuous.
+    let config = SimConfig {
+        byzantine: 0.3,
+        lie_rate: 1.0,
+        ..small(10, 300)
+    };
+    let r = run(&config).expect("runs");
+    assert!(r.completed, "{r}");
+    assert!(r.wrong_accepted > 0, "{r}");
+}
+
+#[test]
+fn the_local_worker_alone_finishes_when_every_remote_dies() {
+    let config = SimConfig {
+        fail: 1.0,
+        replicas: 2,
+        ..small(8, 100)
+    };
+    let r = run(&config).expect("runs");
+    assert!(r.completed, "{r}");
+    assert_eq!(r.wrong_accepted, 0);
+    assert_eq!(r.dying_peers, 7);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_figures() {
+    let config = SimConfig {
+        fail: 0.2,
+        byzantine: 0.1,
+        replicas: 2,
+        ..small(15, 200)
+    };
+    let a = run(&config).expect("runs");
+    let b = run(&config).expect("runs");
+    assert_eq!(a.makespan_s, b.makespan_s);
+    assert_eq!(a.computed, b.computed);
+    assert_eq!(a.assignments, b.assignments);
+}
+
+#[test]
+fn the_json_line_has_the_promised_keys() {
+    let r = run(&small(3, 10)).expect("runs");
+    let json = r.to_json();
+    assert!(!json.contains('\n'));
+    for key in [
+        "\"makespan_ratio\":",
+        "\"wrong_accepted\":0,",
+        "\"completed\":true,",
+    ] {
+        assert!(json.contains(key), "{key} in {json}");
+    }
+}
+
+#[test]
+fn bad_parameters_are_refused() {
+    assert!(matches!(run(&small(0, 10)), Err(SimError::NoPeers)));
+    let config = SimConfig {
+        fail: 2.0,
+        ..small(3, 10)
+    };
+    assert!(matches!(run(&config), Err(SimError::Fraction { .. })));
+}

@@ -1,0 +1,154 @@
+//! The virtual grid: the chunk plan and the peers, drawn from one seeded RNG, and the
+//! ideal makespan they allow.
+//!
+//! Units: work units for chunk costs, work units per second for speeds (the scheduler's
+//! units), microseconds for time. A chunk costs 15,000–45,000 units; speeds are
+//! log-uniform over `[1,000, 1,000 × spread]`, so with the default spread of 10 a
+//! chunk takes 3–45 s on one peer, about 10 s on a typical one.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::SimConfig;
+
+/// Mean chunk cost in work units.
+pub const MEAN_COST: f64 = 30_000.0;
+/// Speed of the slowest peer, work units/s.
+pub const BASE_SPEED: f64 = 1_000.0;
+
+/// One virtual peer. Index 0 is the submitting peer's own worker: trusted, honest,
+/// never dies, no network in between.
+#[derive(Clone, Debug)]
+pub struct VirtualPeer {
+    /// True compute speed, work units/s.
+    pub speed: f64,
+    /// What its benchmark claimed (the true speed with ±25 % noise).
+    pub score: f64,
+    /// One-way latency, µs.
+    pub latency: u64,
+    /// Link bandwidth, bytes/s.
+    pub bandwidth: f64,
+    /// When it joins the job (after its probe and benchmark), µs.
+    pub joins: u64,
+    /// When it dies, µs, if it does.
+    pub dies: Option<u64>,
+    /// Whether its death is noticed (connection closed, ping failure) and after how
+    /// long; a silent death (a frozen machine) is only seen through deadlines.
+    pub death_noticed_after: Option<u64>,
+    /// Fraction of its answers that are wrong (0 for honest peers).
+    pub lie_rate: f64,
+    pub trusted: bool,
+}
+
+impl VirtualPeer {
+    /// Transfer time of `bytes` over its link, latency included, µs.
+    pub fn transfer(&self, bytes: u64) -> u64 {
+        self.latency + (bytes as f64 / self.bandwidth * 1e6) as u64
+    }
+
+    /// Compute time of `cost` work units, µs.
+    pub fn compute(&self, cost: u64) -> u64 {
+        (cost as f64 / self.speed * 1e6).ceil() as u64
+    }
+}
+
+/// The plan and the peers of one simulated job.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub costs: Vec<u64>,
+    pub peers: Vec<VirtualPeer>,
+}
+
+impl World {
+    /// Draws the plan and the peers from `config` (deterministic in the seed).
+    pub fn generate(config: &SimConfig, rng: &mut StdRng) -> World {
+        let costs: Vec<u64> = (0..config.chunks)
+            .map(|_| (MEAN_COST * rng.gen_range(0.5..1.5)) as u64)
+            .collect();
+        let spread = config.speed_spread.max(1.0);
+        let total_work: f64 = costs.iter().map(|&c| c as f64).sum::<f64>() * config.replicas as f64;
+        // Typical (geometric mean) speed, for the local worker and the death window.
+        let typical = BASE_SPEED * spread.sqrt();
+        let mean_speed = BASE_SPEED * (spread - 1.0) / spread.ln().max(f64::EPSILON);
+        let mean_speed = if spread > 1.0 { mean_speed } else { BASE_SPEED };
+        let expected_makespan = total_work / (mean_speed * config.peers.max(1) as f64);
+        let mut peers = Vec::with_capacity(config.peers as usize);
+        peers.push(VirtualPeer {
+            speed: typical,
+            score: typical,
+            latency: 0,
+            bandwidth: f64::INFINITY,
+            joins: 0,
+            dies: None,
+            death_noticed_after: None,
+            lie_rate: 0.0,
+            trusted: true,
+        });
+        for _ in 1..config.peers {
+            let speed = BASE_SPEED * spread.powf(rng.gen_range(0.0..1.0));
+            let score = speed * rng.gen_range(0.8..1.25);
+            let latency = (1_000.0 * 100f64.powf(rng.gen_range(0.0..1.0))) as u64;
+            let mbit = 10.0 * 100f64.powf(rng.gen_range(0.0..1.0));
+            let joins = rng.gen_range(0..2_000_000);
+            let dies = rng.gen_bool(config.fail.clamp(0.0, 1.0));
+            let death = rng.gen_range(0.0..1.0) * expected_makespan;
+            let noticed = rng.gen_bool(0.5);
+            let notice_delay = rng.gen_range(2_000_000..20_000_000);
+            let byzantine = rng.gen_bool(config.byzantine.clamp(0.0, 1.0));
+            peers.push(VirtualPeer {
+                speed,
+                score,
+                latency,
+                bandwidth: mbit * 1e6 / 8.0,
+                joins,
+                dies: dies.then_some(joins + (death * 1e6) as u64),
+                death_noticed_after: (dies && noticed).then_some(notice_delay),
+                lie_rate: if byzantine { config.lie_rate } else { 0.0 },
+                trusted: false,
+            });
+        }
+        World { costs, peers }
+    }
+
+    /// The ideal makespan, µs: the time at which the honest peers' combined capacity
+    /// (each from its join to its death) has done all the required work
+    /// (`replicas` × the plan), plus the largest chunk on the fastest honest peer —
+    /// the chunk that is unavoidably last.
+    pub fn ideal(&self, replicas: u32) -> u64 {
+        let work: f64 = self.costs.iter().map(|&c| c as f64).sum::<f64>() * replicas as f64;
+        // Speed changes: +speed at join, -speed at death.
+        let mut steps: Vec<(u64, f64)> = Vec::new();
+        let mut fastest = 0.0f64;
+        for p in self.peers.iter().filter(|p| p.lie_rate == 0.0) {
+            steps.push((p.joins, p.speed));
+            if let Some(d) = p.dies {
+                steps.push((d, -p.speed));
+            } else {
+                fastest = fastest.max(p.speed);
+            }
+        }
+        steps.sort_by_key(|s| s.0);
+        let (mut t, mut speed, mut left) = (0u64, 0.0f64, work);
+        for (at, delta) in steps {
+            let span = (at - t) as f64 / 1e6;
+            if speed > 0.0 && speed * span >= left {
+                break;
+            }
+            left -= speed * span;
+            t = at;
+            speed += delta;
+        }
+        let fluid = if speed > 0.0 {
+            t + (left / speed * 1e6) as u64
+        } else {
+            u64::MAX / 2
+        };
+        let largest = self.costs.iter().copied().max().unwrap_or(0) as f64;
+        let last = if fastest > 0.0 {
+            (largest / fastest * 1e6) as u64
+        } else {
+            0
+        };
+        fluid.saturating_add(last)
+    }
+}
