@@ -67,6 +67,9 @@ fn texture(seed: u64, cover: usize, x: f64, y: f64) -> f64 {
     0.5 + 0.55 * n + stripes
 }
 
+/// Parcel grid: one jittered Voronoi seed per `CELL × CELL` cell.
+const CELL: usize = 48;
+
 struct Parcel {
     x: f64,
     y: f64,
@@ -80,25 +83,49 @@ struct Parcel {
 pub fn sample_pair(width: u32, height: u32, seed: u64) -> SamplePair {
     let (w, h) = (width as usize, height as usize);
     let area = (w * h) as f64;
-    let n = ((area / 6000.0) as usize).clamp(4, 4000);
-    let parcels: Vec<Parcel> = (0..n as u64)
+    let (gw, gh) = (w.div_ceil(CELL), h.div_ceil(CELL));
+    // One parcel per grid cell; the one in the middle always changes, about a fifth of
+    // the others too.
+    let middle = (gh / 2) * gw + gw / 2;
+    let parcels: Vec<Parcel> = (0..gw * gh)
         .map(|i| {
-            let cover = (unit(seed, 1, i) * 5.0) as usize % 5;
-            let later = if unit(seed, 2, i) < 0.12 {
-                (cover + 1 + (unit(seed, 3, i) * 4.0) as usize) % 5
+            let id = i as u64;
+            let cover = (unit(seed, 1, id) * 5.0) as usize % 5;
+            let later = if i == middle || unit(seed, 2, id) < 0.2 {
+                (cover + 1 + (unit(seed, 3, id) * 4.0) as usize % 4) % 5
             } else {
                 cover
             };
             Parcel {
-                x: unit(seed, 4, i) * w as f64,
-                y: unit(seed, 5, i) * h as f64,
+                x: ((i % gw) as f64 + unit(seed, 4, id)) * CELL as f64,
+                y: ((i / gw) as f64 + unit(seed, 5, id)) * CELL as f64,
                 cover,
                 later,
             }
         })
         .collect();
+    // Nearest seed among the 3 × 3 cells around a pixel's cell.
+    let parcel_at = |fx: f64, fy: f64| -> &Parcel {
+        let (cx, cy) = ((fx as usize / CELL) as i64, (fy as usize / CELL) as i64);
+        let mut best = (f64::INFINITY, middle);
+        for dy in -1..=1 {
+            for dx in -1..=1 {
+                let (gx, gy) = (cx + dx, cy + dy);
+                if gx < 0 || gy < 0 || gx >= gw as i64 || gy >= gh as i64 {
+                    continue;
+                }
+                let i = gy as usize * gw + gx as usize;
+                let p = &parcels[i];
+                let d = (p.x - fx) * (p.x - fx) + (p.y - fy) * (p.y - fy);
+                if d < best.0 {
+                    best = (d, i);
+                }
+            }
+        }
+        &parcels[best.1]
+    };
     // New buildings: (x0, y0, x1, y1) rectangles, and a cleared disc.
-    let nb = ((area / 12000.0) as u64).clamp(2, 2000);
+    let nb = ((area / 8000.0) as u64).clamp(2, 4000);
     let buildings: Vec<[f64; 4]> = (0..nb)
         .map(|i| {
             let x0 = unit(seed, 6, i) * w as f64;
@@ -108,6 +135,15 @@ pub fn sample_pair(width: u32, height: u32, seed: u64) -> SamplePair {
             [x0, y0, x0 + bw, y0 + bh]
         })
         .collect();
+    // Buildings by grid row, so a pixel looks only at those that can cover it.
+    let mut by_row: Vec<Vec<usize>> = vec![Vec::new(); gh];
+    for (i, b) in buildings.iter().enumerate() {
+        let lo = (b[1] as usize / CELL).min(gh - 1);
+        let hi = ((b[3] + 4.0) as usize / CELL).min(gh - 1);
+        for row in &mut by_row[lo..=hi] {
+            row.push(i);
+        }
+    }
     let (cx, cy) = (unit(seed, 10, 0) * w as f64, unit(seed, 11, 0) * h as f64);
     let cr = (w.min(h) as f64) * 0.08;
     let gain = [
@@ -121,19 +157,13 @@ pub fn sample_pair(width: u32, height: u32, seed: u64) -> SamplePair {
     for y in 0..h {
         for x in 0..w {
             let (fx, fy) = (x as f64 + 0.5, y as f64 + 0.5);
-            let mut best = (f64::INFINITY, 0usize);
-            for (i, p) in parcels.iter().enumerate() {
-                let d = (p.x - fx) * (p.x - fx) + (p.y - fy) * (p.y - fy);
-                if d < best.0 {
-                    best = (d, i);
-                }
-            }
-            let p = &parcels[best.1];
+            let p = parcel_at(fx, fy);
             let road = (x % 97 < 3 && y % 211 > 20) || (y % 131 < 3 && x % 173 > 30);
             let mut c0 = cover_rgb(seed, p.cover, fx, fy, road);
             let mut c1 = cover_rgb(seed ^ 0xA5, p.later, fx, fy, road);
             let mut changed = p.later != p.cover && !road;
-            for b in &buildings {
+            for &i in &by_row[y / CELL] {
+                let b = &buildings[i];
                 if fx >= b[0] && fx < b[2] && fy >= b[1] && fy < b[3] {
                     c1 = [0.93 * 255.0, 0.55 * 255.0, 0.45 * 255.0];
                     changed = true;
@@ -144,7 +174,7 @@ pub fn sample_pair(width: u32, height: u32, seed: u64) -> SamplePair {
             }
             if (fx - cx) * (fx - cx) + (fy - cy) * (fy - cy) < cr * cr && !road {
                 c1 = cover_rgb(seed ^ 0x5A, 1, fx, fy, false);
-                changed = changed || p.later != 1 || p.cover != 1;
+                changed = true;
             }
             let light = 0.9 + 0.15 * (fx / w as f64) + 0.05 * (fy / h as f64);
             for ch in 0..3 {

@@ -1,0 +1,105 @@
+//! Times the `change` kernel on one image pair (the Rust half of
+//! `scripts/bench-change.sh`).
+//!
+//! `cargo run --release -p idlegrid-kernels --example change_bench -- BEFORE AFTER
+//! [--method sa] [--threads N] [--repeat R] [--band-rows N]`
+//!
+//! Prints, for the whole job as one band (the numpy reference's way) and in the default
+//! bands: the best wall time of R runs, Mpix/s and pixel updates per second, and the
+//! mask's SHA-256 prefix (so the two runs can be seen to agree).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use idlegrid_kernels::change::{self, prep, ChangeParams, Method};
+use rayon::prelude::*;
+
+struct Args {
+    before: PathBuf,
+    after: PathBuf,
+    method: Method,
+    threads: usize,
+    repeat: usize,
+    band_rows: u32,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mut pos = Vec::new();
+    let mut a = Args {
+        before: PathBuf::new(),
+        after: PathBuf::new(),
+        method: Method::Sa,
+        threads: 1,
+        repeat: 3,
+        band_rows: change::DEFAULT_BAND_ROWS,
+    };
+    while let Some(x) = it.next() {
+        let mut val = || it.next().ok_or(format!("{x} needs a value"));
+        match x.as_str() {
+            "--method" => a.method = val()?.parse()?,
+            "--threads" => a.threads = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--repeat" => a.repeat = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--band-rows" => a.band_rows = val()?.parse().map_err(|e| format!("{e}"))?,
+            _ => pos.push(PathBuf::from(x)),
+        }
+    }
+    let [before, after] = <[PathBuf; 2]>::try_from(pos).map_err(|_| "need BEFORE AFTER")?;
+    a.before = before;
+    a.after = after;
+    Ok(a)
+}
+
+fn run_job(diff: &prep::Difference, params: &ChangeParams) -> Result<Vec<u8>, String> {
+    let plan = change::plan(diff, params).map_err(|e| e.to_string())?;
+    let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    let results: Result<Vec<Vec<u8>>, String> = plan
+        .chunks
+        .par_iter()
+        .map(|spec| {
+            let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
+            idlegrid_kernels::run(spec, &inputs).map_err(|e| e.to_string())
+        })
+        .collect();
+    Ok(plan.assemble(&results?).map_err(|e| e.to_string())?.pixels)
+}
+
+fn main() -> Result<(), String> {
+    let a = parse()?;
+    let (x, y) = prep::load_pair(&a.before, &a.after).map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let params = ChangeParams::preset(a.method);
+    let sweeps = match a.method {
+        Method::Sa | Method::DocLiteral => params.sweeps + params.icm_sweeps,
+        Method::Icm => params.icm_sweeps,
+        _ => 0,
+    };
+    for (label, rows) in [("one band", u32::MAX), ("bands", a.band_rows)] {
+        let p = ChangeParams {
+            band_rows: rows,
+            ..params.clone()
+        };
+        let mut best = f64::INFINITY;
+        let mut mask = Vec::new();
+        for _ in 0..a.repeat {
+            let t = Instant::now();
+            let diff = prep::difference_of(&x, &y);
+            mask = pool.install(|| run_job(&diff, &p))?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let npix = mask.len() as f64;
+        println!(
+            "rust {} {label:8} threads={} {:.4} s {:8.2} Mpix/s {:8.1} M pixel-updates/s mask={}",
+            a.method,
+            a.threads,
+            best,
+            npix / best / 1e6,
+            npix * sweeps as f64 / best / 1e6,
+            &blake3::hash(&mask).to_hex()[..16]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The `change` kernel's chunking: banded == whole image for any band height (property
+//! test), the calibration chunk runs, and a worker refuses every malformed chunk or blob
+//! with an error instead of a panic.
+
+use std::collections::HashMap;
+
+use idlegrid_kernels::change::{self, chunk::BandParams, prep, ChangeParams, Method};
+use idlegrid_kernels::KernelError;
+use idlegrid_protocol::{codec, Cid, TaskSpec};
+use proptest::prelude::*;
+
+fn run_plan(plan: &change::ChangePlan) -> Vec<u8> {
+    let blobs: HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    let results: Vec<Vec<u8>> = plan
+        .chunks
+        .iter()
+        .map(|spec| {
+            let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
+            idlegrid_kernels::run(spec, &inputs).unwrap()
+        })
+        .collect();
+    plan.assemble(&results).unwrap().pixels
+}
+
+/// A difference image with structure (a bright blob and noise), from a seed.
+fn diff_image(w: u32, h: u32, seed: u64) -> prep::Difference {
+    let mut x = Vec::with_capacity((w * h) as usize);
+    for y in 0..h {
+        for c in 0..w {
+            let r = change::rng::mix64(seed ^ ((y as u64) << 32 | c as u64));
+            let blob = (c as i64 - w as i64 / 2).pow(2) + (y as i64 - h as i64 / 3).pow(2)
+                < (w.min(h) as i64 / 3).pow(2);
+            let v = (r % 40) as u8 + if blob { 60 } else { 0 };
+            x.push(v);
+        }
+    }
+    prep::Difference {
+        width: w,
+        height: h,
+        x,
+    }
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::Sa),
+        Just(Method::Icm),
+        Just(Method::DocLiteral),
+        Just(Method::Otsu),
+        Just(Method::Bayes)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn banded_mask_equals_whole_image_mask(
+        w in 1u32..48, h in 1u32..90, band in 1u32..100, seed in any::<u64>(),
+        m in method(), radius in 1u32..=2, sweeps in 0u32..6, icm in 0u32..3,
+    ) {
+        let diff = diff_image(w, h, seed);
+        let params = ChangeParams {
+            radius, sweeps, icm_sweeps: icm, seed,
+            ..ChangeParams::preset(m)
+        };
+        let whole = run_plan(&change::plan(&diff, &ChangeParams { band_rows: h, ..params.clone() }).unwrap());
+        let plan = change::plan(&diff, &ChangeParams { band_rows: band, ..params }).unwrap();
+        prop_assert_eq!(plan.chunks.len() as u32, h.div_ceil(band));
+        prop_assert_eq!(run_plan(&plan), whole);
+    }
+
+    /// Whatever bytes a peer sends as params or blobs, the worker answers, never panics.
+    #[test]
+    fn garbage_never_panics(params in proptest::collection::vec(any::<u8>(), 0..200),
+                            blob in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let spec = TaskSpec {
+            kernel: "change".into(), kernel_version: 1, params,
+            inputs: vec![Cid::of(&blob), Cid::of(&blob)],
+        };
+        let _ = idlegrid_kernels::validate(&spec);
+        let _ = idlegrid_kernels::run(&spec, &[blob.clone(), blob]);
+    }
+}
+
+/// A valid one-chunk plan of a small image and its blobs.
+fn small_plan() -> (TaskSpec, Vec<u8>, Vec<u8>) {
+    let diff = diff_image(20, 30, 1);
+    let plan = change::plan(
+        &diff,
+        &ChangeParams {
+            band_rows: 10,
+            ..ChangeParams::default()
+        },
+    )
+    .unwrap();
+    let spec = plan.chunks[1].clone();
+    (spec, plan.blobs[0].1.clone(), plan.blobs[2].1.clone())
+}
+
+fn with_params(spec: &TaskSpec, edit: impl FnOnce(&mut BandParams)) -> TaskSpec {
+    let mut p: BandParams = codec::decode(&spec.params, 1 << 16).unwrap();
+    edit(&mut p);
+    TaskSpec {
+        params: codec::encode(&p).unwrap(),
+        ..spec.clone()
+    }
+}
+
+#[test]
+fn valid_chunk_runs() {
+    let (spec, tables, band) = small_plan();
+    let out = idlegrid_kernels::run(&spec, &[tables, band]).unwrap();
+    assert_eq!(out.len(), 10 * 20);
+}
+
+#[test]
+fn wrong_halo_or_geometry_is_refused() {
+    let (spec, tables, band) = small_plan();
+    let edits: Vec<Box<dyn Fn(&mut BandParams)>> = vec![
+        Box::new(|p| p.ext_start += 1),
+        Box::new(|p| p.ext_end -= 1),
+        Box::new(|p| p.row_end = p.height + 1),
+        Box::new(|p| p.row_start = p.row_end),
+        Box::new(|p| p.width = 0),
+        Box::new(|p| p.height = u32::MAX),
+        Box::new(|p| p.radius = 3),
+        Box::new(|p| p.window = Some(100)),
+        Box::new(|p| p.anneal_sweeps = 1_000_000),
+    ];
+    for (i, e) in edits.iter().enumerate() {
+        let bad = with_params(&spec, e);
+        let err = idlegrid_kernels::run(&bad, &[tables.clone(), band.clone()]);
+        assert!(
+            matches!(err, Err(KernelError::InvalidParams(_))),
+            "edit {i}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_blobs_are_refused() {
+    let (spec, tables, band) = small_plan();
+    // Band of the wrong length (with a matching content id).
+    let short = band[..band.len() - 1].to_vec();
+    let spec2 = TaskSpec {
+        inputs: vec![spec.inputs[0], Cid::of(&short)],
+        ..spec.clone()
+    };
+    assert!(matches!(
+        idlegrid_kernels::run(&spec2, &[tables.clone(), short]),
+        Err(KernelError::InvalidInput(_))
+    ));
+    // Blob that does not match its id.
+    let mut flipped = band.clone();
+    flipped[0] ^= 1;
+    assert!(idlegrid_kernels::run(&spec, &[tables.clone(), flipped]).is_err());
+    // Wrong number of blobs.
+    assert!(idlegrid_kernels::run(&spec, std::slice::from_ref(&tables)).is_err());
+    // Tables that are not tables.
+    let junk = vec![0xA5u8; 64];
+    let spec3 = TaskSpec {
+        inputs: vec![Cid::of(&junk), spec.inputs[1]],
+        ..spec.clone()
+    };
+    assert!(matches!(
+        idlegrid_kernels::run(&spec3, &[junk, band]),
+        Err(KernelError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn tables_for_other_sweep_counts_are_refused() {
+    let (spec, tables, band) = small_plan();
+    let bad = with_params(&spec, |p| {
+        p.anneal_sweeps -= 1;
+        let halo =
+            change::halo_rows(p.radius, p.window, (p.anneal_sweeps + p.icm_sweeps) as u64) as u32;
+        p.ext_start = p.row_start.saturating_sub(halo);
+        p.ext_end = (p.row_end + halo).min(p.height);
+    });
+    assert!(matches!(
+        idlegrid_kernels::run(&bad, &[tables, band]),
+        Err(KernelError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn halo_rows_match_the_reference() {
+    // Reference README: 3x3 with 33 sweeps: 67; 5x5: 199; icm_em (10 ICM sweeps): 20.
+    assert_eq!(change::halo_rows(1, Some(1), 33), 67);
+    assert_eq!(change::halo_rows(2, Some(1), 33), 199);
+    assert_eq!(change::halo_rows(1, None, 10), 20);
+    assert_eq!(change::halo_rows(1, None, 0), 0);
+}
+
+#[test]
+fn calibration_task_runs_and_is_fixed() {
+    let (spec, blobs) = change::calibration_task();
+    let map: HashMap<_, _> = blobs.into_iter().collect();
+    let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| map[c].clone()).collect();
+    let a = idlegrid_kernels::run(&spec, &inputs).unwrap();
+    assert_eq!(change::calibration_task().0.id(), spec.id());
+    assert!(a.iter().any(|&v| v == 255) && a.iter().any(|&v| v == 0));
+}
+
+#[test]
+fn sample_pair_is_deterministic_and_has_changes() {
+    let a = change::sample_pair(160, 120, 3);
+    let b = change::sample_pair(160, 120, 3);
+    assert_eq!(a.before, b.before);
+    assert_eq!(a.after, b.after);
+    let frac = a.truth.iter().filter(|&&v| v == 255).count() as f64 / a.truth.len() as f64;
+    assert!((0.02..0.6).contains(&frac), "changed fraction {frac}");
+    assert_ne!(change::sample_pair(160, 120, 4).before, a.before);
+}
+
+#[test]
+fn bad_params_are_refused_by_plan() {
+    let diff = diff_image(8, 8, 0);
+    for p in [
+        ChangeParams {
+            radius: 3,
+            ..Default::default()
+        },
+        ChangeParams {
+            beta: f64::NAN,
+            ..Default::default()
+        },
+        ChangeParams {
+            beta: 100.0,
+            ..Default::default()
+        },
+        ChangeParams {
+            sweeps: 5000,
+            ..Default::default()
+        },
+        ChangeParams {
+            band_rows: 0,
+            ..Default::default()
+        },
+        ChangeParams {
+            alpha: 1.5,
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            change::plan(&diff, &p),
+            Err(KernelError::InvalidParams(_))
+        ));
+    }
+}
