@@ -11,6 +11,7 @@
 //! The grid only ever calls [`validate`] and [`run`] here, so it stays kernel-agnostic.
 
 pub mod change;
+pub mod video;
 
 use idlegrid_protocol::TaskSpec;
 
@@ -47,12 +48,20 @@ struct Registered {
     run: fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>,
 }
 
-const KERNELS: &[Registered] = &[Registered {
-    name: change::KERNEL,
-    version: change::VERSION,
-    validate: change::validate,
-    run: change::run,
-}];
+const KERNELS: &[Registered] = &[
+    Registered {
+        name: change::KERNEL,
+        version: change::VERSION,
+        validate: change::validate,
+        run: change::run,
+    },
+    Registered {
+        name: video::NAME,
+        version: video::VERSION,
+        validate: video::validate,
+        run: video::run,
+    },
+];
 
 fn lookup(spec: &TaskSpec) -> Result<&'static Registered, KernelError> {
     let kernel = KERNELS

@@ -17,6 +17,8 @@ enum Command {
     Change(idlegrid::commands::change::ChangeArgs),
     /// Run a job of the real scheduler over thousands of virtual peers in virtual time.
     Simulate(idlegrid::commands::simulate::SimulateArgs),
+    /// Encode a folder of frames into one H.264 MP4 (segments encoded on the grid).
+    Video(idlegrid::commands::video::VideoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
+        Command::Video(args) => idlegrid::commands::video::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
