@@ -16,11 +16,8 @@ pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 /// Why an input image could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepError {
-    #[error("{}: cannot open: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: cannot open: {err}", path.display())]
+    Open { path: PathBuf, err: std::io::Error },
     #[error("{}: not a readable image: {reason}", path.display())]
     NotAnImage { path: PathBuf, reason: String },
     #[error("{}: image is empty ({width}x{height})", path.display())]
@@ -70,13 +67,13 @@ fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>,
         path: path.to_path_buf(),
         reason,
     };
-    let r = ImageReader::open(path).map_err(|source| PrepError::Open {
+    let r = ImageReader::open(path).map_err(|err| PrepError::Open {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
-    let r = r.with_guessed_format().map_err(|source| PrepError::Open {
+    let r = r.with_guessed_format().map_err(|err| PrepError::Open {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     if r.format().is_none() {
         return Err(not_image("unknown format".into()));
