@@ -58,13 +58,28 @@ impl Executor {
         self.cores - self.slots.available_permits()
     }
 
+    /// Waits for a free compute slot; the chunk holding it runs next. Taken before the
+    /// inputs are read into memory, so waiting chunks hold no memory.
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, KernelError> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| KernelError::Failed("compute pool closed".into()))
+    }
+
     /// Runs one chunk on the pool once a slot is free.
     pub async fn run(&self, spec: TaskSpec, inputs: Vec<Vec<u8>>) -> Result<Vec<u8>, KernelError> {
-        let _permit = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| KernelError::Failed("compute pool closed".into()))?;
+        let _slot = self.slot().await?;
+        self.run_in_slot(spec, inputs).await
+    }
+
+    /// Runs one chunk on the pool; the caller holds a [`Executor::slot`].
+    pub async fn run_in_slot(
+        &self,
+        spec: TaskSpec,
+        inputs: Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>, KernelError> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || pool.install(|| idlegrid_kernels::run(&spec, &inputs)))
             .await

@@ -4,3 +4,12 @@
 pub mod commands;
 pub mod scheduler;
 pub mod sim;
+pub mod net;
+pub mod store;
+pub mod blobs;
+pub mod executor;
+pub mod priority;
+pub mod worker;
+pub mod node;
+pub mod grid;
+pub mod jobs;

@@ -13,6 +13,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a real job on a generated sample through a few local peers (start here).
+    Demo(idlegrid::commands::demo::DemoArgs),
+    /// Lend this machine's idle cores to the grid until stopped.
+    Serve(idlegrid::commands::serve::ServeArgs),
     /// Detect what changed between two images of the same scene (a black/white mask).
     Change(idlegrid::commands::change::ChangeArgs),
     /// Run a job of the real scheduler over thousands of virtual peers in virtual time.
@@ -31,6 +35,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Demo(args) => idlegrid::commands::demo::run(args),
+        Command::Serve(args) => idlegrid::commands::serve::run(args),
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
         Command::Video(args) => idlegrid::commands::video::run(args),

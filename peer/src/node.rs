@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::executor::{Executor, ExecutorError};
 use crate::net::{self, Client, NetConfig, NetError};
 use crate::store::{BlobStore, StoreError};
-use crate::worker::{self, WorkerConfig};
+use crate::worker::{self, Traffic, WorkerConfig};
 
 /// Everything a peer needs to start.
 #[derive(Clone, Debug)]
@@ -61,6 +61,8 @@ pub struct Node {
     pub client: Client,
     pub store: BlobStore,
     pub executor: Executor,
+    /// Blob bytes served to each peer.
+    pub traffic: Traffic,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -70,12 +72,14 @@ impl Node {
         let store = BlobStore::open(&config.data_dir, config.store_cap)?;
         let executor = Executor::new(config.cores, config.low_priority)?;
         let (client, inbound, event_loop) = net::spawn(key, config.net.clone())?;
+        let traffic = Traffic::default();
         let mut tasks = vec![tokio::spawn(event_loop.run())];
         tasks.push(tokio::spawn(worker::serve(
             client.clone(),
             store.clone(),
             executor.clone(),
             config.worker.clone(),
+            traffic.clone(),
             inbound,
         )));
         if config.advertise && config.worker.serve {
@@ -89,6 +93,7 @@ impl Node {
             client,
             store,
             executor,
+            traffic,
             tasks,
         })
     }

@@ -24,6 +24,26 @@ use crate::executor::Executor;
 use crate::net::{agent_version, Client, Inbound};
 use crate::store::BlobStore;
 
+/// Blob bytes this peer served, per requesting peer (for the job report).
+#[derive(Clone, Default)]
+pub struct Traffic(Arc<Mutex<HashMap<PeerId, u64>>>);
+
+impl Traffic {
+    fn add(&self, peer: PeerId, bytes: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer)
+            .or_default() += bytes;
+    }
+
+    /// Bytes served so far, per peer.
+    pub fn snapshot(&self) -> HashMap<PeerId, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// How this peer serves others.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -31,7 +51,7 @@ pub struct WorkerConfig {
     /// (it still serves blobs, so workers can fetch its inputs).
     pub serve: bool,
     /// Chunks accepted beyond those running, before new ones are refused as busy.
-    /// Default 4.
+    /// Waiting chunks hold their inputs on disk, not in memory. Default 64.
     pub queue: usize,
     /// How long a poll is held before answering `Running`. Default 2 s; must stay well
     /// under the request timeout.
@@ -43,18 +63,23 @@ pub struct WorkerConfig {
     /// Test builds only: return wrong (but self-consistent) results.
     #[cfg(feature = "fault-injection")]
     pub lie: bool,
+    /// Test builds only: sleep this long before each chunk (a slow machine).
+    #[cfg(feature = "fault-injection")]
+    pub delay: Duration,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             serve: true,
-            queue: 4,
+            queue: 64,
             keepalive: Duration::from_secs(2),
             max_input: 512 * 1024 * 1024,
             remember: 4096,
             #[cfg(feature = "fault-injection")]
             lie: false,
+            #[cfg(feature = "fault-injection")]
+            delay: Duration::ZERO,
         }
     }
 }
@@ -80,6 +105,7 @@ struct Worker {
     executor: Executor,
     config: WorkerConfig,
     chunks: Arc<Mutex<Chunks>>,
+    traffic: Traffic,
 }
 
 /// Serves inbound requests until the event loop closes the channel.
@@ -88,6 +114,7 @@ pub async fn serve(
     store: BlobStore,
     executor: Executor,
     config: WorkerConfig,
+    traffic: Traffic,
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
     let worker = Worker {
@@ -95,6 +122,7 @@ pub async fn serve(
         store,
         executor,
         config,
+        traffic,
         chunks: Arc::new(Mutex::new(Chunks {
             status: HashMap::new(),
             finished: Vec::new(),
@@ -128,11 +156,14 @@ pub async fn serve(
                         tokio::task::spawn_blocking(move || store.read_piece(&cid, offset, len))
                             .await;
                     let response = match read {
-                        Ok(Ok(Some((total, bytes)))) => BlobResponse::Piece {
-                            total,
-                            offset,
-                            bytes,
-                        },
+                        Ok(Ok(Some((total, bytes)))) => {
+                            worker.traffic.add(peer, bytes.len() as u64);
+                            BlobResponse::Piece {
+                                total,
+                                offset,
+                                bytes,
+                            }
+                        }
                         Ok(Ok(None)) => BlobResponse::NotFound,
                         Ok(Err(e)) => {
                             tracing::warn!("blob {} for {peer}: {e}", cid.short());
@@ -225,17 +256,22 @@ impl Worker {
         TaskResponse::Accepted { chunk }
     }
 
-    /// Fetches the inputs, runs the kernel, stores the result.
+    /// Fetches the inputs to disk, waits for a compute slot, loads them, runs the
+    /// kernel, stores the result.
     async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
+        for cid in &spec.inputs {
+            if let Err(e) =
+                fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input).await
+            {
+                return Status::Failed(format!("input {}: {e}", cid.short()));
+            }
+        }
+        let slot = match self.executor.slot().await {
+            Ok(slot) => slot,
+            Err(e) => return Status::Failed(e.to_string()),
+        };
         let mut inputs = Vec::with_capacity(spec.inputs.len());
         for cid in &spec.inputs {
-            if !self.store.has(cid) {
-                if let Err(e) =
-                    fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input).await
-                {
-                    return Status::Failed(format!("input {}: {e}", cid.short()));
-                }
-            }
             let store = self.store.clone();
             let cid = *cid;
             match tokio::task::spawn_blocking(move || store.get(&cid)).await {
@@ -245,11 +281,14 @@ impl Worker {
                 Err(e) => return Status::Failed(e.to_string()),
             }
         }
+        #[cfg(feature = "fault-injection")]
+        tokio::time::sleep(self.config.delay).await;
         #[allow(unused_mut)]
-        let mut output = match self.executor.run(spec, inputs).await {
+        let mut output = match self.executor.run_in_slot(spec, inputs).await {
             Ok(output) => output,
             Err(e) => return Status::Failed(e.to_string()),
         };
+        drop(slot);
         #[cfg(feature = "fault-injection")]
         if self.config.lie {
             // A consistent lie: the hash matches the wrong bytes, so only replication

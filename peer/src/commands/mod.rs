@@ -2,4 +2,7 @@
 
 pub mod change;
 pub mod simulate;
+pub mod common;
+pub mod demo;
+pub mod serve;
 pub mod video;

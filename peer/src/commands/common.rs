@@ -1,0 +1,272 @@
+//! Command-line pieces shared by the commands that start a peer: network and data-dir
+//! flags, grid flags (`--replicas`, `--min-peers`, ...), their parsing, and `submit`,
+//! which runs a planned job on the grid and reports who computed what.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::{Multiaddr, PeerId};
+
+use crate::grid::{self, GridConfig, Job, JobOutcome};
+use crate::net::NetConfig;
+use crate::node::{Node, NodeConfig};
+
+/// Flags of every command that starts a peer.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Where this peer keeps its identity key and blob store
+    /// [default: $XDG_DATA_HOME/idlegrid or ~/.local/share/idlegrid].
+    #[arg(long, env = "IDLEGRID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Dial this peer directly (repeatable), e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3Koo...
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<Multiaddr>,
+    /// A Kademlia bootstrap peer (repeatable), ending in /p2p/<PeerId>.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Address to listen on (repeatable) [default: all IPv4 interfaces, TCP and QUIC,
+    /// OS-chosen ports].
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Do not use mDNS to find peers on the LAN.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Compute threads on this machine [default: all cores].
+    #[arg(long)]
+    pub cores: Option<usize>,
+}
+
+impl NetArgs {
+    /// The data dir: the flag, or the XDG default.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("idlegrid");
+        }
+        match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/share/idlegrid"),
+            None => PathBuf::from(".idlegrid"),
+        }
+    }
+
+    /// A node config for a peer keeping its state in `data_dir`.
+    pub fn node_config(&self, data_dir: PathBuf) -> NodeConfig {
+        let mut config = NodeConfig::new(data_dir);
+        config.net = NetConfig {
+            mdns: !self.no_mdns,
+            peers: self.peers.clone(),
+            bootstrap: self.bootstrap.clone(),
+            ..NetConfig::default()
+        };
+        if !self.listen.is_empty() {
+            config.net.listen = self.listen.clone();
+        }
+        if let Some(cores) = self.cores {
+            config.cores = cores.max(1);
+        }
+        config
+    }
+}
+
+/// Flags of every command that submits a job.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GridArgs {
+    /// Compute on this machine only, without the network.
+    #[arg(long)]
+    pub local: bool,
+    /// Distinct peers that must return the same result for a chunk to count.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// Fraction of chunks (0 to 1) recomputed on this machine to catch lying peers.
+    #[arg(long, default_value_t = 0.0)]
+    pub spot_check: f64,
+    /// Wait for this many remote peers before starting.
+    #[arg(long, default_value_t = 0)]
+    pub min_peers: usize,
+    /// How long to wait for --min-peers, e.g. 30s or 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub discover_timeout: Duration,
+    /// Hand weights instead of benchmark scores: PEERID=W,... (0 excludes a peer).
+    #[arg(long, value_parser = parse_weights)]
+    pub weights: Option<Weights>,
+    /// Write a JSON report of the job (per peer: chunks, score, failures, breaker, bytes).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// Parsed `--weights`.
+#[derive(Clone, Debug)]
+pub struct Weights(pub HashMap<PeerId, f64>);
+
+/// Parses `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (write e.g. 30s, 2m, 500ms)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `PEERID=W,PEERID=W`.
+pub fn parse_weights(text: &str) -> Result<Weights, String> {
+    let mut weights = HashMap::new();
+    for item in text.split(',').filter(|s| !s.trim().is_empty()) {
+        let (peer, weight) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not PEERID=WEIGHT"))?;
+        let peer: PeerId = peer
+            .trim()
+            .parse()
+            .map_err(|_| format!("{peer:?} is not a PeerId"))?;
+        let weight: f64 = weight
+            .trim()
+            .parse()
+            .map_err(|_| format!("weight {weight:?} of {peer} is not a number"))?;
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(format!("weight {weight} of {peer} must be >= 0"));
+        }
+        weights.insert(peer, weight);
+    }
+    Ok(Weights(weights))
+}
+
+impl GridArgs {
+    pub fn grid_config(&self) -> anyhow::Result<GridConfig> {
+        if self.replicas == 0 {
+            anyhow::bail!("--replicas must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.spot_check) {
+            anyhow::bail!(
+                "--spot-check must be between 0 and 1, not {}",
+                self.spot_check
+            );
+        }
+        Ok(GridConfig {
+            replicas: self.replicas,
+            spot_check: self.spot_check,
+            min_peers: self.min_peers,
+            discover_timeout: self.discover_timeout,
+            weights: self.weights.clone().map(|w| w.0).unwrap_or_default(),
+            ..GridConfig::default()
+        })
+    }
+}
+
+/// The blobs a planned job needs in the store before it runs.
+pub enum JobBlob {
+    /// Bytes made by the planner (change: tables and bands).
+    Bytes(Vec<u8>),
+    /// A user's file, served from where it is (video frames).
+    File(PathBuf),
+}
+
+/// Starts a submitting peer, stores the job's blobs, runs the job on the grid, prints
+/// who computed what, and returns the verified results in chunk order. The peer keeps
+/// its state in `<data dir>/submit`, apart from a `serve` on the same machine.
+pub async fn submit(
+    net: &NetArgs,
+    grid_args: &GridArgs,
+    blobs: Vec<JobBlob>,
+    job: Job,
+) -> anyhow::Result<(JobOutcome, Node)> {
+    let config = grid_args.grid_config()?;
+    let data_dir = net.data_dir().join("submit");
+    let mut node_config = net.node_config(data_dir.clone());
+    node_config.worker.serve = false;
+    let node = Node::start(node_config)
+        .await
+        .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
+    store_blobs(&node, blobs).await?;
+    let outcome = grid::run_job(&node, job, config).await?;
+    Ok((outcome, node))
+}
+
+/// Puts a job's blobs into the node's store.
+pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<()> {
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for blob in blobs {
+            match blob {
+                JobBlob::Bytes(bytes) => {
+                    store.put(&bytes)?;
+                }
+                JobBlob::File(path) => {
+                    store.register_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// Writes the report (if asked) with the output's path and hash, and prints the table.
+pub fn finish_report(
+    outcome: &mut JobOutcome,
+    output: &Path,
+    report_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    outcome.report.output = Some(output.to_path_buf());
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(output)
+        .and_then(|file| hasher.update_reader(file).map(|_| ()))
+        .with_context(|| format!("cannot read back the output {}", output.display()))?;
+    outcome.report.output_blake3 = Some(hasher.finalize().to_hex().to_string());
+    eprint!("{}", outcome.report.table());
+    if let Some(path) = report_path {
+        outcome
+            .report
+            .write(path)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn weights() {
+        let peer = PeerId::random();
+        let parsed = parse_weights(&format!("{peer}=2.5")).unwrap();
+        assert_eq!(parsed.0.get(&peer), Some(&2.5));
+        assert!(parse_weights("nope=1").is_err());
+        assert!(parse_weights(&format!("{peer}=-1")).is_err());
+    }
+}

@@ -1,0 +1,573 @@
+//! Running one job on the grid, from the submitting peer: find peers, probe and
+//! benchmark them, drive the [`Scheduler`] with what happens, and collect verified
+//! results in chunk order. Kernel-agnostic: a job is a list of [`TaskSpec`]s with
+//! costs, a calibration chunk, and the caller's assembly afterwards.
+//!
+//! Data flow: a single task owns the scheduler. Discovery, probes, benchmarks and
+//! chunk runs are spawned tasks that report back on one channel ([`Report`]); the loop
+//! feeds each report to the scheduler as an event, carries out the returned actions
+//! (spawn a run, cancel one, record a verified result), and ticks at the scheduler's
+//! next wake-up. This machine computes too, as the trusted worker.
+
+mod progress;
+pub mod remote;
+pub mod report;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use idlegrid_protocol::{Cid, TaskSpec};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::net::{kernel_key, PeerEvent, Source};
+use crate::node::Node;
+use crate::scheduler::{
+    Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
+};
+use progress::Progress;
+pub use report::{JobReport, PeerReport};
+
+/// A job as the grid sees it.
+pub struct Job {
+    /// Kernel name and version every chunk uses.
+    pub kernel: String,
+    pub kernel_version: u32,
+    /// The chunks, in output order. Their input blobs must be in the node's store.
+    pub chunks: Vec<TaskSpec>,
+    /// Relative cost of each chunk, in the calibration's work units.
+    pub costs: Vec<u64>,
+    /// A small fixed chunk of the same kernel, to benchmark peers.
+    pub calibration: TaskSpec,
+    /// Its cost in work units.
+    pub calibration_cost: u64,
+    /// What the progress bar counts (`rows`, `frames`) and how many per chunk.
+    pub unit: &'static str,
+    pub units: Vec<u64>,
+}
+
+/// How a job uses the grid. Defaults: one replica, no spot checks, start at once with
+/// whoever is there.
+#[derive(Clone, Debug)]
+pub struct GridConfig {
+    /// Agreeing peers needed per chunk (`--replicas`).
+    pub replicas: u32,
+    /// Fraction of chunks recomputed locally (`--spot-check`).
+    pub spot_check: f64,
+    /// Remote peers to wait for before starting (`--min-peers`). Default 0.
+    pub min_peers: usize,
+    /// How long to wait for them (`--discover-timeout`). Default 30 s.
+    pub discover_timeout: Duration,
+    /// A candidate must answer its probe within this. Default 5 s.
+    pub probe_timeout: Duration,
+    /// Hand weights (`--weights PEER=W`), replacing benchmark scores; relative to the
+    /// local peer's weight of 1 when given.
+    pub weights: HashMap<PeerId, f64>,
+    /// Compute on this machine too. Default on.
+    pub compute_locally: bool,
+    /// Show the live progress display (on a terminal).
+    pub show_progress: bool,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        GridConfig {
+            replicas: 1,
+            spot_check: 0.0,
+            min_peers: 0,
+            discover_timeout: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(5),
+            weights: HashMap::new(),
+            compute_locally: true,
+            show_progress: true,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    #[error(
+        "{found} of the {wanted} peers asked for (--min-peers) answered within {waited:?}; {why}"
+    )]
+    NotEnoughPeers {
+        found: usize,
+        wanted: usize,
+        waited: Duration,
+        why: String,
+    },
+    #[error("invalid grid settings: {0}")]
+    Config(String),
+    #[error("the job failed: {0}")]
+    Failed(String),
+    #[error("the network task stopped")]
+    Stopped,
+}
+
+/// A finished job: one verified result per chunk, in chunk order.
+pub struct JobOutcome {
+    pub results: Vec<Cid>,
+    pub report: JobReport,
+}
+
+/// What spawned tasks tell the job loop.
+enum Report {
+    Ready {
+        peer: PeerId,
+        score: f64,
+    },
+    Unusable {
+        peer: PeerId,
+        why: String,
+    },
+    Done {
+        peer: PeerId,
+        chunk: ChunkIndex,
+        result: Cid,
+        bytes: u64,
+    },
+    Failed {
+        peer: PeerId,
+        chunk: ChunkIndex,
+        kind: FailureKind,
+        why: String,
+    },
+}
+
+/// Per-peer bookkeeping of the job loop (the scheduler keeps the rest).
+#[derive(Default)]
+struct PeerBook {
+    found_by: HashMap<PeerId, BTreeSet<Source>>,
+    scores: HashMap<PeerId, f64>,
+    received: HashMap<PeerId, u64>,
+    /// Probing or benchmarking now.
+    probing: HashSet<PeerId>,
+    /// Joined the scheduler and still connected.
+    joined: HashSet<PeerId>,
+    /// Last reason a peer was not used (shown with --min-peers failures).
+    unusable: HashMap<PeerId, String>,
+}
+
+/// Runs `job` on the grid and returns its verified results in chunk order.
+pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOutcome, GridError> {
+    let started = Instant::now();
+    let me = node.peer_id();
+    let mut events = node.client.subscribe();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let mut book = PeerBook::default();
+
+    // Chunks finished by an earlier run of the same job are taken from the store.
+    let mut results: Vec<Option<Cid>> = job
+        .chunks
+        .iter()
+        .map(|spec| node.store.known_result(&spec.id()))
+        .collect();
+    let reused = results.iter().filter(|r| r.is_some()).count();
+    let todo: Vec<usize> = (0..job.chunks.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+    node.store
+        .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
+
+    let mut sched_config = config.scheduler.clone();
+    sched_config.replicas = config.replicas;
+    sched_config.spot_check = config.spot_check;
+    sched_config.spot_check_seed =
+        u64::from_le_bytes(job.calibration.id().0[..8].try_into().unwrap_or([0; 8]));
+    let mut sched: Scheduler<PeerId> = Scheduler::new(
+        sched_config,
+        todo.iter()
+            .map(|&i| job.costs.get(i).copied().unwrap_or(1))
+            .collect(),
+    )
+    .map_err(|e| GridError::Config(e.to_string()))?;
+
+    let mut progress = Progress::new(&job, &results, config.show_progress);
+    let mut running: HashMap<(PeerId, ChunkIndex), AbortHandle> = HashMap::new();
+    let mut actions = Vec::new();
+    let now = |started: Instant| started.elapsed();
+
+    // This machine computes too: benchmark it; it joins as the trusted worker when the
+    // job starts.
+    let mut joins: Vec<Event<PeerId>> = Vec::new();
+    if config.compute_locally {
+        let score = local_bench(node, &job).await;
+        book.scores.insert(me, score);
+        joins.push(Event::PeerJoined {
+            peer: me,
+            score,
+            trusted: true,
+            weight: config.weights.get(&me).copied(),
+        });
+    }
+
+    // Everyone already known is a candidate; so is everyone found from now on.
+    if let Ok(known) = node.client.peers().await {
+        for entry in known {
+            if let Some(peer) = entry.peer {
+                book.found_by.entry(peer).or_default().extend(entry.sources);
+                start_probe(node, &job, &config, &tx, &mut book, peer);
+            }
+        }
+    }
+    let providers_key = kernel_key(&job.kernel, job.kernel_version);
+    let mut dht_lookup = tokio::time::interval(Duration::from_secs(5));
+
+    let mut waiting_for_peers = config.min_peers > 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Until the job starts (enough peers, or at once without --min-peers), joins
+        // wait in `joins`; then they all go to the scheduler together.
+        if !waiting_for_peers {
+            for join in joins.drain(..) {
+                sched.handle(now(started), join, &mut actions);
+            }
+        }
+        // Carry out what the scheduler decided.
+        for action in actions.drain(..) {
+            match action {
+                Action::Assign { peer, chunk, .. } => {
+                    let Some(&job_index) = todo.get(chunk as usize) else {
+                        continue;
+                    };
+                    let spec = job.chunks[job_index].clone();
+                    let handle = spawn_run(node, &tx, me, peer, chunk, spec);
+                    if let Some(old) = running.insert((peer, chunk), handle) {
+                        old.abort();
+                    }
+                }
+                Action::Cancel { peer, chunk } => {
+                    if let Some(handle) = running.remove(&(peer, chunk)) {
+                        handle.abort();
+                    }
+                    if peer != me {
+                        if let Some(&job_index) = todo.get(chunk as usize) {
+                            let client = node.client.clone();
+                            let id = job.chunks[job_index].id();
+                            tokio::spawn(async move {
+                                let _ = client
+                                    .task(
+                                        peer,
+                                        idlegrid_protocol::TaskRequest::Cancel { chunk: id },
+                                    )
+                                    .await;
+                            });
+                        }
+                    }
+                }
+                Action::Verified { chunk, result } => {
+                    if let Some(&job_index) = todo.get(chunk as usize) {
+                        results[job_index] = Some(result);
+                        if let Err(e) = node
+                            .store
+                            .record_result(&job.chunks[job_index].id(), &result)
+                        {
+                            tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
+                        }
+                        progress.verified(job_index);
+                    }
+                }
+                Action::Revoked { chunk } => {
+                    if let Some(&job_index) = todo.get(chunk as usize) {
+                        results[job_index] = None;
+                        progress.revoked(job_index);
+                    }
+                }
+                Action::PeerBanned { peer, chunk } => {
+                    progress.println(&format!(
+                        "peer {peer} returned a wrong result for chunk {chunk}: banned for this job"
+                    ));
+                }
+                Action::JobComplete | Action::JobFailed { .. } => {}
+            }
+        }
+        match sched.outcome() {
+            Some(Outcome::Complete) => break,
+            Some(Outcome::Failed(reason)) => {
+                progress.finish();
+                return Err(GridError::Failed(reason.to_string()));
+            }
+            None => {}
+        }
+        if waiting_for_peers {
+            let ready = book.joined.iter().filter(|p| **p != me).count();
+            if ready >= config.min_peers {
+                waiting_for_peers = false;
+                continue;
+            }
+            if started.elapsed() >= config.discover_timeout {
+                progress.finish();
+                let why = if book.unusable.is_empty() {
+                    "no other peer was found (is `idlegrid serve` running on the LAN? try --peer or --bootstrap)".to_string()
+                } else {
+                    book.unusable
+                        .iter()
+                        .map(|(p, why)| format!("{p}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                return Err(GridError::NotEnoughPeers {
+                    found: ready,
+                    wanted: config.min_peers,
+                    waited: config.discover_timeout,
+                    why,
+                });
+            }
+        }
+        let wake = sched
+            .next_wakeup()
+            .map(|at| at.saturating_sub(now(started)))
+            .unwrap_or(Duration::from_secs(1));
+
+        tokio::select! {
+            report = rx.recv() => {
+                let Some(report) = report else { return Err(GridError::Stopped) };
+                let event = match report {
+                    Report::Ready { peer, score } => {
+                        book.probing.remove(&peer);
+                        book.scores.insert(peer, score);
+                        book.joined.insert(peer);
+                        Some(Event::PeerJoined {
+                            peer,
+                            score,
+                            trusted: false,
+                            weight: config.weights.get(&peer).copied(),
+                        })
+                    }
+                    Report::Unusable { peer, why } => {
+                        book.probing.remove(&peer);
+                        tracing::info!("not using peer {peer}: {why}");
+                        book.unusable.insert(peer, why);
+                        None
+                    }
+                    Report::Done { peer, chunk, result, bytes } => {
+                        running.remove(&(peer, chunk));
+                        *book.received.entry(peer).or_default() += bytes;
+                        Some(Event::ChunkDone { peer, chunk, result })
+                    }
+                    Report::Failed { peer, chunk, kind, why } => {
+                        running.remove(&(peer, chunk));
+                        tracing::info!("chunk {chunk} failed on {peer}: {kind:?}: {why}");
+                        Some(Event::ChunkFailed { peer, chunk, kind })
+                    }
+                };
+                match event {
+                    Some(join @ Event::PeerJoined { .. }) if waiting_for_peers => joins.push(join),
+                    Some(event) => sched.handle(now(started), event, &mut actions),
+                    None => {}
+                }
+            }
+            event = events.recv() => match event {
+                Ok(PeerEvent::Discovered { peer, source }) => {
+                    book.found_by.entry(peer).or_default().insert(source);
+                    start_probe(node, &job, &config, &tx, &mut book, peer);
+                }
+                Ok(PeerEvent::Identified { peer, compatible: true }) => {
+                    start_probe(node, &job, &config, &tx, &mut book, peer);
+                }
+                Ok(PeerEvent::Identified { .. }) => {}
+                Ok(PeerEvent::Disconnected { peer }) => {
+                    if book.joined.remove(&peer) {
+                        sched.handle(now(started), Event::PeerLeft { peer }, &mut actions);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(GridError::Stopped),
+            },
+            _ = dht_lookup.tick() => {
+                let client = node.client.clone();
+                let key = providers_key.clone();
+                // Found providers come back as Discovered events.
+                tokio::spawn(async move { let _ = client.find_providers(key).await; });
+            }
+            _ = tokio::time::sleep(wake) => {
+                if !waiting_for_peers {
+                    sched.handle(now(started), Event::Tick, &mut actions);
+                }
+            }
+            _ = tick.tick() => {
+                progress.update(&sched, &book);
+            }
+        }
+    }
+    for handle in running.values() {
+        handle.abort();
+    }
+    progress.finish();
+    node.store
+        .unpin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
+
+    let sent = node.traffic.snapshot();
+    let mut peers: Vec<PeerReport> = sched
+        .peers()
+        .map(|(peer, stats)| PeerReport {
+            peer_id: peer.to_string(),
+            role: if peer == me { "local" } else { "remote" },
+            found_by: book.found_by.get(&peer).cloned().unwrap_or_default(),
+            bench_score: book.scores.get(&peer).copied().unwrap_or(stats.score),
+            chunks_done: stats.chunks_done,
+            failures: stats.failures,
+            breaker: stats.breaker.label(),
+            banned: stats.banned,
+            bytes_sent: sent.get(&peer).copied().unwrap_or(0),
+            bytes_received: book.received.get(&peer).copied().unwrap_or(0),
+        })
+        .collect();
+    peers.sort_by(|a, b| (a.role != "local", &a.peer_id).cmp(&(b.role != "local", &b.peer_id)));
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| GridError::Failed(format!("chunk {i} has no verified result")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JobOutcome {
+        results,
+        report: JobReport {
+            kernel: job.kernel.clone(),
+            output: None,
+            output_blake3: None,
+            chunks: job.chunks.len(),
+            chunks_reused: reused,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            replicas: config.replicas,
+            spot_check: config.spot_check,
+            peers,
+        },
+    })
+}
+
+/// Times the calibration chunk on this machine.
+async fn local_bench(node: &Node, job: &Job) -> f64 {
+    let started = Instant::now();
+    match local_inputs(&node.store, &job.calibration).await {
+        Ok(inputs) => {
+            if let Err(e) = node.executor.run(job.calibration.clone(), inputs).await {
+                tracing::warn!("local benchmark failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("local benchmark inputs: {e}"),
+    }
+    job.calibration_cost as f64 / started.elapsed().as_secs_f64().max(1e-3)
+}
+
+/// Computes a chunk on this machine (the trusted worker) and stores its result.
+async fn run_local(
+    executor: &crate::executor::Executor,
+    store: &crate::store::BlobStore,
+    spec: TaskSpec,
+) -> Result<(Cid, u64), (FailureKind, String)> {
+    let inputs = local_inputs(store, &spec)
+        .await
+        .map_err(|e| (FailureKind::Transport, e))?;
+    let output = executor
+        .run(spec, inputs)
+        .await
+        .map_err(|e| (FailureKind::Kernel, e.to_string()))?;
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || store.put(&output))
+        .await
+        .map_err(|e| (FailureKind::Transport, e.to_string()))?
+        .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+    Ok((result, 0))
+}
+
+async fn local_inputs(
+    store: &crate::store::BlobStore,
+    spec: &TaskSpec,
+) -> Result<Vec<Vec<u8>>, String> {
+    let store = store.clone();
+    let cids = spec.inputs.clone();
+    tokio::task::spawn_blocking(move || {
+        cids.iter()
+            .map(|cid| match store.get(cid) {
+                Ok(Some(bytes)) => Ok(bytes),
+                Ok(None) => Err(format!("input blob {} is not in the store", cid.short())),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Probes and benchmarks `peer` once (unless it is already in use or being probed).
+fn start_probe(
+    node: &Node,
+    job: &Job,
+    config: &GridConfig,
+    tx: &mpsc::UnboundedSender<Report>,
+    book: &mut PeerBook,
+    peer: PeerId,
+) {
+    if peer == node.peer_id() || book.joined.contains(&peer) || !book.probing.insert(peer) {
+        return;
+    }
+    if config.weights.get(&peer) == Some(&0.0) {
+        return;
+    }
+    let client = node.client.clone();
+    let store = node.store.clone();
+    let tx = tx.clone();
+    let calibration = job.calibration.clone();
+    let cost = job.calibration_cost;
+    let (kernel, version) = (job.kernel.clone(), job.kernel_version);
+    let timeout = config.probe_timeout;
+    tokio::spawn(async move {
+        let outcome = async {
+            let info = remote::probe(&client, peer, timeout).await?;
+            remote::check_offer(&info, &kernel, version)?;
+            remote::bench(&client, &store, peer, &calibration, cost).await
+        }
+        .await;
+        let _ = tx.send(match outcome {
+            Ok(score) => Report::Ready { peer, score },
+            Err(e) => Report::Unusable {
+                peer,
+                why: e.to_string(),
+            },
+        });
+    });
+}
+
+/// Runs one chunk on `peer` (this machine if `peer == me`) and reports back.
+fn spawn_run(
+    node: &Node,
+    tx: &mpsc::UnboundedSender<Report>,
+    me: PeerId,
+    peer: PeerId,
+    chunk: ChunkIndex,
+    spec: TaskSpec,
+) -> AbortHandle {
+    let client = node.client.clone();
+    let store = node.store.clone();
+    let executor = node.executor.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let outcome = if peer == me {
+            run_local(&executor, &store, spec).await
+        } else {
+            remote::run_chunk(&client, &store, peer, spec)
+                .await
+                .map(|o| (o.result, o.bytes))
+        };
+        let _ = tx.send(match outcome {
+            Ok((result, bytes)) => Report::Done {
+                peer,
+                chunk,
+                result,
+                bytes,
+            },
+            Err((kind, why)) => Report::Failed {
+                peer,
+                chunk,
+                kind,
+                why,
+            },
+        });
+    })
+    .abort_handle()
+}

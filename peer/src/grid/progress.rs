@@ -1,0 +1,125 @@
+//! The live progress display of a grid job: one bar of work done (in the job's unit,
+//! e.g. rows or frames) and one line per peer (chunks, speed, breaker). Drawn only on a
+//! terminal; elsewhere it stays silent and the final report says it all.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use idlegrid_protocol::Cid;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use libp2p::PeerId;
+
+use super::report::human;
+use super::{Job, PeerBook};
+use crate::scheduler::Scheduler;
+
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bar: Option<ProgressBar>,
+    peer_lines: HashMap<PeerId, ProgressBar>,
+    units: Vec<u64>,
+}
+
+impl Progress {
+    pub fn new(job: &Job, results: &[Option<Cid>], show: bool) -> Progress {
+        let total: u64 = job.units.iter().sum();
+        let done: u64 = results
+            .iter()
+            .zip(&job.units)
+            .filter(|(r, _)| r.is_some())
+            .map(|(_, u)| *u)
+            .sum();
+        if !show || !std::io::stderr().is_terminal() {
+            return Progress {
+                multi: None,
+                bar: None,
+                peer_lines: HashMap::new(),
+                units: job.units.clone(),
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let bar = multi.add(ProgressBar::new(total));
+        let template = format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}}",
+            unit = job.unit
+        );
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_position(done);
+        Progress {
+            multi: Some(multi),
+            bar: Some(bar),
+            peer_lines: HashMap::new(),
+            units: job.units.clone(),
+        }
+    }
+
+    pub fn verified(&mut self, chunk: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(self.units.get(chunk).copied().unwrap_or(0));
+        }
+    }
+
+    pub fn revoked(&mut self, chunk: usize) {
+        if let Some(bar) = &self.bar {
+            let units = self.units.get(chunk).copied().unwrap_or(0);
+            bar.set_position(bar.position().saturating_sub(units));
+        }
+    }
+
+    /// A message above the bars (or on stderr without a terminal).
+    pub fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Refreshes the per-peer lines from the scheduler's view.
+    pub fn update(&mut self, sched: &Scheduler<PeerId>, book: &PeerBook) {
+        let Some(multi) = &self.multi else { return };
+        let progress = sched.progress();
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "chunks {}/{}, {} in flight",
+                progress.verified, progress.total, progress.in_flight
+            ));
+        }
+        for (peer, stats) in sched.peers() {
+            let line = self.peer_lines.entry(peer).or_insert_with(|| {
+                let line = multi.add(ProgressBar::new_spinner());
+                if let Ok(style) = ProgressStyle::with_template("  {msg}") {
+                    line.set_style(style);
+                }
+                line
+            });
+            let speed = stats
+                .measured_speed
+                .or(book.scores.get(&peer).copied())
+                .unwrap_or(0.0);
+            line.set_message(format!(
+                "{}{} chunks {:>4}  in flight {:>2}  speed {:>7}/s  failures {}  breaker {}{}",
+                peer,
+                if stats.trusted { " (local)" } else { "" },
+                stats.chunks_done,
+                stats.in_flight,
+                human(speed),
+                stats.failures,
+                stats.breaker.label(),
+                if stats.banned { "  BANNED" } else { "" },
+            ));
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        for (_, line) in self.peer_lines.drain() {
+            line.finish_and_clear();
+        }
+    }
+}

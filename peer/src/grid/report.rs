@@ -1,0 +1,105 @@
+//! What a job tells the user at the end: the per-peer "who computed what" table on the
+//! terminal and the `--report FILE` JSON (output path and blake3, chunk count, elapsed
+//! time, and per peer: PeerId, how found, benchmark score, chunks done, failures,
+//! breaker state, bytes sent and received).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::net::Source;
+
+/// One peer's line in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerReport {
+    pub peer_id: String,
+    /// `local` for this machine's own worker.
+    pub role: &'static str,
+    pub found_by: BTreeSet<Source>,
+    /// Calibration score, work units per second.
+    pub bench_score: f64,
+    pub chunks_done: u64,
+    pub failures: u64,
+    pub breaker: &'static str,
+    pub banned: bool,
+    /// Input bytes this peer fetched from us.
+    pub bytes_sent: u64,
+    /// Result bytes we received from it.
+    pub bytes_received: u64,
+}
+
+/// The whole job's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobReport {
+    pub kernel: String,
+    pub output: Option<PathBuf>,
+    pub output_blake3: Option<String>,
+    pub chunks: usize,
+    /// Chunks whose result was already in the blob store from an earlier run.
+    pub chunks_reused: usize,
+    pub elapsed_seconds: f64,
+    pub replicas: u32,
+    pub spot_check: f64,
+    pub peers: Vec<PeerReport>,
+}
+
+impl JobReport {
+    /// Writes the JSON report atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The "who computed what" table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<54} {:<7} {:>7} {:>9} {:>8} {:<9} {:>10}\n",
+            "peer", "found", "chunks", "score/s", "failures", "breaker", "received"
+        );
+        for p in &self.peers {
+            let found = if p.role == "local" {
+                "local".to_string()
+            } else {
+                p.found_by
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            };
+            out.push_str(&format!(
+                "{:<54} {:<7} {:>7} {:>9} {:>8} {:<9} {:>10}{}\n",
+                p.peer_id,
+                found,
+                p.chunks_done,
+                human(p.bench_score),
+                p.failures,
+                p.breaker,
+                bytes(p.bytes_received),
+                if p.banned { "  BANNED" } else { "" }
+            ));
+        }
+        out
+    }
+}
+
+/// 1234567 → "1.2M".
+pub fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.1}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.1}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}

@@ -1,0 +1,127 @@
+//! Shared set-up of the multi-peer tests: peers in one process on loopback TCP (no
+//! mDNS: it does not work on 127.0.0.1), each with its own temporary data dir, and a
+//! timeout on every wait.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use idlegrid::commands::common::{store_blobs, JobBlob};
+use idlegrid::grid::Job;
+use idlegrid::net::NetConfig;
+use idlegrid::node::{Node, NodeConfig};
+use idlegrid::worker::WorkerConfig;
+use idlegrid_kernels::change::{self, ChangeParams, ChangePlan};
+use libp2p::Multiaddr;
+
+/// Every wait in these tests ends by this.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A fresh temporary directory for one peer.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("idlegrid-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn loopback() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
+}
+
+/// Logs to the test output with `IDLEGRID_LOG=info` (or any filter).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("IDLEGRID_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Starts a peer on loopback that dials `peers`.
+pub async fn start(name: &str, serve: bool, worker: WorkerConfig, peers: Vec<Multiaddr>) -> Node {
+    init_logging();
+    let mut config = NodeConfig::new(temp_dir(name));
+    config.net = NetConfig {
+        listen: loopback(),
+        mdns: false,
+        peers,
+        ..NetConfig::default()
+    };
+    config.worker = WorkerConfig { serve, ..worker };
+    config.cores = 1;
+    tokio::time::timeout(TIMEOUT, Node::start(config))
+        .await
+        .expect("node start timed out")
+        .expect("node starts")
+}
+
+/// Starts `n` workers (`make(i)` configures worker i) and returns them with their
+/// addresses.
+pub async fn workers(
+    n: usize,
+    make: impl Fn(usize) -> WorkerConfig,
+) -> (Vec<Node>, Vec<Multiaddr>) {
+    let mut nodes = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..n {
+        let node = start(&format!("worker{i}"), true, make(i), Vec::new()).await;
+        let listen = tokio::time::timeout(TIMEOUT, node.listen_addrs())
+            .await
+            .expect("listen timed out")
+            .expect("listen addrs");
+        addrs.push(listen[0].clone());
+        nodes.push(node);
+    }
+    (nodes, addrs)
+}
+
+/// A change plan on a generated pair, small enough for a test, in many bands.
+pub fn change_plan(side: u32, band_rows: u32, sweeps: u32) -> ChangePlan {
+    let pair = change::sample_pair(side, side, 11);
+    let diff = change::prep::difference_of(
+        &image::DynamicImage::ImageRgb8(pair.before),
+        &image::DynamicImage::ImageRgb8(pair.after),
+    );
+    let params = ChangeParams {
+        band_rows,
+        sweeps,
+        ..ChangeParams::default()
+    };
+    change::plan(&diff, &params).expect("plan")
+}
+
+/// The plan's chunks computed here, without any network: the reference output.
+pub fn local_results(plan: &ChangePlan) -> Vec<Vec<u8>> {
+    let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    plan.chunks
+        .iter()
+        .map(|spec| {
+            let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
+            idlegrid_kernels::run(spec, &inputs).expect("local run")
+        })
+        .collect()
+}
+
+/// Puts a job's blobs into a submitter's store.
+pub async fn prepare(node: &Node, plan: &ChangePlan) -> Job {
+    let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(plan);
+    store_blobs(node, blobs).await.expect("store blobs");
+    job
+}
+
+/// Reads the results of a grid job back from the submitter's store.
+pub fn fetch_results(node: &Node, results: &[idlegrid_protocol::Cid]) -> Vec<Vec<u8>> {
+    results
+        .iter()
+        .map(|cid| {
+            node.store
+                .get(cid)
+                .expect("store read")
+                .expect("result held")
+        })
+        .collect()
+}

@@ -1,0 +1,187 @@
+//! The grid end to end, in one process: real peers on loopback TCP, real protocols.
+//! The most important property: a job's output is byte-identical to the local run,
+//! whatever the peers did.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use idlegrid::grid::{self, GridConfig};
+use idlegrid::worker::WorkerConfig;
+
+fn remote_chunks(report: &grid::JobReport) -> Vec<u64> {
+    report
+        .peers
+        .iter()
+        .filter(|p| p.role == "remote")
+        .map(|p| p.chunks_done)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distributed_output_equals_local_output() {
+    let plan = change_plan(160, 8, 6);
+    let expected = plan.assemble(&local_results(&plan)).unwrap();
+
+    let (_workers, addrs) = workers(3, |_| WorkerConfig::default()).await;
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let job = prepare(&submitter, &plan).await;
+    let config = GridConfig {
+        min_peers: 3,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    let mask = plan
+        .assemble(&fetch_results(&submitter, &outcome.results))
+        .unwrap();
+    assert_eq!(
+        mask, expected,
+        "distributed mask differs from the local one"
+    );
+    let remote = remote_chunks(&outcome.report);
+    assert_eq!(
+        remote.len(),
+        3,
+        "all three workers joined: {:?}",
+        outcome.report
+    );
+    assert!(
+        remote.iter().sum::<u64>() > 0,
+        "remote peers computed nothing: {:?}",
+        outcome.report
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lying_worker_is_caught_by_replicas_and_banned() {
+    let plan = change_plan(128, 8, 4);
+    let expected = plan.assemble(&local_results(&plan)).unwrap();
+
+    let (workers, addrs) = workers(3, |i| WorkerConfig {
+        lie: i == 0,
+        ..WorkerConfig::default()
+    })
+    .await;
+    let liar = workers[0].peer_id().to_string();
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let job = prepare(&submitter, &plan).await;
+    let config = GridConfig {
+        min_peers: 3,
+        replicas: 2,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    let mask = plan
+        .assemble(&fetch_results(&submitter, &outcome.results))
+        .unwrap();
+    assert_eq!(mask, expected, "a lie reached the output");
+    let liar_report = outcome
+        .report
+        .peers
+        .iter()
+        .find(|p| p.peer_id == liar)
+        .expect("liar joined");
+    assert!(liar_report.banned, "liar not banned: {:?}", outcome.report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_mid_job_does_not_change_the_output() {
+    let plan = change_plan(160, 4, 8);
+    let expected = plan.assemble(&local_results(&plan)).unwrap();
+
+    let (mut workers, addrs) = workers(2, |i| WorkerConfig {
+        // The doomed worker is slow, so it surely holds chunks when it dies.
+        delay: if i == 0 {
+            Duration::from_millis(300)
+        } else {
+            Duration::ZERO
+        },
+        ..WorkerConfig::default()
+    })
+    .await;
+    let doomed = workers.remove(0);
+    let doomed_id = doomed.peer_id().to_string();
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let job = prepare(&submitter, &plan).await;
+    let config = GridConfig {
+        min_peers: 2,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(doomed);
+    });
+    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    killer.await.unwrap();
+    let mask = plan
+        .assemble(&fetch_results(&submitter, &outcome.results))
+        .unwrap();
+    assert_eq!(mask, expected);
+    assert!(
+        outcome.report.peers.iter().any(|p| p.peer_id == doomed_id),
+        "the killed worker took part: {:?}",
+        outcome.report
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_worker_gets_fewer_chunks() {
+    let plan = change_plan(160, 4, 4);
+    let expected = plan.assemble(&local_results(&plan)).unwrap();
+
+    let (workers, addrs) = workers(2, |i| WorkerConfig {
+        delay: if i == 0 {
+            Duration::from_millis(400)
+        } else {
+            Duration::ZERO
+        },
+        ..WorkerConfig::default()
+    })
+    .await;
+    let slow = workers[0].peer_id().to_string();
+    let fast = workers[1].peer_id().to_string();
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let job = prepare(&submitter, &plan).await;
+    let config = GridConfig {
+        min_peers: 2,
+        compute_locally: false,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    let mask = plan
+        .assemble(&fetch_results(&submitter, &outcome.results))
+        .unwrap();
+    assert_eq!(mask, expected);
+    let chunks = |id: &str| {
+        outcome
+            .report
+            .peers
+            .iter()
+            .find(|p| p.peer_id == id)
+            .map_or(0, |p| p.chunks_done)
+    };
+    assert!(
+        chunks(&slow) < chunks(&fast),
+        "slow {} vs fast {}: {:?}",
+        chunks(&slow),
+        chunks(&fast),
+        outcome.report
+    );
+}
