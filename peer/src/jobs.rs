@@ -9,7 +9,7 @@ use crate::commands::common::JobBlob;
 use crate::grid::Job;
 
 /// Work units of a change chunk: pixels of its extended band times passes over them.
-fn change_cost(spec: &TaskSpec) -> u64 {
+pub fn change_cost(spec: &TaskSpec) -> u64 {
     match change::chunk::band_params(spec) {
         Ok(p) => {
             let rows = u64::from(p.ext_end.saturating_sub(p.ext_start));

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run a real job on a generated sample through a few local peers (start here).
     Demo(idlegrid::commands::demo::DemoArgs),
+    /// List the peers this machine can see.
+    Peers(idlegrid::commands::peers::PeersArgs),
     /// Lend this machine's idle cores to the grid until stopped.
     Serve(idlegrid::commands::serve::ServeArgs),
     /// Detect what changed between two images of the same scene (a black/white mask).
@@ -30,12 +32,13 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error")),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Demo(args) => idlegrid::commands::demo::run(args),
+        Command::Peers(args) => idlegrid::commands::peers::run(args),
         Command::Serve(args) => idlegrid::commands::serve::run(args),
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),

@@ -201,7 +201,53 @@ pub async fn submit(
         .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
     store_blobs(&node, blobs).await?;
     let outcome = grid::run_job(&node, job, config).await?;
+    save_peer_memory(&data_dir, &outcome.report);
     Ok((outcome, node))
+}
+
+/// What `peers` shows of a peer from the last job this machine submitted.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+pub struct RememberedPeer {
+    pub bench_score: f64,
+    pub breaker: String,
+    pub chunks_done: u64,
+    pub failures: u64,
+}
+
+const PEER_MEMORY: &str = "peers.json";
+
+/// Remembers each peer's score and breaker after a job (best effort).
+fn save_peer_memory(data_dir: &Path, report: &grid::JobReport) {
+    let mut memory = load_peer_memory(data_dir);
+    for peer in report.peers.iter().filter(|p| p.role == "remote") {
+        memory.insert(
+            peer.peer_id.clone(),
+            RememberedPeer {
+                bench_score: peer.bench_score,
+                breaker: peer.breaker.to_string(),
+                chunks_done: peer.chunks_done,
+                failures: peer.failures,
+            },
+        );
+    }
+    if let Ok(json) = serde_json::to_vec_pretty(&memory) {
+        let path = data_dir.join(PEER_MEMORY);
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            tracing::warn!("cannot save {}", path.display());
+        }
+    }
+}
+
+/// The peers remembered from earlier jobs, by PeerId text.
+pub fn load_peer_memory(data_dir: &Path) -> HashMap<String, RememberedPeer> {
+    std::fs::read(data_dir.join(PEER_MEMORY))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 /// Puts a job's blobs into the node's store.

@@ -4,5 +4,6 @@ pub mod change;
 pub mod simulate;
 pub mod common;
 pub mod demo;
+pub mod peers;
 pub mod serve;
 pub mod video;

@@ -333,15 +333,17 @@ impl EventLoop {
                 let entry = self.entry(peer_id);
                 entry.connected = true;
                 if !known {
-                    // A peer that connected to us (a submitter, or a peer that found
-                    // us first): remember it; identify will tell what it is.
-                    entry.sources.insert(Source::Given);
+                    // We only dial unknown peers on the DHT's behalf (its queries
+                    // connect to the peers it learns of); a peer that dialled us found
+                    // us itself. Either way identify will tell what it is.
+                    let source = if dialer { Source::Dht } else { Source::Given };
+                    entry.sources.insert(source);
                     if dialer {
                         entry.addrs.push(addr);
                     }
                     let _ = self.events.send(PeerEvent::Discovered {
                         peer: peer_id,
-                        source: Source::Given,
+                        source,
                     });
                 }
             }

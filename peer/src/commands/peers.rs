@@ -1,0 +1,157 @@
+//! `idlegrid peers`: the peers this machine can see.
+//!
+//! Starts a short-lived, non-serving peer, looks for others for `--wait` (mDNS, the DHT
+//! through bootstrap peers, `--peer`), probes each, and prints PeerId, addresses, how
+//! it was found, agent version, kernels offered, RTT, and from the last job this
+//! machine submitted the peer's benchmark score and breaker state (`--bench` measures
+//! a fresh score on the change kernel now).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::PeerId;
+
+use crate::commands::common::{load_peer_memory, parse_duration, store_blobs, JobBlob, NetArgs};
+use crate::grid::remote;
+use crate::grid::report::human;
+use crate::net::kernel_key;
+use crate::node::Node;
+
+/// Arguments of `idlegrid peers`.
+#[derive(clap::Args, Debug)]
+pub struct PeersArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// How long to look for peers, e.g. 3s.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// Benchmark every peer on the change kernel's calibration chunk now.
+    #[arg(long)]
+    pub bench: bool,
+}
+
+pub fn run(args: PeersArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(peers(args))
+}
+
+async fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let data_dir = args.net.data_dir().join("submit");
+    let mut config = args.net.node_config(data_dir.clone());
+    config.worker.serve = false;
+    let node = Node::start(config)
+        .await
+        .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
+    for (name, version) in idlegrid_kernels::supported() {
+        let client = node.client.clone();
+        tokio::spawn(async move {
+            let _ = client.find_providers(kernel_key(&name, version)).await;
+        });
+    }
+    tokio::time::sleep(args.wait).await;
+
+    let (calibration, blobs) = idlegrid_kernels::change::calibration_task();
+    if args.bench {
+        store_blobs(
+            &node,
+            blobs.into_iter().map(|(_, b)| JobBlob::Bytes(b)).collect(),
+        )
+        .await?;
+    }
+    let memory = load_peer_memory(&data_dir);
+    let entries = node.client.peers().await?;
+    let mut probes = Vec::new();
+    for entry in entries {
+        let Some(peer) = entry.peer else { continue };
+        let client = node.client.clone();
+        let store = node.store.clone();
+        let calibration = calibration.clone();
+        let bench = args.bench;
+        probes.push(tokio::spawn(async move {
+            let probe = remote::probe(&client, peer, Duration::from_secs(5)).await;
+            let score = match (&probe, bench) {
+                (Ok(_), true) => {
+                    let cost = crate::jobs::change_cost(&calibration);
+                    remote::bench(&client, &store, peer, &calibration, cost)
+                        .await
+                        .ok()
+                }
+                _ => None,
+            };
+            (entry, peer, probe, score)
+        }));
+    }
+    let rtts: HashMap<PeerId, Option<Duration>> = node
+        .client
+        .peers()
+        .await?
+        .into_iter()
+        .filter_map(|e| e.peer.map(|p| (p, e.rtt)))
+        .collect();
+    let mut rows = Vec::new();
+    for probe in probes {
+        rows.push(probe.await?);
+    }
+    if rows.is_empty() {
+        println!(
+            "no peers found in {:?} (mDNS {}; give --peer or --bootstrap to look beyond the LAN)",
+            args.wait,
+            if args.net.no_mdns { "off" } else { "on" }
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<9} address",
+        "peer", "found", "agent", "kernels", "score/s", "rtt", "breaker"
+    );
+    rows.sort_by_key(|(_, peer, _, _)| *peer);
+    for (entry, peer, probe, fresh_score) in rows {
+        let found = entry
+            .sources
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("+");
+        let (agent, kernels) = match &probe {
+            Ok(info) => (
+                info.agent.clone(),
+                if info.kernels.is_empty() {
+                    "(not serving)".to_string()
+                } else {
+                    info.kernels
+                        .iter()
+                        .map(|(k, v)| format!("{k}/{v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ),
+            Err(e) => (
+                entry.agent.clone().unwrap_or_else(|| "?".into()),
+                format!("unreachable: {e}"),
+            ),
+        };
+        let remembered = memory.get(&peer.to_string());
+        let score = fresh_score
+            .or(remembered.map(|m| m.bench_score))
+            .map_or("-".to_string(), human);
+        let rtt = rtts
+            .get(&peer)
+            .copied()
+            .flatten()
+            .or(entry.rtt)
+            .map_or("-".to_string(), |d| {
+                format!("{:.1}ms", d.as_secs_f64() * 1e3)
+            });
+        let breaker = remembered.map_or("-", |m| m.breaker.as_str());
+        let address = entry
+            .addrs
+            .first()
+            .map_or("-".to_string(), |a| a.to_string());
+        println!(
+            "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<9} {}",
+            peer, found, agent, kernels, score, rtt, breaker, address
+        );
+    }
+    Ok(())
+}
