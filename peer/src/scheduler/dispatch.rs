@@ -19,6 +19,12 @@ use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 /// or is computing them). Keeps a pull O(log n) even in odd corners.
 const SCAN_LIMIT: usize = 64;
 
+/// Expected time left of an outstanding chunk: until its eta, or — overdue — as long
+/// as it is already late (see `pick_speculative`).
+fn time_left(eta: Micros, now: Micros) -> Micros {
+    eta.abs_diff(now)
+}
+
 /// Hungry peers tried in one dispatch round without result before the round stops:
 /// past a few, the rest are slower and hold the same chunks.
 const FRUITLESS_LIMIT: usize = 8;
@@ -104,42 +110,53 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         None
     }
 
-    /// A speculative duplicate for an idle peer: the most overdue outstanding chunk,
-    /// else the one expected to settle last if this peer would beat it by
-    /// `speculation_gain`.
+    /// A speculative duplicate for an idle peer: the outstanding chunk with the most
+    /// time left, if this peer would finish it `speculation_gain` sooner. Time left is
+    /// `eta - now` for a copy on schedule; for an overdue one it is taken to be as
+    /// long as it is already late (the later, the likelier it never comes — a frozen
+    /// peer), so overdue chunks are duplicated first but only by peers fast enough to
+    /// help. Both ends of the eta order are looked at: the most overdue and the latest.
     fn pick_speculative(&self, ix: PeerIx) -> Option<ChunkIndex> {
         if self.config.speculative_copies == 0 || !self.queues.pending.is_empty() {
             return None;
         }
         let now = self.now;
         let peer = &self.peers[ix as usize];
+        let keep = 1.0 - self.config.speculation_gain;
+        let helps = |&&(eta, c): &&(Micros, ChunkIndex)| {
+            let state = &self.chunks[c as usize];
+            if state.held_by(ix) {
+                return false;
+            }
+            let mine = peer.eta_for(now, state.cost).saturating_sub(now) as f64;
+            mine < keep * time_left(eta, now) as f64
+        };
         let overdue = self
             .queues
             .outstanding
             .iter()
             .take_while(|&&(eta, _)| eta < now)
             .take(SCAN_LIMIT)
-            .map(|&(_, c)| c)
-            .find(|&c| !self.chunks[c as usize].held_by(ix));
-        if overdue.is_some() {
-            return overdue;
-        }
-        let keep = 1.0 - self.config.speculation_gain;
-        self.queues
+            .find(helps);
+        let latest = self
+            .queues
             .outstanding
             .iter()
             .rev()
+            .take_while(|&&(eta, _)| eta >= now)
             .take(SCAN_LIMIT)
-            .find(|&&(eta, c)| {
-                let state = &self.chunks[c as usize];
-                if state.held_by(ix) {
-                    return false;
-                }
-                let mine = peer.eta_for(now, state.cost);
-                let left = eta.saturating_sub(now) as f64;
-                (mine.saturating_sub(now) as f64) < keep * left
-            })
-            .map(|&(_, c)| c)
+            .find(helps);
+        match (overdue, latest) {
+            (Some(a), Some(b)) => {
+                let pick = if time_left(a.0, now) >= time_left(b.0, now) {
+                    a
+                } else {
+                    b
+                };
+                Some(pick.1)
+            }
+            (a, b) => a.or(b).map(|e| e.1),
+        }
     }
 
     /// Sends a copy of `chunk` to peer `ix`.

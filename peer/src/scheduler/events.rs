@@ -64,8 +64,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             if self.drop_copy(ix, chunk).is_none() {
                 continue;
             }
-            let cost = self.chunks[chunk as usize].cost;
-            self.peers[ix as usize].record_timeout(cost, now.saturating_sub(copy.assigned));
+            self.peers[ix as usize].record_timeout(chunk, copy.assigned);
             out.push(Action::Cancel {
                 peer: self.peers[ix as usize].key,
                 chunk,

@@ -12,6 +12,9 @@ use super::{Micros, PeerIx};
 /// ceiling deadlines instead of divisions by zero.
 const MIN_SPEED: f64 = 1e-6;
 
+/// Timed-out copies remembered per peer, to measure late answers.
+const TIMED_OUT_MEMORY: usize = 8;
+
 #[derive(Clone, Debug)]
 pub struct PeerState<P> {
     pub key: P,
@@ -39,6 +42,8 @@ pub struct PeerState<P> {
     pub voted: Vec<ChunkIndex>,
     /// Its key in the hungry set, when in it.
     pub hungry_key: Option<u64>,
+    /// Copies it timed out on, with when they were assigned (the latest few).
+    pub timed_out: Vec<(ChunkIndex, Micros)>,
 }
 
 impl<P: Copy> PeerState<P> {
@@ -62,6 +67,7 @@ impl<P: Copy> PeerState<P> {
             failures: 0,
             voted: Vec::new(),
             hungry_key: None,
+            timed_out: Vec::new(),
         };
         peer.rejoin(score, weight);
         peer
@@ -146,12 +152,21 @@ impl<P: Copy> PeerState<P> {
         self.measured = true;
     }
 
-    /// A copy of `cost` was not answered within `elapsed`: it is at most this fast.
-    pub fn record_timeout(&mut self, cost: u64, elapsed: Micros) {
-        if elapsed > 0 {
-            let bound = cost as f64 / (elapsed as f64 / 1e6);
-            self.speed = sane(self.speed.min(bound));
+    /// A copy was given up on at its deadline. Its speed is left alone (lowering it
+    /// would lengthen the next deadline, and a dead peer's probes would then wait
+    /// longer and longer); the copy is remembered instead, so that a late answer
+    /// still measures how slow the peer really is.
+    pub fn record_timeout(&mut self, chunk: ChunkIndex, assigned: Micros) {
+        if self.timed_out.len() >= TIMED_OUT_MEMORY {
+            self.timed_out.remove(0);
         }
+        self.timed_out.push((chunk, assigned));
+    }
+
+    /// When a copy of `chunk` it timed out on was assigned, forgetting it.
+    pub fn take_timed_out(&mut self, chunk: ChunkIndex) -> Option<Micros> {
+        let pos = self.timed_out.iter().position(|t| t.0 == chunk)?;
+        Some(self.timed_out.swap_remove(pos).1)
     }
 
     /// The figures for reports.

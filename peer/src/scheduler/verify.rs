@@ -62,8 +62,12 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let peer = &mut self.peers[ix as usize];
         peer.chunks_done += 1;
         peer.breaker.on_success();
-        if let Some(copy) = copy {
-            peer.record_answer(now, cost, copy.assigned, alpha);
+        let assigned = match copy {
+            Some(copy) => Some(copy.assigned),
+            None => peer.take_timed_out(chunk),
+        };
+        if let Some(assigned) = assigned {
+            peer.record_answer(now, cost, assigned, alpha);
         }
         self.add_vote(ix, chunk, cid, out);
         self.refresh_chunk(chunk);

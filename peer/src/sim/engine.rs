@@ -84,6 +84,10 @@ pub struct Measured {
     pub requeued: u64,
     pub revoked: u64,
     pub disputes: u64,
+    /// Chunks verified right now (revocations subtract).
+    pub verified: u64,
+    /// When 50 %, 90 % and 99 % of the chunks were first verified, µs.
+    pub milestones: [Option<u64>; 3],
 }
 
 /// The correct result of a chunk.
@@ -336,8 +340,18 @@ impl Engine<'_> {
                     self.m.wrong_ever_verified += 1;
                 }
                 self.m.final_results[chunk as usize] = Some(result);
+                self.m.verified += 1;
+                let total = self.world.costs.len() as u64;
+                for (slot, pct) in self.m.milestones.iter_mut().zip([50, 90, 99]) {
+                    if slot.is_none() && self.m.verified * 100 >= total * pct {
+                        *slot = Some(self.now);
+                    }
+                }
             }
-            Action::Revoked { chunk } => self.m.final_results[chunk as usize] = None,
+            Action::Revoked { chunk } => {
+                self.m.final_results[chunk as usize] = None;
+                self.m.verified = self.m.verified.saturating_sub(1);
+            }
             Action::PeerBanned { peer, .. } => {
                 if self.world.peers[peer as usize].lie_rate > 0.0 {
                     self.m.liars_banned += 1;
