@@ -270,6 +270,31 @@ pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Runs a planned job on the grid from a synchronous command: starts a runtime and a
+/// submitting peer, runs the job, and returns every chunk's verified result bytes in
+/// chunk order with the job's outcome (for the report).
+pub fn run_on_grid(
+    net: &NetArgs,
+    grid_args: &GridArgs,
+    blobs: Vec<JobBlob>,
+    job: Job,
+) -> anyhow::Result<(Vec<Vec<u8>>, JobOutcome)> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (outcome, node) = submit(net, grid_args, blobs, job).await?;
+        let mut results = Vec::with_capacity(outcome.results.len());
+        for (i, cid) in outcome.results.iter().enumerate() {
+            let store = node.store.clone();
+            let cid = *cid;
+            let bytes = tokio::task::spawn_blocking(move || store.get(&cid))
+                .await??
+                .with_context(|| format!("the result of chunk {i} is missing from the store"))?;
+            results.push(bytes);
+        }
+        Ok((results, outcome))
+    })
+}
+
 /// Writes the report (if asked) with the output's path and hash, and prints the table.
 pub fn finish_report(
     outcome: &mut JobOutcome,
