@@ -64,9 +64,53 @@ fn run_job(diff: &prep::Difference, params: &ChangeParams) -> Result<Vec<u8>, St
     Ok(plan.assemble(&results?).map_err(|e| e.to_string())?.pixels)
 }
 
+/// CPU time of this thread in seconds (Linux), to time pieces on a busy machine.
+fn thread_cpu() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e9)
+}
+
+/// Single-threaded CPU time of plan and of run (one band), mean of `repeat` each.
+fn profile(diff: &prep::Difference, params: &ChangeParams, repeat: usize) -> Result<(), String> {
+    let p = ChangeParams {
+        band_rows: u32::MAX,
+        ..params.clone()
+    };
+    let t0 = thread_cpu();
+    for _ in 0..repeat {
+        std::hint::black_box(change::plan(diff, &p).map_err(|e| e.to_string())?);
+    }
+    let plan_t = (thread_cpu() - t0) / repeat as f64;
+    let plan = change::plan(diff, &p).map_err(|e| e.to_string())?;
+    let inputs = vec![plan.blobs[0].1.clone(), plan.blobs[1].1.clone()];
+    let t0 = thread_cpu();
+    for _ in 0..repeat {
+        std::hint::black_box(change::run(&plan.chunks[0], &inputs).map_err(|e| e.to_string())?);
+    }
+    let run_t = (thread_cpu() - t0) / repeat as f64;
+    let npix = diff.x.len() as f64 * (p.sweeps + p.icm_sweeps) as f64;
+    println!(
+        "cpu per job: plan {:.2} ms, run {:.2} ms ({:.0} M pixel-updates/s/core)",
+        plan_t * 1e3,
+        run_t * 1e3,
+        npix / run_t / 1e6
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), String> {
     let a = parse()?;
     let (x, y) = prep::load_pair(&a.before, &a.after).map_err(|e| e.to_string())?;
+    if std::env::var_os("CHANGE_PROFILE").is_some() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let diff = prep::difference_of(&x, &y);
+        return pool.install(|| profile(&diff, &ChangeParams::preset(a.method), a.repeat));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
         .build()

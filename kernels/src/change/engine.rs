@@ -97,12 +97,32 @@ impl Spins {
         (self.width + self.m - 1 - c) / self.m
     }
 
+    /// The spins of class `c` in local row `ly` (guard cells excluded).
+    fn class_row(&self, ly: usize, c: usize) -> &[i8] {
+        let start = ((ly + self.r) * self.m + c) * self.pw + 1;
+        &self.s[start..start + self.count(c)]
+    }
+
+    /// Mutable [`Spins::class_row`].
+    fn class_row_mut(&mut self, ly: usize, c: usize) -> &mut [i8] {
+        let start = ((ly + self.r) * self.m + c) * self.pw + 1;
+        let n = self.count(c);
+        &mut self.s[start..start + n]
+    }
+
     /// The mask bytes (255 = changed) of local rows `lo..hi`, row-major.
     pub fn mask_rows(&self, lo: usize, hi: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity((hi - lo) * self.width);
-        for ly in lo..hi {
-            for x in 0..self.width {
-                out.push(if self.s[self.at(ly, x)] > 0 { 255 } else { 0 });
+        let w = self.width;
+        let mut out = vec![0u8; (hi - lo) * w];
+        for (ly, row) in (lo..hi).zip(out.chunks_exact_mut(w.max(1))) {
+            for c in 0..self.m.min(w) {
+                for (d, &s) in row[c..]
+                    .iter_mut()
+                    .step_by(self.m)
+                    .zip(self.class_row(ly, c))
+                {
+                    *d = if s > 0 { 255 } else { 0 };
+                }
             }
         }
         out
@@ -119,8 +139,12 @@ pub fn solve(band: &Band, prog: &Program) -> Spins {
     let cw = w.div_ceil(m);
     let mut fd = vec![0i32; rows * m * cw];
     for ly in 0..rows {
-        for x in 0..w {
-            fd[(ly * m + x % m) * cw + x / m] = prog.f[band.x[ly * w + x] as usize];
+        let xrow = &band.x[ly * w..(ly + 1) * w];
+        for c in 0..m.min(w) {
+            let dst = &mut fd[(ly * m + c) * cw..(ly * m + c + 1) * cw];
+            for (d, &v) in dst.iter_mut().zip(xrow[c..].iter().step_by(m)) {
+                *d = prog.f[v as usize];
+            }
         }
     }
     let rng = Rng::new(prog.seed);
@@ -181,13 +205,13 @@ fn initialise(sp: &mut Spins, band: &Band, prog: &Program) {
     match prog.init {
         Init::Sign => {
             for ly in 0..rows {
-                for x in 0..w {
-                    let i = sp.at(ly, x);
-                    sp.s[i] = if prog.f[band.x[ly * w + x] as usize] > 0 {
-                        1
-                    } else {
-                        -1
-                    };
+                let xrow = &band.x[ly * w..(ly + 1) * w];
+                for c in 0..sp.m.min(w) {
+                    let m = sp.m;
+                    let dst = sp.class_row_mut(ly, c);
+                    for (d, &v) in dst.iter_mut().zip(xrow[c..].iter().step_by(m)) {
+                        *d = if prog.f[v as usize] > 0 { 1 } else { -1 };
+                    }
                 }
             }
         }
@@ -222,10 +246,15 @@ fn initialise(sp: &mut Spins, band: &Band, prog: &Program) {
 
 /// Multiplies every spin by the gauge sign of its grey level (an involution).
 fn apply_gauge(sp: &mut Spins, band: &Band, g: &[i8; 256]) {
+    let w = band.width;
     for ly in 0..band.rows {
-        for x in 0..band.width {
-            let i = sp.at(ly, x);
-            sp.s[i] *= g[band.x[ly * band.width + x] as usize];
+        let xrow = &band.x[ly * w..(ly + 1) * w];
+        for c in 0..sp.m.min(w) {
+            let m = sp.m;
+            let dst = sp.class_row_mut(ly, c);
+            for (d, &v) in dst.iter_mut().zip(xrow[c..].iter().step_by(m)) {
+                *d *= g[v as usize];
+            }
         }
     }
 }

@@ -37,7 +37,20 @@ impl Rng {
     /// The u32 drawn for counter `n`.
     #[inline(always)]
     pub fn draw(&self, n: u64) -> u32 {
-        (mix64(self.base.wrapping_add(GAMMA.wrapping_mul(n))) >> 32) as u32
+        Rng::output(self.state(n))
+    }
+
+    /// The generator state before the output of counter `n`: consecutive counters differ
+    /// by γ, so a row's states are an arithmetic sequence (which vectorises).
+    #[inline(always)]
+    pub fn state(&self, n: u64) -> u64 {
+        self.base.wrapping_add(GAMMA.wrapping_mul(n))
+    }
+
+    /// The u32 output of a generator state.
+    #[inline(always)]
+    pub fn output(z: u64) -> u32 {
+        (mix64(z) >> 32) as u32
     }
 
     /// The u32 of pixel `idx` in sweep `k`.

@@ -12,7 +12,7 @@
 //! binary stays portable. All three compute the same integers: the choice changes speed,
 //! never a bit.
 
-use super::rng::Rng;
+use super::rng::{Rng, GAMMA};
 
 /// Pixels per block of the row loop.
 const BLK: usize = 128;
@@ -140,21 +140,49 @@ fn row_generic(job: &RowJob, out: &mut [i8]) {
                 let c0 = job
                     .counter0
                     .wrapping_add((j0 as u64).wrapping_mul(job.stride));
-                for i in 0..len {
-                    let s = own[i];
-                    let d = de[i];
-                    let flip = if d <= 0 {
-                        true
-                    } else {
-                        match thr.get(d as usize) {
-                            Some(&t) if t != 0 => {
-                                let n = c0.wrapping_add((i as u64).wrapping_mul(job.stride));
-                                job.rng.draw(n) < t
+                let z0 = job.rng.state(c0);
+                let zstep = GAMMA.wrapping_mul(job.stride);
+                // Pixels whose decision needs a draw (dE > 0 inside the table).
+                let tlen = thr.len() as i32;
+                let mut need = 0usize;
+                for &d in de.iter() {
+                    need += (d > 0 && d < tlen) as usize;
+                }
+                if need * 4 >= len {
+                    // Most pixels need a draw: draw for all, branch-free (vectorises).
+                    let last = thr.len().saturating_sub(1);
+                    let mut z = z0;
+                    for i in 0..len {
+                        let s = own[i];
+                        let d = de[i];
+                        let idx = (d.max(0) as usize).min(last);
+                        let t = if d < tlen {
+                            thr.get(idx).copied().unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        let u = Rng::output(z);
+                        z = z.wrapping_add(zstep);
+                        let flip = (d <= 0) | (u < t);
+                        dst[i] = if flip { -s } else { s };
+                    }
+                } else {
+                    for i in 0..len {
+                        let s = own[i];
+                        let d = de[i];
+                        let flip = if d <= 0 {
+                            true
+                        } else {
+                            match thr.get(d as usize) {
+                                Some(&t) if t != 0 => {
+                                    let z = z0.wrapping_add((i as u64).wrapping_mul(zstep));
+                                    Rng::output(z) < t
+                                }
+                                _ => false,
                             }
-                            _ => false,
-                        }
-                    };
-                    dst[i] = if flip { -s } else { s };
+                        };
+                        dst[i] = if flip { -s } else { s };
+                    }
                 }
             }
         }
