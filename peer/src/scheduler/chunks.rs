@@ -55,6 +55,9 @@ pub struct ChunkState {
     pub kernel_failures: Vec<PeerIx>,
     /// The last peer it failed or timed out on: it goes elsewhere first.
     pub last_failed: Option<PeerIx>,
+    /// Every peer ever sent a copy: only their answers count (a late one is welcome,
+    /// an unsolicited one is not — it would let one liar settle chunks at will).
+    pub sent_to: Vec<PeerIx>,
     pub slot: Slot,
 }
 
@@ -80,6 +83,7 @@ impl ChunkState {
             disputed: false,
             kernel_failures: Vec::new(),
             last_failed: None,
+            sent_to: Vec::new(),
             slot: Slot::None,
         }
     }

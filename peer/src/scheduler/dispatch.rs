@@ -32,12 +32,28 @@ const FRUITLESS_LIMIT: usize = 8;
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Gives work to hungry peers, fastest first, while there is any to give.
     pub(super) fn dispatch(&mut self, out: &mut Vec<Action<P>>) {
+        // The trusted workers first for spot checks: only they can do them, and they
+        // may be too slow to come up among the first hungry peers below. (Disputes
+        // can wait for their turn: remote peers can settle those too.)
+        if !self.queues.spot.is_empty() {
+            for i in 0..self.trusted_peers.len() {
+                let ix = self.trusted_peers[i];
+                while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
+                    let Some(chunk) = self.pick_trusted(ix, false) else {
+                        break;
+                    };
+                    self.assign(ix, chunk, false, out);
+                }
+                self.refresh_peer(ix);
+            }
+        }
         let mut fruitless = 0;
         let mut cursor: Option<(std::cmp::Reverse<u64>, PeerIx)> = None;
         loop {
             if self.queues.pending.is_empty()
                 && self.queues.outstanding.is_empty()
-                && self.queues.trusted.is_empty()
+                && self.queues.spot.is_empty()
+                && self.queues.disputes.is_empty()
             {
                 return;
             }
@@ -52,21 +68,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             };
             let Some(entry) = next else { return };
             cursor = Some(entry);
-            let ix = entry.1;
-            let mut gave = false;
-            while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
-                let pick = self
-                    .pick_pending(ix)
-                    .map(|c| (c, false))
-                    .or_else(|| self.pick_speculative(ix).map(|c| (c, true)));
-                let Some((chunk, speculative)) = pick else {
-                    break;
-                };
-                self.assign(ix, chunk, speculative, out);
-                gave = true;
-            }
-            self.refresh_peer(ix);
-            if gave {
+            if self.fill(entry.1, out) {
                 fruitless = 0;
             } else {
                 fruitless += 1;
@@ -77,10 +79,28 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         }
     }
 
+    /// Gives a hungry peer copies up to its pipeline target; false if it got none.
+    fn fill(&mut self, ix: PeerIx, out: &mut Vec<Action<P>>) -> bool {
+        let mut gave = false;
+        while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
+            let pick = self
+                .pick_pending(ix)
+                .map(|c| (c, false))
+                .or_else(|| self.pick_speculative(ix).map(|c| (c, true)));
+            let Some((chunk, speculative)) = pick else {
+                break;
+            };
+            self.assign(ix, chunk, speculative, out);
+            gave = true;
+        }
+        self.refresh_peer(ix);
+        gave
+    }
+
     /// The first chunk this peer should compute from the queues, if any.
     fn pick_pending(&mut self, ix: PeerIx) -> Option<ChunkIndex> {
         if self.peers[ix as usize].trusted {
-            if let Some(chunk) = self.pick_trusted(ix) {
+            if let Some(chunk) = self.pick_trusted(ix, true) {
                 return Some(chunk);
             }
         }
@@ -93,19 +113,23 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .find(|&c| !self.chunks[c as usize].shuns(ix, others))
     }
 
-    /// The trusted worker's own queue: a spot check whose remote answer is in, or a
-    /// disputed chunk still unsettled. Entries no longer needed are dropped here.
-    fn pick_trusted(&mut self, ix: PeerIx) -> Option<ChunkIndex> {
-        while let Some(&chunk) = self.queues.trusted.iter().next() {
+    /// The trusted worker's own queues: a spot check whose remote answer is in, then
+    /// (with `disputes`) a disputed or revoked chunk still unsettled. Entries no
+    /// longer needed are dropped here.
+    fn pick_trusted(&mut self, ix: PeerIx, disputes: bool) -> Option<ChunkIndex> {
+        while let Some(&chunk) = self.queues.spot.iter().next() {
+            self.queues.spot.remove(&chunk);
             let state = &self.chunks[chunk as usize];
-            let wanted = !state.trusted_voted
-                && (state.spot_check || state.verified.is_none())
-                && !state.copies.iter().any(|c| c.peer == ix);
-            if wanted {
-                self.queues.trusted.remove(&chunk);
+            if !state.trusted_voted && !state.copies.iter().any(|c| c.peer == ix) {
                 return Some(chunk);
             }
-            self.queues.trusted.remove(&chunk);
+        }
+        while let Some(&chunk) = self.queues.disputes.iter().next().filter(|_| disputes) {
+            self.queues.disputes.remove(&chunk);
+            let state = &self.chunks[chunk as usize];
+            if state.verified.is_none() && !state.held_by(ix) {
+                return Some(chunk);
+            }
         }
         None
     }
@@ -185,7 +209,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let key = peer.key;
         let id = self.next_copy_id;
         self.next_copy_id += 1;
-        self.chunks[chunk as usize].copies.push(InFlight {
+        let state = &mut self.chunks[chunk as usize];
+        if !state.sent_to.contains(&ix) {
+            state.sent_to.push(ix);
+        }
+        state.copies.push(InFlight {
             peer: ix,
             id,
             assigned: now,

@@ -24,6 +24,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 self.peers
                     .push(PeerState::new(key, ix, score, trusted, weight));
                 self.index.insert(key, ix);
+                if trusted {
+                    self.trusted_peers.push(ix);
+                }
                 self.usable_changed(ix, false);
                 ix
             }

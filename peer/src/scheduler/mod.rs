@@ -108,6 +108,8 @@ pub struct Scheduler<P> {
     /// Peers that may get work, and how many of them are trusted.
     usable_peers: u32,
     usable_trusted: u32,
+    /// The trusted workers (normally one), served first by `dispatch`.
+    trusted_peers: Vec<PeerIx>,
 }
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
@@ -156,6 +158,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             ban_queue: Vec::new(),
             usable_peers: 0,
             usable_trusted: 0,
+            trusted_peers: Vec::new(),
         })
     }
 

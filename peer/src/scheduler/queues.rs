@@ -4,7 +4,9 @@
 //! - `pending`: chunks that want another copy, retries first, then by index;
 //! - `outstanding`: chunks fully assigned but unsettled, ordered by expected finish —
 //!   the candidates for speculation (both ends are used: most overdue, latest);
-//! - `trusted`: chunks only the trusted worker should look at (spot checks, disputes);
+//! - `spot` and `disputes`: chunks for the trusted worker — spot checks whose remote
+//!   answer is in (only it can do them), and disputed or revoked chunks (it settles
+//!   them at once, though a third remote opinion may settle them first);
 //! - `hungry`: peers below their pipeline target, fastest first;
 //! - `deadlines` and `cooldowns`: timers, as heaps with lazy deletion (an entry whose
 //!   copy or breaker state is gone is skipped when it surfaces).
@@ -23,7 +25,8 @@ use super::{Micros, PeerIx};
 pub struct Queues {
     pub pending: BTreeSet<(u8, ChunkIndex)>,
     pub outstanding: BTreeSet<(Micros, ChunkIndex)>,
-    pub trusted: BTreeSet<ChunkIndex>,
+    pub spot: BTreeSet<ChunkIndex>,
+    pub disputes: BTreeSet<ChunkIndex>,
     /// (Reverse(speed bits), peer): iteration yields the fastest first.
     pub hungry: BTreeSet<(Reverse<u64>, PeerIx)>,
     /// (deadline, chunk, copy id).

@@ -668,3 +668,42 @@ fn unknown_peers_and_chunks_are_ignored() {
     assert!(h.fail(1, 99, FailureKind::Kernel).is_empty());
     assert_eq!(h.s.progress().verified, 0);
 }
+
+#[test]
+fn an_answer_to_a_chunk_never_sent_is_ignored() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 4]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    h.join(2, 10.0);
+    // Peer 1 was never sent chunk 2 (peer 2 was): its "answer" settles nothing.
+    assert!(h.done(1, 2, lie(1, 2)).is_empty());
+    assert_eq!(h.s.verified_result(2), None);
+    assert_eq!(h.s.peer_stats(&1).map(|s| s.chunks_done), Some(0));
+}
+
+#[test]
+fn a_slow_trusted_worker_still_gets_its_spot_checks_among_many_idle_peers() {
+    // Ten fast remotes idle with nothing to do must not crowd out the trusted worker,
+    // the only one that may do the spot check.
+    let config = SchedulerConfig {
+        spot_check: 1.0,
+        min_in_flight: 1,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(config, vec![10; 1]);
+    for p in 1..=10 {
+        h.join(p, 1000.0);
+    }
+    h.join_trusted(0, 0.001);
+    h.now = secs(1);
+    let out = h.done(1, 0, good(0));
+    assert_eq!(verified(&out), vec![(0, good(0))]);
+    assert_eq!(
+        assigned(&out, 0),
+        vec![0],
+        "the check goes to the trusted worker"
+    );
+    assert!(!complete(&out));
+    let out = h.done(0, 0, good(0));
+    assert!(complete(&out));
+}

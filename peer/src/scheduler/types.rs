@@ -62,7 +62,8 @@ pub enum Event<P> {
     /// A peer answered a chunk with a result whose bytes the event loop has already
     /// hashed and found equal to `result`. (A mismatch is
     /// [`FailureKind::BadHash`].) Late answers, after a cancel or a timeout, are still
-    /// welcome: they count as votes.
+    /// welcome: they count as votes. An answer to a chunk never sent to that peer is
+    /// ignored.
     ChunkDone {
         peer: P,
         chunk: ChunkIndex,

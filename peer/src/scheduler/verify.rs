@@ -55,6 +55,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if chunk as usize >= self.chunks.len() || self.peers[ix as usize].banned {
             return;
         }
+        if !self.chunks[chunk as usize].sent_to.contains(&ix) {
+            tracing::debug!(peer = ?key, chunk, "ignoring an answer to a chunk never sent");
+            return;
+        }
         let copy = self.drop_copy(ix, chunk);
         let cost = self.chunks[chunk as usize].cost;
         let alpha = self.config.speed_smoothing;
@@ -167,11 +171,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if first_cid.is_some_and(|f| f != cid) && !state.disputed {
             state.disputed = true;
             self.progress.disputes += 1;
-            self.queues.trusted.insert(chunk);
+            self.queues.disputes.insert(chunk);
         }
         if state.spot_check && !state.trusted_voted && !trusted {
             // Something to check has arrived.
-            self.queues.trusted.insert(chunk);
+            self.queues.spot.insert(chunk);
         }
         self.settle(chunk, out);
         self.run_bans(out);
@@ -189,7 +193,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 self.chunks[chunk as usize].retried = true;
                 self.progress.verified -= 1;
                 self.progress.revoked += 1;
-                self.queues.trusted.insert(chunk);
+                self.queues.disputes.insert(chunk);
                 out.push(Action::Revoked { chunk });
             }
             (before, Some(cid)) => {
