@@ -21,8 +21,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
             None => {
                 let ix = self.peers.len() as PeerIx;
-                self.peers
-                    .push(PeerState::new(key, ix, score, trusted, weight));
+                self.peers.push(PeerState::new(key, score, trusted, weight));
                 self.index.insert(key, ix);
                 if trusted {
                     self.trusted_peers.push(ix);

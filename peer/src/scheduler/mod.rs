@@ -222,12 +222,12 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// One peer's figures, if it ever joined.
     pub fn peer_stats(&self, peer: &P) -> Option<PeerStats> {
         let ix = *self.index.get(peer)?;
-        self.peers.get(ix as usize).map(|p| p.stats(self.now))
+        self.peers.get(ix as usize).map(|p| p.stats())
     }
 
     /// Every peer that ever joined, in join order, with its figures.
     pub fn peers(&self) -> impl Iterator<Item = (P, PeerStats)> + '_ {
-        self.peers.iter().map(|p| (p.key, p.stats(self.now)))
+        self.peers.iter().map(|p| (p.key, p.stats()))
     }
 
     /// The settled result of a chunk, if any.

@@ -6,7 +6,7 @@
 use super::breaker::Breaker;
 use super::config::SchedulerConfig;
 use super::types::{ChunkIndex, PeerStats};
-use super::{Micros, PeerIx};
+use super::Micros;
 
 /// Slowest speed the scheduler reasons with, so that a zero or garbage score yields
 /// ceiling deadlines instead of divisions by zero.
@@ -18,7 +18,6 @@ const TIMED_OUT_MEMORY: usize = 8;
 #[derive(Clone, Debug)]
 pub struct PeerState<P> {
     pub key: P,
-    pub ix: PeerIx,
     pub score: f64,
     pub weight: Option<f64>,
     /// Work units per second: the score (or weight) until measured.
@@ -47,10 +46,9 @@ pub struct PeerState<P> {
 }
 
 impl<P: Copy> PeerState<P> {
-    pub fn new(key: P, ix: PeerIx, score: f64, trusted: bool, weight: Option<f64>) -> Self {
+    pub fn new(key: P, score: f64, trusted: bool, weight: Option<f64>) -> Self {
         let mut peer = PeerState {
             key,
-            ix,
             score,
             weight,
             speed: MIN_SPEED,
@@ -170,7 +168,7 @@ impl<P: Copy> PeerState<P> {
     }
 
     /// The figures for reports.
-    pub fn stats(&self, _now: Micros) -> PeerStats {
+    pub fn stats(&self) -> PeerStats {
         PeerStats {
             score: self.score,
             weight: self.weight,
