@@ -178,3 +178,33 @@ pub fn histogram(x: &[u8]) -> [u64; 256] {
 pub fn difference_of(before: &DynamicImage, after: &DynamicImage) -> Difference {
     difference(before.width(), before.height(), &grey(before), &grey(after))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked() {
+        let p = Path::new("x.png");
+        assert!(matches!(check_size(p, 0, 5), Err(PrepError::Empty { .. })));
+        assert!(matches!(check_size(p, 5, 0), Err(PrepError::Empty { .. })));
+        assert!(matches!(
+            check_size(p, 100_000, 100_000),
+            Err(PrepError::TooLarge { .. })
+        ));
+        assert!(check_size(p, 8192, 8192).is_ok());
+        assert!(check_size(p, 8193, 8192).is_err());
+    }
+
+    #[test]
+    fn grey_follows_the_reference_formula() {
+        assert_eq!(
+            grey_rgb(&[255, 255, 255, 0, 0, 0, 10, 200, 30], 3),
+            [255, 0, 123]
+        );
+        // (299·10 + 587·200 + 114·30 + 500) / 1000 = 124.31 → 124
+        let d = difference(3, 1, &[0, 10, 255], &[5, 3, 0]);
+        assert_eq!(d.x, [5, 7, 255]);
+        assert_eq!(d.histogram()[5] + d.histogram()[7] + d.histogram()[255], 3);
+    }
+}
