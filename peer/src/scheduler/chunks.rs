@@ -16,7 +16,6 @@ pub struct InFlight {
     pub assigned: Micros,
     /// When the peer is expected to answer (its queue ahead included).
     pub eta: Micros,
-    pub speculative: bool,
 }
 
 /// One answer, from a peer that is not banned.

@@ -218,7 +218,6 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             id,
             assigned: now,
             eta,
-            speculative,
         });
         if !trusted {
             // The trusted worker runs in-process and reports its own errors.

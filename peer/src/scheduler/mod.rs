@@ -28,20 +28,24 @@
 //! // ... on every swarm event, and at sched.next_wakeup(): sched.handle(now, Event::Tick, ..)
 //! ```
 //!
-//! Modules: [`types`] (events, actions, views), [`config`], [`breaker`], [`peers`]
-//! (speed, pipeline, deadlines), [`chunks`] (copies and votes), [`queues`] (the indexed
-//! queues that keep every event O(log n)), [`dispatch`] (pull and speculation),
-//! [`verify`] (results, quorum, bans).
+//! `handle` appends to the vector it is given (reuse one, drained after each call);
+//! there is one method for all events so that the event loop and the simulator cannot
+//! drift apart.
+//!
+//! Modules: public [`types`] (events, actions, views), [`config`], [`breaker`]; private
+//! `peers` (speed, pipeline, deadlines), `chunks` (copies and votes), `queues` (the
+//! indexed queues that keep every event O(log n)), `dispatch` (pull and speculation),
+//! `verify` (results, quorum, bans), `events` (joins, leaves, ticks, the end).
 
 pub mod breaker;
-pub mod chunks;
+mod chunks;
 pub mod config;
-pub mod dispatch;
-pub mod events;
-pub mod peers;
-pub mod queues;
+mod dispatch;
+mod events;
+mod peers;
+mod queues;
 pub mod types;
-pub mod verify;
+mod verify;
 
 #[cfg(test)]
 mod tests;

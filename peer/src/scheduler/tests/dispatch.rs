@@ -1,0 +1,226 @@
+//! Handing out work: the weighted first split, pulling, deadlines, breakers,
+//! speculation, peers lost mid-chunk.
+
+use super::*;
+
+/// Fine chunks: the pipeline is sized by speed, so the first split follows the scores.
+fn fine_config() -> SchedulerConfig {
+    SchedulerConfig {
+        max_in_flight: 1000,
+        ..SchedulerConfig::default()
+    }
+}
+
+#[test]
+fn first_assignment_is_weighted_by_score_and_hand_weights_override() {
+    let mut h = Harness::new(fine_config(), vec![1; 1000]);
+    // pipeline 2 s: 2 s × 10 units/s = 20 chunks; 2 s × 30 = 60.
+    let a = h.join(1, 10.0);
+    let b = h.join(2, 30.0);
+    assert_eq!(assigned(&a, 1).len(), 20);
+    assert_eq!(assigned(&b, 2).len(), 60);
+    let c = h.ev(Event::PeerJoined {
+        peer: 3,
+        score: 30.0,
+        trusted: false,
+        weight: Some(5.0),
+    });
+    assert_eq!(assigned(&c, 3).len(), 10);
+    // Weight 0 excludes a peer.
+    let d = h.ev(Event::PeerJoined {
+        peer: 4,
+        score: 30.0,
+        trusted: false,
+        weight: Some(0.0),
+    });
+    assert!(assigned(&d, 4).is_empty());
+    // Chunks go out in plan order, each once.
+    let mut all: Vec<ChunkIndex> = [a, b, c]
+        .iter()
+        .flat_map(|x| {
+            assigned(x, 0)
+                .into_iter()
+                .chain(assigned(x, 1))
+                .chain(assigned(x, 2))
+                .chain(assigned(x, 3))
+        })
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..90).collect::<Vec<_>>());
+}
+
+#[test]
+fn peers_pull_one_chunk_per_answer() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1], "min_in_flight copies at first");
+    h.now = secs(10);
+    let out = h.done(1, 0, good(0));
+    assert_eq!(verified(&out), vec![(0, good(0))]);
+    assert_eq!(assigned(&out, 1), vec![2]);
+    assert_eq!(h.s.peer_stats(&1).map(|s| s.in_flight), Some(2));
+    assert_eq!(h.s.progress().verified, 1);
+}
+
+#[test]
+fn an_expired_deadline_requeues_the_chunk_and_counts_a_failure() {
+    // No speculation, which would duplicate the overdue chunk before its deadline.
+    let config = SchedulerConfig {
+        speculative_copies: 0,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(config, vec![100; 4]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    // Chunk 0: 10 s expected, deadline 3 × 10 s = 30 s.
+    let deadline = a
+        .iter()
+        .find_map(|x| match x {
+            Action::Assign {
+                chunk: 0, deadline, ..
+            } => Some(*deadline),
+            _ => None,
+        })
+        .expect("chunk 0 assigned");
+    assert_eq!(deadline, secs(30));
+    let b = h.join(2, 10.0);
+    assert_eq!(assigned(&b, 2), vec![2, 3]);
+    h.now = secs(10);
+    h.done(2, 2, good(2));
+    assert_eq!(h.s.next_wakeup(), Some(secs(30)));
+    assert!(h.tick_at(secs(29)).is_empty());
+    let out = h.tick_at(secs(30));
+    assert!(out.contains(&Action::Cancel { peer: 1, chunk: 0 }));
+    assert_eq!(h.s.peer_stats(&1).map(|s| s.failures), Some(1));
+    assert_eq!(h.s.progress().requeued, 1);
+    assert!(
+        assigned(&out, 1).is_empty(),
+        "not back to the peer that timed out"
+    );
+    assert_eq!(assigned(&out, 2), vec![0], "another peer takes it");
+    // A late answer from the first peer still counts, and wins the race.
+    h.now = secs(31);
+    let late = h.done(1, 0, good(0));
+    assert_eq!(verified(&late), vec![(0, good(0))]);
+    assert!(late.contains(&Action::Cancel { peer: 2, chunk: 0 }));
+}
+
+#[test]
+fn breaker_opens_probes_half_open_and_closes() {
+    let config = SchedulerConfig {
+        breaker_threshold: 2,
+        breaker_cooldown: secs(10),
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(config, vec![10; 20]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    let out = h.fail(1, 0, FailureKind::Transport);
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::Closed {
+            consecutive_failures: 1
+        })
+    );
+    assert_eq!(assigned(&out, 1), vec![0], "the retry goes first");
+    let out = h.fail(1, 1, FailureKind::Refused);
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::Open { until: secs(10) })
+    );
+    assert!(out.contains(&Action::Cancel { peer: 1, chunk: 0 }));
+    assert!(assigned(&out, 1).is_empty());
+    assert_eq!(h.s.peer_stats(&1).map(|s| s.in_flight), Some(0));
+    assert_eq!(h.s.next_wakeup(), Some(secs(10)));
+    assert!(h.tick_at(secs(9)).is_empty());
+    let out = h.tick_at(secs(10));
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::HalfOpen)
+    );
+    let probe = assigned(&out, 1);
+    assert_eq!(probe.len(), 1, "exactly one probe when half-open");
+    // A failed probe re-opens with a doubled cool-down.
+    h.now = secs(11);
+    h.fail(1, probe[0], FailureKind::Timeout);
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::Open { until: secs(31) })
+    );
+    let out = h.tick_at(secs(31));
+    let probe = assigned(&out, 1);
+    assert_eq!(probe.len(), 1);
+    h.now = secs(32);
+    let out = h.done(1, probe[0], good(probe[0]));
+    assert_eq!(
+        h.s.peer_stats(&1).map(|s| s.breaker),
+        Some(BreakerState::Closed {
+            consecutive_failures: 0
+        })
+    );
+    assert_eq!(assigned(&out, 1).len(), 2, "closed again: a full pipeline");
+}
+
+#[test]
+fn idle_fast_peer_duplicates_the_slowest_outstanding_chunk() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 3]);
+    // The slow peer takes two chunks (100 s each), the fast one the last (1 s).
+    let slow = h.join(1, 1.0);
+    assert_eq!(assigned(&slow, 1), vec![0, 1]);
+    let fast = h.join(2, 100.0);
+    // Nothing else pending: its second slot duplicates the chunk expected last.
+    assert_eq!(speculative(&fast, 2), vec![1]);
+    assert_eq!(assigned(&fast, 2), vec![2, 1]);
+    h.now = secs(1);
+    let out = h.done(2, 2, good(2));
+    assert_eq!(speculative(&out, 2), vec![0]);
+    assert_eq!(h.s.progress().speculative, 2);
+    h.now = secs(2);
+    let out = h.done(2, 1, good(1));
+    assert_eq!(verified(&out), vec![(1, good(1))]);
+    assert!(
+        out.contains(&Action::Cancel { peer: 1, chunk: 1 }),
+        "the loser is cancelled"
+    );
+    h.now = secs(3);
+    let out = h.done(2, 0, good(0));
+    assert!(out.contains(&Action::Cancel { peer: 1, chunk: 0 }));
+    assert!(complete(&out));
+}
+
+#[test]
+fn speculation_is_skipped_when_it_would_not_be_faster() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 3]);
+    let fast = h.join(1, 100.0);
+    assert_eq!(assigned(&fast, 1), vec![0, 1]);
+    let slow = h.join(2, 1.0);
+    assert_eq!(assigned(&slow, 2), vec![2]);
+    // The slow peer is idle below its pipeline, but duplicating the fast peer's
+    // chunks (1–2 s left) would take it 100 s more.
+    assert_eq!(h.s.progress().speculative, 0);
+}
+
+#[test]
+fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 4]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    let b = h.join(2, 10.0);
+    assert_eq!(assigned(&b, 2), vec![2, 3]);
+    h.now = secs(1);
+    let out = h.ev(Event::PeerLeft { peer: 1 });
+    assert!(assigned(&out, 1).is_empty());
+    let stats = h.s.peer_stats(&1).expect("known");
+    assert_eq!(stats.failures, 0);
+    assert!(!stats.connected);
+    assert_eq!(h.s.progress().requeued, 2);
+    let out = h.done(2, 2, good(2));
+    assert_eq!(
+        assigned(&out, 2),
+        vec![0],
+        "the lost chunks go to the peer left"
+    );
+    let all = h.run(&[]);
+    assert!(complete(&all));
+    assert_eq!(h.s.peer_stats(&2).map(|s| s.chunks_done), Some(4));
+}

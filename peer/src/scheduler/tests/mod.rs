@@ -1,0 +1,158 @@
+//! Unit tests of the scheduler: pure, in made-up time, one behaviour each. This file
+//! holds the fake-peer harness; the tests are grouped by concern below.
+
+mod dispatch;
+mod lifecycle;
+mod storm;
+mod verify;
+
+use std::time::Duration;
+
+use idlegrid_protocol::Cid;
+
+use super::*;
+
+/// The honest result of a chunk.
+fn good(chunk: ChunkIndex) -> Cid {
+    Cid::of(&chunk.to_le_bytes())
+}
+
+/// A lie, different per liar.
+fn lie(peer: u32, chunk: ChunkIndex) -> Cid {
+    Cid::of(format!("lie {peer} {chunk}").as_bytes())
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+struct Harness {
+    s: Scheduler<u32>,
+    now: Duration,
+    /// Copies the fake peers are working on, oldest first (assigns minus cancels).
+    working: Vec<(u32, ChunkIndex)>,
+}
+
+impl Harness {
+    fn new(config: SchedulerConfig, costs: Vec<u64>) -> Self {
+        Harness {
+            s: Scheduler::new(config, costs).expect("valid config"),
+            now: Duration::ZERO,
+            working: Vec::new(),
+        }
+    }
+
+    fn ev(&mut self, event: Event<u32>) -> Vec<Action<u32>> {
+        let mut out = Vec::new();
+        match &event {
+            Event::PeerLeft { peer } => self.working.retain(|w| w.0 != *peer),
+            Event::ChunkDone { peer, chunk, .. } | Event::ChunkFailed { peer, chunk, .. } => {
+                self.working.retain(|w| *w != (*peer, *chunk))
+            }
+            _ => {}
+        }
+        self.s.handle(self.now, event, &mut out);
+        for action in &out {
+            match action {
+                Action::Assign { peer, chunk, .. } => self.working.push((*peer, *chunk)),
+                Action::Cancel { peer, chunk } => self.working.retain(|w| *w != (*peer, *chunk)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn join(&mut self, peer: u32, score: f64) -> Vec<Action<u32>> {
+        self.ev(Event::PeerJoined {
+            peer,
+            score,
+            trusted: false,
+            weight: None,
+        })
+    }
+
+    fn join_trusted(&mut self, peer: u32, score: f64) -> Vec<Action<u32>> {
+        self.ev(Event::PeerJoined {
+            peer,
+            score,
+            trusted: true,
+            weight: None,
+        })
+    }
+
+    fn done(&mut self, peer: u32, chunk: ChunkIndex, result: Cid) -> Vec<Action<u32>> {
+        self.ev(Event::ChunkDone {
+            peer,
+            chunk,
+            result,
+        })
+    }
+
+    fn fail(&mut self, peer: u32, chunk: ChunkIndex, kind: FailureKind) -> Vec<Action<u32>> {
+        self.ev(Event::ChunkFailed { peer, chunk, kind })
+    }
+
+    fn tick_at(&mut self, at: Duration) -> Vec<Action<u32>> {
+        self.now = at;
+        self.ev(Event::Tick)
+    }
+
+    /// Answers every copy being worked on, oldest first, honestly unless the peer is
+    /// one of `liars`, until none is left; returns every action seen.
+    fn run(&mut self, liars: &[u32]) -> Vec<Action<u32>> {
+        let mut all = Vec::new();
+        let mut rounds = 0;
+        while !self.working.is_empty() {
+            let (peer, chunk) = self.working[0];
+            rounds += 1;
+            assert!(rounds < 100_000, "no progress");
+            self.now += Duration::from_millis(100);
+            let result = if liars.contains(&peer) {
+                lie(peer, chunk)
+            } else {
+                good(chunk)
+            };
+            all.extend(self.done(peer, chunk, result));
+        }
+        all
+    }
+}
+
+fn assigned(actions: &[Action<u32>], who: u32) -> Vec<ChunkIndex> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign { peer, chunk, .. } if *peer == who => Some(*chunk),
+            _ => None,
+        })
+        .collect()
+}
+
+fn speculative(actions: &[Action<u32>], who: u32) -> Vec<ChunkIndex> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign {
+                peer,
+                chunk,
+                speculative: true,
+                ..
+            } if *peer == who => Some(*chunk),
+            _ => None,
+        })
+        .collect()
+}
+
+fn verified(actions: &[Action<u32>]) -> Vec<(ChunkIndex, Cid)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Verified { chunk, result } => Some((*chunk, *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn complete(actions: &[Action<u32>]) -> bool {
+    actions.contains(&Action::JobComplete)
+}
