@@ -99,7 +99,11 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     };
     let mut rng = StdRng::seed_from_u64(config.seed);
     let world = world::World::generate(config, &mut rng);
-    let sched = Scheduler::new(scheduler_config, world.costs.clone())?;
+    let sched: Scheduler<u32> = Scheduler::new(scheduler_config, world.costs.clone())?;
+    let spot_work = (0..config.chunks)
+        .filter(|&c| sched.is_spot_checked(c))
+        .map(|c| world.costs[c as usize])
+        .sum();
     let measured = engine::run(config, &world, sched);
-    Ok(SimReport::new(config, &world, &measured))
+    Ok(SimReport::new(config, &world, &measured, spot_work))
 }

@@ -111,18 +111,30 @@ impl World {
     }
 
     /// The ideal makespan, µs: the time at which the honest peers' combined capacity
-    /// (each from its join to its death) has done all the required work
-    /// (`replicas` × the plan), plus the largest chunk on the fastest honest peer —
-    /// the chunk that is unavoidably last.
-    pub fn ideal(&self, replicas: u32) -> u64 {
-        let work: f64 = self.costs.iter().map(|&c| c as f64).sum::<f64>() * replicas as f64;
-        // Speed changes: +speed at join, -speed at death.
+    /// (each from its join to its death) has verified the plan — a chunk done remotely
+    /// takes `replicas` computations, one done by the trusted local worker takes one, so
+    /// a remote peer counts for `speed / replicas` — and the trusted worker alone has
+    /// done `spot_work` (the spot checks, which only it can do); plus the largest chunk
+    /// on the fastest honest peer, the chunk that is unavoidably last. (That last term
+    /// makes it the target rather than a strict bound: a run whose work divides evenly
+    /// can come in a little under it.)
+    pub fn ideal(&self, replicas: u32, spot_work: u64) -> u64 {
+        let work: f64 = self.costs.iter().map(|&c| c as f64).sum::<f64>();
+        let replicas = f64::from(replicas.max(1));
+        // Capacity changes: +speed at join, -speed at death (verified work per second).
         let mut steps: Vec<(u64, f64)> = Vec::new();
         let mut fastest = 0.0f64;
+        let mut local = 0.0f64;
         for p in self.peers.iter().filter(|p| p.lie_rate == 0.0) {
-            steps.push((p.joins, p.speed));
+            let capacity = if p.trusted {
+                local = local.max(p.speed);
+                p.speed
+            } else {
+                p.speed / replicas
+            };
+            steps.push((p.joins, capacity));
             if let Some(d) = p.dies {
-                steps.push((d, -p.speed));
+                steps.push((d, -capacity));
             } else {
                 fastest = fastest.max(p.speed);
             }
@@ -143,12 +155,17 @@ impl World {
         } else {
             u64::MAX / 2
         };
+        let spot = if local > 0.0 {
+            (spot_work as f64 / local * 1e6) as u64
+        } else {
+            0
+        };
         let largest = self.costs.iter().copied().max().unwrap_or(0) as f64;
         let last = if fastest > 0.0 {
             (largest / fastest * 1e6) as u64
         } else {
             0
         };
-        fluid.saturating_add(last)
+        fluid.max(spot).saturating_add(last)
     }
 }
