@@ -37,10 +37,14 @@ impl Decoder {
         let missing = || VideoError::Decoder("OpenH264 vtable entry missing".into());
         let init = decoder.vtbl.Initialize.ok_or_else(missing)?;
         let set_option = decoder.vtbl.SetOption.ok_or_else(missing)?;
-        let mut param = sys::SDecodingParam::default();
-        param.eEcActiveIdc = sys::ERROR_CON_DISABLE;
-        param.sVideoProperty.size = std::mem::size_of::<sys::SVideoProperty>() as u32;
-        param.sVideoProperty.eVideoBsType = sys::VIDEO_BITSTREAM_AVC;
+        let param = sys::SDecodingParam {
+            eEcActiveIdc: sys::ERROR_CON_DISABLE,
+            sVideoProperty: sys::SVideoProperty {
+                size: std::mem::size_of::<sys::SVideoProperty>() as u32,
+                eVideoBsType: sys::VIDEO_BITSTREAM_AVC,
+            },
+            ..Default::default()
+        };
         let mut quiet: c_int = sys::WELS_LOG_QUIET as c_int;
         let mut no_concealment: c_int = sys::ERROR_CON_DISABLE as c_int;
         // SAFETY: valid parameter block and pointers to ints alive across the calls.

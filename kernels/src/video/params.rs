@@ -346,16 +346,16 @@ mod tests {
     fn validation_refuses_what_a_peer_could_lie_about() {
         assert!(params().validate(2).is_ok());
         assert!(params().validate(3).is_err(), "count mismatch");
-        let cases: Vec<Box<dyn Fn(&mut SegmentParams)>> = vec![
-            Box::new(|p| p.encoder = "openh264-2.6.0".into()),
-            Box::new(|p| p.width = 0),
-            Box::new(|p| p.height = MAX_DIMENSION + 1),
-            Box::new(|p| (p.width, p.height) = (8192, 8192)),
-            Box::new(|p| p.qp = 52),
-            Box::new(|p| p.fps = Fps { num: 0, den: 1 }),
-            Box::new(|p| p.frame_bytes = vec![0, 1]),
-            Box::new(|p| p.frame_bytes = vec![MAX_FRAME_BYTES + 1, 1]),
-            Box::new(|p| p.first_frame = u64::MAX),
+        let cases: [fn(&mut SegmentParams); 9] = [
+            |p| p.encoder = "openh264-2.6.0".into(),
+            |p| p.width = 0,
+            |p| p.height = MAX_DIMENSION + 1,
+            |p| (p.width, p.height) = (8192, 8192),
+            |p| p.qp = 52,
+            |p| p.fps = Fps { num: 0, den: 1 },
+            |p| p.frame_bytes = vec![0, 1],
+            |p| p.frame_bytes = vec![MAX_FRAME_BYTES + 1, 1],
+            |p| p.first_frame = u64::MAX,
         ];
         for (i, case) in cases.iter().enumerate() {
             let mut p = params();

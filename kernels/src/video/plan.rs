@@ -66,8 +66,7 @@ pub fn plan_frames(paths: Vec<PathBuf>, settings: VideoSettings) -> Result<Video
     let first = first.clone();
     // Headers and hashes in parallel; collect keeps the order, so the first error (and
     // the first frame of a different size) is the first in frame order.
-    let probed: Vec<Result<((u32, u32), FrameFile), VideoError>> =
-        paths.into_par_iter().map(probe).collect();
+    let probed: Vec<Result<Probed, VideoError>> = paths.into_par_iter().map(probe).collect();
     let mut frames = Vec::with_capacity(probed.len());
     let mut size = None;
     for result in probed {
@@ -105,8 +104,11 @@ pub fn plan_frames(paths: Vec<PathBuf>, settings: VideoSettings) -> Result<Video
     })
 }
 
+/// A frame's (width, height) and file.
+type Probed = ((u32, u32), FrameFile);
+
 /// Reads `path`'s image header and hashes its bytes (streaming, 64 KiB at a time).
-fn probe(path: PathBuf) -> Result<((u32, u32), FrameFile), VideoError> {
+fn probe(path: PathBuf) -> Result<Probed, VideoError> {
     let unreadable = |source| VideoError::Unreadable {
         path: path.clone(),
         source,

@@ -19,8 +19,8 @@ use crate::KernelError;
 
 /// Size and length of the calibration chunk: about 0.1–0.3 s of work on one core of a
 /// current PC (decode, convert, encode), small enough to send to every probed peer.
-pub const CALIBRATION_WIDTH: u32 = 640;
-pub const CALIBRATION_HEIGHT: u32 = 360;
+pub const CALIBRATION_WIDTH: u32 = 960;
+pub const CALIBRATION_HEIGHT: u32 = 540;
 pub const CALIBRATION_FRAMES: u32 = 24;
 
 /// Triangle wave with period 512 and range 0..=255: smooth, no wrap-around edge.
@@ -42,15 +42,24 @@ fn hash(x: u32, y: u32, t: u32) -> u32 {
     h ^ (h >> 12)
 }
 
-/// Demo frame number `t` of `width`x`height`.
+/// Demo frame number `t` of `width`x`height`, with a little per-frame noise (like a
+/// render's sampling noise; it also makes the PNGs as large as real renders').
 pub fn sample_frame(t: u32, width: u32, height: u32) -> RgbImage {
+    frame(t, width, height, true)
+}
+
+fn frame(t: u32, width: u32, height: u32, noisy: bool) -> RgbImage {
     let (w, h) = (width.max(1), height.max(1));
     // The disc bounces left-right and up-down; the checker band scrolls.
     let cx = tri(t * 6) * w / 256;
     let cy = h / 4 + tri(t * 4 + 128) * h / 512;
     let r = (h / 6).max(2);
     RgbImage::from_fn(width, height, |x, y| {
-        let noise = (hash(x, y, t) & 3) as i32 - 2;
+        let noise = if noisy {
+            (hash(x, y, t) & 3) as i32 - 2
+        } else {
+            0
+        };
         let mut px = [
             tri(x * 512 / w + t * 2) as i32,
             tri(y * 384 / h + t) as i32,
@@ -69,20 +78,20 @@ pub fn sample_frame(t: u32, width: u32, height: u32) -> RgbImage {
 
 /// PNG bytes of one demo frame (fast compression: demo folders are made often).
 pub fn sample_png(t: u32, width: u32, height: u32) -> Result<Vec<u8>, VideoError> {
-    let frame = sample_frame(t, width, height);
+    png(&sample_frame(t, width, height), CompressionType::Fast)
+}
+
+fn png(frame: &RgbImage, compression: CompressionType) -> Result<Vec<u8>, VideoError> {
+    let (width, height) = frame.dimensions();
     let mut out = Vec::new();
-    PngEncoder::new_with_quality(
-        Cursor::new(&mut out),
-        CompressionType::Fast,
-        FilterType::Adaptive,
-    )
-    .write_image(
-        frame.as_raw(),
-        width,
-        height,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(|e| VideoError::Encoder(format!("PNG encoding of a sample frame: {e}")))?;
+    PngEncoder::new_with_quality(Cursor::new(&mut out), compression, FilterType::Adaptive)
+        .write_image(
+            frame.as_raw(),
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| VideoError::Encoder(format!("PNG encoding of a sample frame: {e}")))?;
     Ok(out)
 }
 
@@ -118,8 +127,12 @@ pub fn write_sample_frames(
 /// The same on every peer, so timing it compares peers' speed, and its result can be
 /// checked against a local run.
 pub fn calibration_task() -> Result<(TaskSpec, Vec<Vec<u8>>), KernelError> {
+    // Noise-free frames, compressed hard: the chunk is cheap to send to every peer.
     let blobs = (0..CALIBRATION_FRAMES)
-        .map(|t| sample_png(t, CALIBRATION_WIDTH, CALIBRATION_HEIGHT))
+        .map(|t| {
+            let frame = frame(t, CALIBRATION_WIDTH, CALIBRATION_HEIGHT, false);
+            png(&frame, CompressionType::Best)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let params = SegmentParams {
         encoder: ENCODER_ID.into(),
