@@ -85,7 +85,9 @@ pub enum Event<P> {
 pub enum Action<P> {
     /// Send chunk `chunk` to `peer`. `deadline` (time since job start) is when the
     /// scheduler will give up on it by itself; the event loop may use it to size its
-    /// own request timeout. `speculative` marks a duplicate of a slow outstanding chunk.
+    /// own request timeout (for the trusted worker it is the ceiling: its copies never
+    /// expire, it reports its own errors). `speculative` marks a duplicate of a slow
+    /// outstanding chunk.
     Assign {
         peer: P,
         chunk: ChunkIndex,
