@@ -23,6 +23,9 @@ pub struct PeerState<P> {
     /// Work units per second: the score (or weight) until measured.
     pub speed: f64,
     pub measured: bool,
+    /// Moving averages of answered work (units) and its service time (s).
+    pub avg_work: f64,
+    pub avg_time: f64,
     pub trusted: bool,
     pub banned: bool,
     pub connected: bool,
@@ -53,6 +56,8 @@ impl<P: Copy> PeerState<P> {
             weight,
             speed: MIN_SPEED,
             measured: false,
+            avg_work: 0.0,
+            avg_time: 0.0,
             trusted,
             banned: false,
             connected: true,
@@ -132,22 +137,29 @@ impl<P: Copy> PeerState<P> {
     }
 
     /// An answer at `now` for a copy of `cost` assigned at `assigned`: the service time
-    /// runs from when the peer could start it (after its previous answer) to now.
+    /// runs from when the peer could start it (after its previous answer) to now. The
+    /// speed is the ratio of the moving averages of work and of service time, not the
+    /// average of per-answer ratios: a worker running chunks side by side answers them
+    /// nearly together, and the second one's near-zero service time must count as a
+    /// bonus to throughput, not as an absurd speed sample.
     pub fn record_answer(&mut self, now: Micros, cost: u64, assigned: Micros, alpha: f64) {
         let start = assigned.max(self.last_done);
         self.last_done = now;
-        let service = now.saturating_sub(start);
-        if service == 0 {
-            return;
-        }
-        let sample = cost as f64 / (service as f64 / 1e6);
-        self.speed = if self.measured {
-            sane(alpha * sample + (1.0 - alpha) * self.speed)
+        let service = now.saturating_sub(start) as f64 / 1e6;
+        let work = cost as f64;
+        if self.measured {
+            self.avg_work = alpha * work + (1.0 - alpha) * self.avg_work;
+            self.avg_time = alpha * service + (1.0 - alpha) * self.avg_time;
         } else {
-            // The first real measurement beats any benchmark claim.
-            sane(sample)
-        };
-        self.measured = true;
+            // The first real measurement beats any benchmark claim; until some time
+            // has been seen, work piles up.
+            self.avg_work += work;
+            self.avg_time += service;
+        }
+        if self.avg_time > 0.0 {
+            self.speed = sane(self.avg_work / self.avg_time);
+            self.measured = true;
+        }
     }
 
     /// A copy was given up on at its deadline. Its speed is left alone (lowering it

@@ -224,3 +224,22 @@ fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
     assert!(complete(&all));
     assert_eq!(h.s.peer_stats(&2).map(|s| s.chunks_done), Some(4));
 }
+
+#[test]
+fn answers_arriving_together_measure_throughput_not_infinity() {
+    // A worker running its two chunks side by side answers both after 10 s.
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    h.now = secs(10);
+    h.done(1, 0, good(0));
+    h.now = secs(10) + Duration::from_millis(1);
+    h.done(1, 1, good(1));
+    let speed = h.s.peer_stats(&1).and_then(|s| s.measured_speed);
+    // 200 units in ~10 s: about 20 units/s (the moving average gets there over a few
+    // answers), not the 30,000 a per-answer sample of 100 units in 1 ms would give.
+    assert!(
+        speed.is_some_and(|v| (10.0..=30.0).contains(&v)),
+        "{speed:?}"
+    );
+}
