@@ -137,13 +137,13 @@ pub fn solve(band: &Band, prog: &Program) -> Spins {
     initialise(&mut sp, band, prog);
     // Data term, de-interleaved like the spins (no guard cells).
     let cw = w.div_ceil(m);
-    let mut fd = vec![0i32; rows * m * cw];
+    let mut fd = vec![0i16; rows * m * cw];
     for ly in 0..rows {
         let xrow = &band.x[ly * w..(ly + 1) * w];
         for c in 0..m.min(w) {
             let dst = &mut fd[(ly * m + c) * cw..(ly * m + c + 1) * cw];
             for (d, &v) in dst.iter_mut().zip(xrow[c..].iter().step_by(m)) {
-                *d = prog.f[v as usize];
+                *d = prog.f[v as usize] as i16;
             }
         }
     }
