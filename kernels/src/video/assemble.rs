@@ -62,11 +62,30 @@ pub struct Assembler {
     timing: (u32, u32),
 }
 
-fn output_error(path: &Path, source: std::io::Error) -> VideoError {
+fn output_error(path: &Path, err: std::io::Error) -> VideoError {
     VideoError::Output {
         path: path.to_path_buf(),
-        source,
+        err,
     }
+}
+
+/// The folder `out` goes into, which must exist: temporary files are made there so that
+/// the final rename is atomic.
+pub fn output_dir(out: &Path) -> Result<&Path, VideoError> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(output_error(
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is not an existing folder", dir.display()),
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 fn mux_error(err: mp4::Error) -> VideoError {
@@ -85,10 +104,7 @@ impl Assembler {
                 "picture size over 65535".into(),
             ));
         };
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = output_dir(out)?;
         let name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -259,9 +275,9 @@ pub fn assemble_files(
 ) -> Result<AssemblyReport, VideoError> {
     let mut assembler = Assembler::create(out, plan.clone())?;
     for (index, path) in segments.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|source| VideoError::Unreadable {
+        let bytes = std::fs::read(path).map_err(|err| VideoError::Unreadable {
             path: path.clone(),
-            source,
+            err,
         })?;
         let index = u32::try_from(index)
             .map_err(|_| VideoError::InvalidSettings("more than 2^32 segments".into()))?;

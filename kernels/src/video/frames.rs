@@ -81,7 +81,7 @@ fn check_file(path: &Path) -> Result<(), VideoError> {
         std::io::ErrorKind::NotFound => VideoError::NotFound(path.to_path_buf()),
         _ => VideoError::Unreadable {
             path: path.to_path_buf(),
-            source: e,
+            err: e,
         },
     })?;
     if !meta.is_file() || format_by_extension(path).is_none() {
@@ -97,9 +97,9 @@ fn is_hidden(path: &Path) -> bool {
 }
 
 fn list_folder(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
-    let unreadable = |source| VideoError::Unreadable {
+    let unreadable = |err| VideoError::Unreadable {
         path: dir.to_path_buf(),
-        source,
+        err,
     };
     let mut frames = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
@@ -126,7 +126,7 @@ fn list_glob(pattern: &Path) -> Result<Vec<PathBuf>, VideoError> {
     for entry in paths {
         let path = entry.map_err(|e| VideoError::Unreadable {
             path: e.path().to_path_buf(),
-            source: std::io::Error::new(e.error().kind(), e.error().to_string()),
+            err: std::io::Error::new(e.error().kind(), e.error().to_string()),
         })?;
         if path.is_dir() {
             continue;

@@ -62,10 +62,11 @@ pub enum VideoError {
     BadPattern { pattern: String, reason: String },
     #[error("{0}: not a supported frame format (png, jpeg, bmp, tiff, gif, webp)")]
     Unsupported(PathBuf),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {err}")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already includes it once.
+        err: std::io::Error,
     },
     #[error("{path}: not a valid image: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -95,10 +96,11 @@ pub enum VideoError {
     Decoder(String),
     #[error("segment {index}: {reason}")]
     Segment { index: u32, reason: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {err}")]
     Output {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already includes it once.
+        err: std::io::Error,
     },
     #[error("MP4 muxer: {0}")]
     Mux(String),

@@ -109,9 +109,9 @@ type Probed = ((u32, u32), FrameFile);
 
 /// Reads `path`'s image header and hashes its bytes (streaming, 64 KiB at a time).
 fn probe(path: PathBuf) -> Result<Probed, VideoError> {
-    let unreadable = |source| VideoError::Unreadable {
+    let unreadable = |err| VideoError::Unreadable {
         path: path.clone(),
-        source,
+        err,
     };
     let reader = image::ImageReader::open(&path)
         .map_err(unreadable)?

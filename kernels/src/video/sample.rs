@@ -106,7 +106,7 @@ pub fn write_sample_frames(
     check_dimensions(width, height).map_err(VideoError::InvalidSettings)?;
     std::fs::create_dir_all(dir).map_err(|e| VideoError::Output {
         path: dir.to_path_buf(),
-        source: e,
+        err: e,
     })?;
     (0..count)
         .into_par_iter()
@@ -115,7 +115,7 @@ pub fn write_sample_frames(
             let png = sample_png(t, width, height)?;
             std::fs::write(&path, png).map_err(|e| VideoError::Output {
                 path: path.clone(),
-                source: e,
+                err: e,
             })?;
             Ok(path)
         })

@@ -57,9 +57,9 @@ pub fn encode_segment_files(
     }
     let read = |i: usize| {
         let frame = &frames[i];
-        let unreadable = |source| VideoError::Unreadable {
+        let unreadable = |err| VideoError::Unreadable {
             path: frame.path.clone(),
-            source,
+            err,
         };
         let file = std::fs::File::open(&frame.path).map_err(unreadable)?;
         // Read at most one byte more than planned: a file that grew is caught below

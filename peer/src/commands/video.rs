@@ -142,9 +142,9 @@ pub fn execute_local(
             .map(|chunk| {
                 let segment = video::encode_segment_files(plan, chunk, on_frame)?;
                 let path = dir.join(format!("segment_{:06}.h264", chunk.index));
-                std::fs::write(&path, &segment).map_err(|source| VideoError::Output {
+                std::fs::write(&path, &segment).map_err(|err| VideoError::Output {
                     path: path.clone(),
-                    source,
+                    err,
                 })?;
                 Ok(path)
             })
@@ -153,10 +153,7 @@ pub fn execute_local(
 }
 
 fn temp_dir_near(output: &Path) -> anyhow::Result<tempfile::TempDir> {
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = video::assemble::output_dir(output)?;
     let name = output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -164,9 +161,9 @@ fn temp_dir_near(output: &Path) -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(&format!(".{name}.segments."))
         .tempdir_in(dir)
-        .map_err(|source| VideoError::Output {
+        .map_err(|err| VideoError::Output {
             path: output.to_path_buf(),
-            source,
+            err,
         })
         .map_err(Into::into)
 }
