@@ -161,13 +161,15 @@ pub fn solve(band: &Band, prog: &Program) -> Spins {
                 continue;
             }
             let lys: Vec<usize> = (ly0..rows).step_by(m).collect();
+            // A few tasks per thread: a phase is only tens of microseconds of work.
+            let min_len = lys.len().div_ceil(2 * rayon::current_num_threads()).max(4);
             for b in 0..m.min(w) {
                 let cnt = sp.count(b);
                 let out = &mut scratch[..lys.len() * cw];
                 let spins = &sp;
                 out.par_chunks_mut(cw)
                     .zip(lys.par_iter())
-                    .with_min_len(8)
+                    .with_min_len(min_len)
                     .for_each(|(dst, &ly)| {
                         let job = RowJob {
                             s: &spins.s,
