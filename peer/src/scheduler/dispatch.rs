@@ -204,7 +204,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             (expected.min(u64::MAX as f64 / 2.0) as Micros).clamp(floor, ceiling)
         };
         let deadline = now.saturating_add(allowed);
-        peer.add_copy(chunk, cost, eta);
+        peer.add_copy(chunk, cost, now);
         let trusted = peer.trusted;
         let key = peer.key;
         let id = self.next_copy_id;

@@ -33,6 +33,15 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.refresh_peer(ix);
     }
 
+    /// A peer told how many chunks it runs side by side.
+    pub(super) fn on_slots(&mut self, key: P, slots: u32) {
+        let Some(&ix) = self.index.get(&key) else {
+            return;
+        };
+        self.peers[ix as usize].slots = slots.max(1);
+        self.refresh_peer(ix);
+    }
+
     /// A peer is gone: its copies go back to the queue (no breaker failure — leaving
     /// is not misbehaving, and a peer that comes back starts clean of it).
     pub(super) fn on_left(&mut self, key: P, out: &mut Vec<Action<P>>) {

@@ -189,6 +189,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 result,
             } => self.on_done(peer, chunk, result, out),
             Event::ChunkFailed { peer, chunk, kind } => self.on_failed(peer, chunk, kind, out),
+            Event::PeerSlots { peer, slots } => self.on_slots(peer, slots),
             Event::Tick => self.on_tick(out),
         }
         if self.outcome.is_none() {

@@ -23,6 +23,10 @@ pub struct PeerState<P> {
     /// Work units per second: the score (or weight) until measured.
     pub speed: f64,
     pub measured: bool,
+    /// Chunks it runs side by side (its cores), from [`Event::PeerSlots`].
+    ///
+    /// [`Event::PeerSlots`]: super::types::Event::PeerSlots
+    pub slots: u32,
     /// Moving averages of answered work (units) and its service time (s).
     pub avg_work: f64,
     pub avg_time: f64,
@@ -56,6 +60,7 @@ impl<P: Copy> PeerState<P> {
             weight,
             speed: MIN_SPEED,
             measured: false,
+            slots: 1,
             avg_work: 0.0,
             avg_time: 0.0,
             trusted,
@@ -93,10 +98,13 @@ impl<P: Copy> PeerState<P> {
 
     /// Copies it should have in flight: `pipeline` seconds of its speed in chunks of
     /// the mean cost, within the configured bounds and its breaker's cap.
+    /// A peer that runs several chunks side by side gets at least one more than it
+    /// runs, so that no slot waits a round trip.
     pub fn target(&self, config: &SchedulerConfig, mean_cost: f64) -> u32 {
         let chunks = (self.speed * config.pipeline.as_secs_f64() / mean_cost).ceil();
         let chunks = if chunks.is_finite() { chunks } else { 0.0 };
-        let wanted = (chunks as u32).clamp(config.min_in_flight, config.max_in_flight);
+        let at_least = config.min_in_flight.max(self.slots.saturating_add(1));
+        let wanted = (chunks as u32).max(at_least).min(config.max_in_flight);
         wanted.min(self.breaker.in_flight_cap())
     }
 
@@ -116,15 +124,26 @@ impl<P: Copy> PeerState<P> {
     }
 
     /// The eta of a copy of `cost` assigned at `now`, behind its queue.
+    /// The queue drains at the peer's whole speed, but one chunk runs on one slot: the
+    /// copies already there run in waves of `slots`, and this one comes after them,
+    /// taking `slots` times its share of the speed. (Running chunks are counted as not
+    /// started: an estimate on the late side, which is the safe side for deadlines.)
     pub fn eta_for(&self, now: Micros, cost: u64) -> Micros {
-        self.busy_until.max(now).saturating_add(self.duration(cost))
+        let queued = self.busy_until.max(now).saturating_add(self.duration(cost));
+        let slots = u64::from(self.slots.max(1));
+        if slots == 1 {
+            return queued;
+        }
+        let waves = self.in_flight.len() as u64 / slots + 1;
+        let on_one_slot = self.duration(cost).saturating_mul(slots);
+        queued.max(now.saturating_add(on_one_slot.saturating_mul(waves)))
     }
 
     /// Books a copy: its queue grows.
-    pub fn add_copy(&mut self, chunk: ChunkIndex, cost: u64, eta: Micros) {
+    pub fn add_copy(&mut self, chunk: ChunkIndex, cost: u64, now: Micros) {
         self.in_flight.push(chunk);
         self.in_flight_work = self.in_flight_work.saturating_add(cost);
-        self.busy_until = eta;
+        self.busy_until = self.busy_until.max(now).saturating_add(self.duration(cost));
     }
 
     /// Unbooks a copy (answered, failed, cancelled): its queue shrinks.

@@ -56,6 +56,12 @@ pub enum Event<P> {
         /// `Some(0.0)` excludes the peer from the job.
         weight: Option<f64>,
     },
+    /// The peer runs `slots` chunks side by side (its cores, from its probe answer).
+    /// It is then kept at least `slots + 1` chunks in flight, its `score` and measured
+    /// speed are read as the whole peer's throughput, and one chunk is expected to take
+    /// `slots` times its share of it. Without this event a peer counts as one slot.
+    /// Sent for an unknown peer, it is ignored (send it after `PeerJoined`).
+    PeerSlots { peer: P, slots: u32 },
     /// The peer disconnected or was lost (ping failure, connection closed). Its chunks
     /// in flight go back to the queue; this does not count on its breaker.
     PeerLeft { peer: P },

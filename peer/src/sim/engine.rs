@@ -2,8 +2,8 @@
 //! real [`Scheduler`] in the middle.
 //!
 //! Flow of one copy: the scheduler's `Assign` becomes an `Arrive` at the worker after
-//! the input's transfer time; the worker computes its queue one chunk at a time
-//! (`Computed`); the answer travels back (`Answer`) and is fed to the scheduler as
+//! the input's transfer time; the worker computes its queue on its cores, one chunk
+//! per core (`Computed`); the answer travels back (`Answer`) and is fed to the scheduler as
 //! `ChunkDone`. `Cancel` drops the copy at the worker (a running one frees the worker).
 //! A death stops the worker; a noticed death reaches the scheduler as `PeerLeft`
 //! later. Ticks are scheduled at the scheduler's `next_wakeup`.
@@ -39,10 +39,11 @@ enum SimEvent {
         chunk: ChunkIndex,
         token: u64,
     },
-    /// The worker finished its running chunk (gen guards against an abort).
+    /// One of the worker's running chunks finished (`run` tells which; an aborted run
+    /// is no longer in the worker's list and is ignored).
     Computed {
         peer: u32,
-        gen: u64,
+        run: u64,
     },
     Answer {
         peer: u32,
@@ -62,8 +63,8 @@ struct Worker {
     /// Live assignments: chunk and token; a cancel removes the entry.
     live: Vec<(ChunkIndex, u64)>,
     queue: VecDeque<ChunkIndex>,
-    running: Option<ChunkIndex>,
-    gen: u64,
+    /// Chunks computing now, at most its cores, with their run ids.
+    running: Vec<(ChunkIndex, u64)>,
 }
 
 /// What a run measured.
@@ -212,20 +213,21 @@ impl Engine<'_> {
             SimEvent::Join(p) => {
                 self.workers[p as usize].alive = true;
                 let peer = &self.world.peers[p as usize];
+                let slots = peer.cores;
                 self.feed(Event::PeerJoined {
                     peer: p,
                     score: peer.score,
                     trusted: peer.trusted,
                     weight: None,
                 });
+                self.feed(Event::PeerSlots { peer: p, slots });
             }
             SimEvent::Die(p) => {
                 let w = &mut self.workers[p as usize];
                 w.alive = false;
                 w.live.clear();
                 w.queue.clear();
-                w.running = None;
-                w.gen += 1;
+                w.running.clear();
                 if let Some(after) = self.world.peers[p as usize].death_noticed_after {
                     self.push(self.now + after, SimEvent::Noticed(p));
                 }
@@ -239,14 +241,12 @@ impl Engine<'_> {
                 w.queue.push_back(chunk);
                 self.start_next(peer);
             }
-            SimEvent::Computed { peer, gen } => {
+            SimEvent::Computed { peer, run } => {
                 let w = &mut self.workers[peer as usize];
-                if !w.alive || w.gen != gen {
-                    return;
-                }
-                let Some(chunk) = w.running.take() else {
+                let Some(pos) = w.running.iter().position(|r| r.1 == run) else {
                     return;
                 };
+                let (chunk, _) = w.running.swap_remove(pos);
                 w.live.retain(|l| l.0 != chunk);
                 self.m.computed += 1;
                 let vp = &self.world.peers[peer as usize];
@@ -281,22 +281,22 @@ impl Engine<'_> {
         }
     }
 
-    /// Starts the worker's next queued chunk if it is idle.
+    /// Starts queued chunks while the worker has a free core.
     fn start_next(&mut self, peer: u32) {
-        let w = &mut self.workers[peer as usize];
-        if w.running.is_some() {
-            return;
-        }
-        while let Some(chunk) = w.queue.pop_front() {
-            if w.live.iter().any(|l| l.0 == chunk) {
-                w.running = Some(chunk);
-                w.gen += 1;
-                let gen = w.gen;
-                let took =
-                    self.world.peers[peer as usize].compute(self.world.costs[chunk as usize]);
-                self.push(self.now + took, SimEvent::Computed { peer, gen });
+        let cores = self.world.peers[peer as usize].cores as usize;
+        while self.workers[peer as usize].running.len() < cores {
+            let w = &mut self.workers[peer as usize];
+            let Some(chunk) = w.queue.pop_front() else {
                 return;
+            };
+            if !w.live.iter().any(|l| l.0 == chunk) {
+                continue;
             }
+            self.next_token += 1;
+            let run = self.next_token;
+            w.running.push((chunk, run));
+            let took = self.world.peers[peer as usize].compute(self.world.costs[chunk as usize]);
+            self.push(self.now + took, SimEvent::Computed { peer, run });
         }
     }
 
@@ -329,9 +329,8 @@ impl Engine<'_> {
             Action::Cancel { peer, chunk } => {
                 let w = &mut self.workers[peer as usize];
                 w.live.retain(|l| l.0 != chunk);
-                if w.running == Some(chunk) {
-                    w.running = None;
-                    w.gen += 1;
+                if let Some(pos) = w.running.iter().position(|r| r.0 == chunk) {
+                    w.running.swap_remove(pos);
                     self.start_next(peer);
                 }
             }

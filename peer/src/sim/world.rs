@@ -2,9 +2,10 @@
 //! ideal makespan they allow.
 //!
 //! Units: work units for chunk costs, work units per second for speeds (the scheduler's
-//! units), microseconds for time. A chunk costs 15,000–45,000 units; speeds are
-//! log-uniform over `[1,000, 1,000 × spread]`, so with the default spread of 10 a
-//! chunk takes 3–45 s on one peer, about 10 s on a typical one.
+//! units), microseconds for time. A chunk costs 6,000–18,000 units; a peer's speed is
+//! log-uniform over `[1,000, 1,000 × spread]` and shared by its 1–4 cores (one chunk per
+//! core), so with the default spread of 10 a chunk takes 0.6–72 s on one core, about
+//! 10 s on a typical one.
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -12,7 +13,7 @@ use rand::Rng;
 use super::SimConfig;
 
 /// Mean chunk cost in work units.
-pub const MEAN_COST: f64 = 30_000.0;
+pub const MEAN_COST: f64 = 12_000.0;
 /// Speed of the slowest peer, work units/s.
 pub const BASE_SPEED: f64 = 1_000.0;
 
@@ -20,8 +21,10 @@ pub const BASE_SPEED: f64 = 1_000.0;
 /// never dies, no network in between.
 #[derive(Clone, Debug)]
 pub struct VirtualPeer {
-    /// True compute speed, work units/s.
+    /// True compute speed of the whole peer, work units/s (all cores).
     pub speed: f64,
+    /// Chunks it computes side by side, each at `speed / cores`.
+    pub cores: u32,
     /// What its benchmark claimed (the true speed with ±25 % noise).
     pub score: f64,
     /// One-way latency, µs.
@@ -46,9 +49,9 @@ impl VirtualPeer {
         self.latency + (bytes as f64 / self.bandwidth * 1e6) as u64
     }
 
-    /// Compute time of `cost` work units, µs.
+    /// Compute time of one chunk of `cost` work units on one core, µs.
     pub fn compute(&self, cost: u64) -> u64 {
-        (cost as f64 / self.speed * 1e6).ceil() as u64
+        (cost as f64 * f64::from(self.cores) / self.speed * 1e6).ceil() as u64
     }
 }
 
@@ -76,6 +79,7 @@ impl World {
         peers.push(VirtualPeer {
             speed: typical,
             score: typical,
+            cores: 2,
             latency: 0,
             bandwidth: f64::INFINITY,
             joins: 0,
@@ -87,6 +91,7 @@ impl World {
         for _ in 1..config.peers {
             let speed = BASE_SPEED * spread.powf(rng.gen_range(0.0..1.0));
             let score = speed * rng.gen_range(0.8..1.25);
+            let cores = rng.gen_range(1..=4);
             let latency = (1_000.0 * 100f64.powf(rng.gen_range(0.0..1.0))) as u64;
             let mbit = 10.0 * 100f64.powf(rng.gen_range(0.0..1.0));
             let joins = rng.gen_range(0..2_000_000);
@@ -98,6 +103,7 @@ impl World {
             peers.push(VirtualPeer {
                 speed,
                 score,
+                cores,
                 latency,
                 bandwidth: mbit * 1e6 / 8.0,
                 joins,
@@ -123,6 +129,7 @@ impl World {
         let replicas = f64::from(replicas.max(1));
         // Capacity changes: +speed at join, -speed at death (verified work per second).
         let mut steps: Vec<(u64, f64)> = Vec::new();
+        // Fastest single-chunk speed: one core of a peer.
         let mut fastest = 0.0f64;
         let mut local = 0.0f64;
         for p in self.peers.iter().filter(|p| p.lie_rate == 0.0) {
@@ -136,7 +143,7 @@ impl World {
             if let Some(d) = p.dies {
                 steps.push((d, -capacity));
             } else {
-                fastest = fastest.max(p.speed);
+                fastest = fastest.max(p.speed / f64::from(p.cores.max(1)));
             }
         }
         steps.sort_by_key(|s| s.0);

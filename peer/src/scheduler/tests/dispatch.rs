@@ -243,3 +243,29 @@ fn answers_arriving_together_measure_throughput_not_infinity() {
         "{speed:?}"
     );
 }
+
+#[test]
+fn a_peer_with_several_slots_gets_one_more_chunk_than_it_runs() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 20]);
+    let a = h.join(1, 40.0);
+    assert_eq!(assigned(&a, 1).len(), 2);
+    let out = h.ev(Event::PeerSlots { peer: 1, slots: 4 });
+    assert_eq!(assigned(&out, 1).len(), 3, "topped up to 4 + 1");
+    // One chunk runs on one of four slots: 100 units at 10 units/s, not 40.
+    let deadline = out
+        .iter()
+        .find_map(|x| match x {
+            Action::Assign { deadline, .. } => Some(*deadline),
+            _ => None,
+        })
+        .expect("assigned");
+    assert_eq!(
+        deadline,
+        secs(30),
+        "3 × 10 s, as for a lone chunk on one slot"
+    );
+    assert!(
+        h.ev(Event::PeerSlots { peer: 9, slots: 4 }).is_empty(),
+        "unknown peer"
+    );
+}
