@@ -208,13 +208,16 @@ fn to_u8(v: f64) -> u8 {
     v.clamp(0.0, 255.0) as u8
 }
 
+/// The calibration chunk and its input blobs.
+pub type Calibration = (TaskSpec, Vec<(Cid, Vec<u8>)>);
+
 /// Side of the calibration pair.
 const CALIBRATION_SIDE: u32 = 384;
 
 /// A small fixed chunk (one band of a generated 384 × 384 pair, default `sa`) and its
 /// input blobs, used to time a peer on this kernel. The same on every call and machine.
-pub fn calibration_task() -> (TaskSpec, Vec<(Cid, Vec<u8>)>) {
-    static TASK: OnceLock<(TaskSpec, Vec<(Cid, Vec<u8>)>)> = OnceLock::new();
+pub fn calibration_task() -> Calibration {
+    static TASK: OnceLock<Calibration> = OnceLock::new();
     TASK.get_or_init(|| {
         let pair = sample_pair(CALIBRATION_SIDE, CALIBRATION_SIDE, 7);
         let diff = prep::difference(
