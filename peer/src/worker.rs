@@ -66,6 +66,10 @@ pub struct WorkerConfig {
     /// Test builds only: sleep this long before each chunk (a slow machine).
     #[cfg(feature = "fault-injection")]
     pub delay: Duration,
+    /// Test builds only: the delay starts with this chunk (0 = the first); a worker that
+    /// runs its benchmark at full speed and then slows down.
+    #[cfg(feature = "fault-injection")]
+    pub delay_from_chunk: u64,
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +84,8 @@ impl Default for WorkerConfig {
             lie: false,
             #[cfg(feature = "fault-injection")]
             delay: Duration::ZERO,
+            #[cfg(feature = "fault-injection")]
+            delay_from_chunk: 0,
         }
     }
 }
@@ -106,6 +112,9 @@ struct Worker {
     config: WorkerConfig,
     chunks: Arc<Mutex<Chunks>>,
     traffic: Traffic,
+    /// Chunks started (for the test-only delay).
+    #[cfg(feature = "fault-injection")]
+    computed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Serves inbound requests until the event loop closes the channel.
@@ -123,6 +132,8 @@ pub async fn serve(
         executor,
         config,
         traffic,
+        #[cfg(feature = "fault-injection")]
+        computed: Arc::default(),
         chunks: Arc::new(Mutex::new(Chunks {
             status: HashMap::new(),
             finished: Vec::new(),
@@ -282,7 +293,14 @@ impl Worker {
             }
         }
         #[cfg(feature = "fault-injection")]
-        tokio::time::sleep(self.config.delay).await;
+        {
+            let n = self
+                .computed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n >= self.config.delay_from_chunk {
+                tokio::time::sleep(self.config.delay).await;
+            }
+        }
         #[allow(unused_mut)]
         let mut output = match self.executor.run_in_slot(spec, inputs).await {
             Ok(output) => output,

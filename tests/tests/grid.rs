@@ -99,12 +99,14 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     let expected = plan.assemble(&local_results(&plan)).unwrap();
 
     let (mut workers, addrs) = workers(2, |i| WorkerConfig {
-        // The doomed worker is slow, so it surely holds chunks when it dies.
+        // The doomed worker benchmarks fast, then is slow, so it surely holds
+        // chunks when it dies.
         delay: if i == 0 {
-            Duration::from_millis(300)
+            Duration::from_secs(3)
         } else {
             Duration::ZERO
         },
+        delay_from_chunk: 1,
         ..WorkerConfig::default()
     })
     .await;
@@ -117,8 +119,14 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
         show_progress: false,
         ..GridConfig::default()
     };
+    // Killed as soon as it has fetched the inputs of a chunk it accepted.
+    let bands: Vec<_> = plan.chunks.iter().map(|c| c.inputs[1]).collect();
     let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !bands.iter().any(|cid| doomed.store.has(cid)) {
+            assert!(tokio::time::Instant::now() < deadline, "never got a chunk");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         drop(doomed);
     });
     let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
@@ -130,11 +138,18 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
         .assemble(&fetch_results(&submitter, &outcome.results))
         .unwrap();
     assert_eq!(mask, expected);
+    let dead = outcome
+        .report
+        .peers
+        .iter()
+        .find(|p| p.peer_id == doomed_id)
+        .expect("the killed worker took part");
     assert!(
-        outcome.report.peers.iter().any(|p| p.peer_id == doomed_id),
-        "the killed worker took part: {:?}",
+        dead.left,
+        "the report shows the worker left: {:?}",
         outcome.report
     );
+    assert_eq!(dead.chunks_done, 0, "{:?}", outcome.report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

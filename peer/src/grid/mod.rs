@@ -193,7 +193,9 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     // job starts.
     let mut joins: Vec<Event<PeerId>> = Vec::new();
     if config.compute_locally {
+        tracing::debug!("benchmarking this machine");
         let score = local_bench(node, &job).await;
+        tracing::debug!("this machine scores {score:.0} units/s");
         book.scores.insert(me, score);
         joins.push(Event::PeerJoined {
             peer: me,
@@ -212,6 +214,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             }
         }
     }
+    tracing::debug!("looking for peers");
     let providers_key = kernel_key(&job.kernel, job.kernel_version);
     let mut dht_lookup = tokio::time::interval(Duration::from_secs(5));
 
@@ -327,6 +330,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                 let Some(report) = report else { return Err(GridError::Stopped) };
                 let event = match report {
                     Report::Ready { peer, score } => {
+                        tracing::debug!("peer {peer} is ready, score {score:.0} units/s");
                         book.probing.remove(&peer);
                         book.scores.insert(peer, score);
                         book.joined.insert(peer);
@@ -412,6 +416,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             failures: stats.failures,
             breaker: stats.breaker.label(),
             banned: stats.banned,
+            left: !stats.connected,
             bytes_sent: sent.get(&peer).copied().unwrap_or(0),
             bytes_received: book.received.get(&peer).copied().unwrap_or(0),
         })

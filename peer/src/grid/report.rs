@@ -23,6 +23,8 @@ pub struct PeerReport {
     pub failures: u64,
     pub breaker: &'static str,
     pub banned: bool,
+    /// Disconnected or lost before the job ended (killed, crashed, cut off).
+    pub left: bool,
     /// Input bytes this peer fetched from us.
     pub bytes_sent: u64,
     /// Result bytes we received from it.
@@ -78,7 +80,13 @@ impl JobReport {
                 p.failures,
                 p.breaker,
                 bytes(p.bytes_received),
-                if p.banned { "  BANNED" } else { "" }
+                if p.banned {
+                    "  BANNED"
+                } else if p.left {
+                    "  LEFT"
+                } else {
+                    ""
+                }
             ));
         }
         out
