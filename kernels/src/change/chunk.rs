@@ -233,11 +233,11 @@ pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, Kern
             .iter()
             .map(|&t| {
                 let tab = model::accept_table(t, unit, dmax);
-                serde_bytes::ByteBuf::from(
-                    tab.iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                )
+                let mut bytes = Vec::with_capacity(4 * tab.len());
+                for v in tab {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                serde_bytes::ByteBuf::from(bytes)
             })
             .collect(),
     };

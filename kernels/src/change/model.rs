@@ -374,15 +374,21 @@ pub fn temperatures(schedule: Schedule, t0: f64, alpha: f64, sweeps: u32) -> Vec
 /// One Metropolis acceptance table: `min(2^32 − 1, ⌊exp(−d·unit/T)·2^32⌋)` for
 /// d = 0..=dmax (`accept_table`), with trailing zeros cut off: an entry past the end of
 /// a table is 0, so a worker treats `d >= len` as "never accept".
+///
+/// The table stops at its first zero: consecutive arguments differ by unit/T ≥ 10⁻⁸
+/// (T ≤ 1.5·10⁶ is enforced by `ChangeParams::check`), so the exact exp falls by a factor
+/// of at least 1 − 10⁻⁸ per entry, millions of ulps, while libm errs by under one ulp: the
+/// computed values fall too, and after a zero every later entry is zero. For x ≥ 0,
+/// `floor(x)` is the truncating cast.
 pub fn accept_table(t: f64, unit: f64, dmax: u32) -> Vec<u32> {
-    let mut out: Vec<u32> = (0..=dmax)
-        .map(|d| {
-            let e = (-(d as f64) * unit / t).exp();
-            (e * 4294967296.0).floor().min(4294967295.0) as u32
-        })
-        .collect();
-    while out.last() == Some(&0) {
-        out.pop();
+    let mut out = Vec::new();
+    for d in 0..=dmax {
+        let e = (-(d as f64) * unit / t).exp();
+        let v = ((e * 4294967296.0) as u64).min(4294967295) as u32;
+        if v == 0 {
+            break;
+        }
+        out.push(v);
     }
     out
 }
