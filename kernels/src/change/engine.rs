@@ -220,23 +220,33 @@ fn initialise(sp: &mut Spins, band: &Band, prog: &Program) {
         Init::Window(rw) => {
             // Vertical window sums (clipped at the band), then horizontal (clipped at
             // the image); the count of window pixels is the product of the two spans.
-            let mut col = vec![0u64; rows * w];
+            // q16 ≤ 65535 and at most 17² terms: u32 sums cannot overflow.
+            let q: Vec<u32> = band.x.iter().map(|&v| prog.q16[v as usize]).collect();
+            let mut col = vec![0u32; w];
+            let mut row = vec![0i8; w];
             for ly in 0..rows {
                 let lo = ly.saturating_sub(rw);
                 let hi = (ly + rw + 1).min(rows);
+                col.fill(0);
                 for yy in lo..hi {
-                    for x in 0..w {
-                        col[ly * w + x] += prog.q16[band.x[yy * w + x] as usize] as u64;
+                    for (c, &v) in col.iter_mut().zip(&q[yy * w..(yy + 1) * w]) {
+                        *c += v;
                     }
                 }
                 let vcnt = (hi - lo) as u64;
-                for x in 0..w {
+                for (x, out) in row.iter_mut().enumerate() {
                     let xlo = x.saturating_sub(rw);
                     let xhi = (x + rw + 1).min(w);
-                    let sum: u64 = col[ly * w + xlo..ly * w + xhi].iter().sum();
+                    let sum: u64 = col[xlo..xhi].iter().map(|&v| v as u64).sum();
                     let cnt = vcnt * (xhi - xlo) as u64;
-                    let i = sp.at(ly, x);
-                    sp.s[i] = if 2 * sum > cnt * 65535 { 1 } else { -1 };
+                    *out = if 2 * sum > cnt * 65535 { 1 } else { -1 };
+                }
+                let m = sp.m;
+                for c in 0..m.min(w) {
+                    let dst = sp.class_row_mut(ly, c);
+                    for (d, &v) in dst.iter_mut().zip(row[c..].iter().step_by(m)) {
+                        *d = v;
+                    }
                 }
             }
         }
