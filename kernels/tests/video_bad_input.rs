@@ -19,7 +19,7 @@ fn names(err: &VideoError, path: &Path) -> bool {
 }
 
 #[test]
-fn empty_folder_and_missing_folder() {
+fn video_empty_folder_and_missing_folder() {
     let dir = tempfile::tempdir().unwrap();
     let err = video::plan(&[dir.path().to_path_buf()], settings(8)).unwrap_err();
     assert!(matches!(err, VideoError::NoFrames { .. }), "{err}");
@@ -33,7 +33,7 @@ fn empty_folder_and_missing_folder() {
 }
 
 #[test]
-fn unsupported_file_mixed_in_is_named() {
+fn video_unsupported_file_mixed_in_is_named() {
     let (_dir, frames) = frames(3, 32, 32);
     let stray = frames.join("notes.txt");
     std::fs::write(&stray, "hello").unwrap();
@@ -48,7 +48,7 @@ fn unsupported_file_mixed_in_is_named() {
 }
 
 #[test]
-fn a_text_file_named_png_is_named() {
+fn video_a_text_file_named_png_is_named() {
     let (_dir, frames) = frames(3, 32, 32);
     let fake = frames.join("frame_000001.png");
     std::fs::write(&fake, "not a png at all").unwrap();
@@ -57,7 +57,7 @@ fn a_text_file_named_png_is_named() {
 }
 
 #[test]
-fn corrupt_frame_data_is_named_when_encoding() {
+fn video_corrupt_frame_data_is_named_when_encoding() {
     // A valid header with broken image data passes planning (headers only) and is
     // caught by the worker; the local run names the file.
     let (_dir, frames) = frames(6, 64, 48);
@@ -83,7 +83,7 @@ fn corrupt_frame_data_is_named_when_encoding() {
 }
 
 #[test]
-fn unreadable_frame_is_named() {
+fn video_unreadable_frame_is_named() {
     let (_dir, frames) = frames(3, 32, 32);
     let dangling = frames.join("frame_000001.png");
     std::fs::remove_file(&dangling).unwrap();
@@ -94,7 +94,7 @@ fn unreadable_frame_is_named() {
 }
 
 #[test]
-fn a_frame_changed_after_planning_is_caught() {
+fn video_a_frame_changed_after_planning_is_caught() {
     let (_dir, frames) = frames(4, 32, 32);
     let plan = video::plan(&[frames.clone()], settings(4)).unwrap();
     let changed = frames.join("frame_000002.png");
@@ -105,7 +105,7 @@ fn a_frame_changed_after_planning_is_caught() {
 }
 
 #[test]
-fn different_sizes_name_the_first_that_differs() {
+fn video_different_sizes_name_the_first_that_differs() {
     let (_dir, frames) = frames(8, 64, 48);
     // Frames 3 and 6 are of another size; natural order puts frame_3 first.
     let odd_one = frames.join("frame_000003.png");
@@ -137,7 +137,7 @@ fn different_sizes_name_the_first_that_differs() {
 }
 
 #[test]
-fn glob_and_file_lists_are_naturally_sorted() {
+fn video_glob_and_file_lists_are_naturally_sorted() {
     let dir = tempfile::tempdir().unwrap();
     for n in [10, 2, 1] {
         std::fs::write(
@@ -194,7 +194,7 @@ fn with_params(spec: &TaskSpec, params: &SegmentParams) -> TaskSpec {
 }
 
 #[test]
-fn hostile_chunks_are_refused_without_panicking() {
+fn video_hostile_chunks_are_refused_without_panicking() {
     let (spec, params, blobs) = good_chunk();
     assert!(idlegrid_kernels::run(&spec, &blobs).is_ok());
 
@@ -316,7 +316,7 @@ fn assert_refused_and_clean(dir: &Path, result: Result<(), VideoError>) {
 }
 
 #[test]
-fn assembly_refuses_bad_segments_and_leaves_nothing() {
+fn video_assembly_refuses_bad_segments_and_leaves_nothing() {
     let a = segment(3, (64, 48), 22);
     let other_size = segment(3, (48, 64), 22);
     let dir = tempfile::tempdir().unwrap();
@@ -364,7 +364,7 @@ fn assembly_refuses_bad_segments_and_leaves_nothing() {
 }
 
 #[test]
-fn unwritable_output_fails_before_any_work() {
+fn video_unwritable_output_fails_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "x").unwrap();
@@ -379,7 +379,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn random_segments_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn video_random_segments_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = nal::check_segment(&bytes);
         let _ = video::decoder::decode_annexb(&bytes, |_| Ok(()));
         let dir = tempfile::tempdir().unwrap();
@@ -388,7 +388,7 @@ proptest! {
     }
 
     #[test]
-    fn random_params_and_blobs_never_panic(
+    fn video_random_params_and_blobs_never_panic(
         params in proptest::collection::vec(any::<u8>(), 0..256),
         blob in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
@@ -403,7 +403,7 @@ proptest! {
     }
 
     #[test]
-    fn mangled_real_segments_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+    fn video_mangled_real_segments_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
         let good = REAL_SEGMENT.with(|s| s.clone());
         let mut bytes = good;
         for (at, value) in flips {

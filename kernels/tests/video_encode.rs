@@ -20,7 +20,7 @@ fn assemble(plan: &VideoPlan, segments: &[Vec<u8>], out: &std::path::Path) {
 }
 
 #[test]
-fn local_on_any_thread_count_and_on_peers_give_the_same_mp4() {
+fn video_local_on_any_thread_count_and_on_peers_give_the_same_mp4() {
     // 25 frames in segments of 8: 8, 8, 8, 1 (a one-frame last segment included).
     let (dir, frames) = frames(25, 128, 72);
     let plan = video::plan(&[frames], settings(8)).unwrap();
@@ -50,7 +50,7 @@ fn local_on_any_thread_count_and_on_peers_give_the_same_mp4() {
 }
 
 #[test]
-fn mp4_has_every_frame_with_exact_timestamps_and_decodes_cleanly() {
+fn video_mp4_has_every_frame_with_exact_timestamps_and_decodes_cleanly() {
     let (dir, frames) = frames(37, 160, 90);
     let mut settings = settings(10);
     settings.fps = "30000/1001".parse().unwrap();
@@ -68,7 +68,7 @@ fn mp4_has_every_frame_with_exact_timestamps_and_decodes_cleanly() {
 }
 
 #[test]
-fn odd_sizes_are_padded_to_even() {
+fn video_odd_sizes_are_padded_to_even() {
     let (dir, frames) = frames(5, 33, 17);
     let plan = video::plan(&[frames], settings(4)).unwrap();
     assert_eq!((plan.width, plan.height), (33, 17));
@@ -79,7 +79,7 @@ fn odd_sizes_are_padded_to_even() {
 }
 
 #[test]
-fn a_segment_is_byte_identical_across_runs_instances_and_threads() {
+fn video_a_segment_is_byte_identical_across_runs_instances_and_threads() {
     let (_dir, frames) = frames(12, 96, 64);
     let plan = video::plan(&[frames], settings(12)).unwrap();
     let chunk = &plan.chunks[0];
@@ -105,7 +105,7 @@ fn a_segment_is_byte_identical_across_runs_instances_and_threads() {
 }
 
 #[test]
-fn seams_look_like_their_neighbours() {
+fn video_seams_look_like_their_neighbours() {
     // A segment's first frame is an IDR picture. At one QP for all pictures an IDR
     // comes out ~2 dB below the P pictures around it on this content, a dip at every
     // seam; the encoder codes IDRs 3 QP lower (encoder::IDR_QP_OFFSET), which brings
@@ -144,7 +144,7 @@ fn seams_look_like_their_neighbours() {
 }
 
 #[test]
-fn calibration_task_is_valid_small_and_deterministic() {
+fn video_calibration_task_is_valid_small_and_deterministic() {
     let (spec, blobs) = video::calibration_task().unwrap();
     idlegrid_kernels::validate(&spec).unwrap();
     let total: usize = blobs.iter().map(Vec::len).sum();
@@ -171,10 +171,34 @@ fn calibration_task_is_valid_small_and_deterministic() {
 }
 
 #[test]
-fn linked_openh264_is_the_one_named_in_the_encoder_id() {
+fn video_linked_openh264_is_the_one_named_in_the_encoder_id() {
     let (major, minor, rev) = encoder::codec_version();
     assert!(
         ENCODER_ID.starts_with(&format!("openh264-{major}.{minor}.{rev}/")),
         "{ENCODER_ID} vs linked OpenH264 {major}.{minor}.{rev}"
     );
+}
+
+#[test]
+fn video_every_supported_format_is_a_frame() {
+    // One frame in each format, same size, natural order across extensions.
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let formats = ["png", "jpg", "bmp", "tiff", "gif", "webp"];
+    for (t, ext) in formats.iter().enumerate() {
+        let image = sample::sample_frame(t as u32, 64, 48);
+        image.save(frames.join(format!("f{t}.{ext}"))).unwrap();
+    }
+    let plan = video::plan(&[frames], settings(4)).unwrap();
+    let exts: Vec<_> = plan
+        .frames
+        .iter()
+        .map(|f| f.path.extension().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(exts, formats);
+    let out = dir.path().join("formats.mp4");
+    run_local(&plan, 2, &out);
+    assert_eq!(ffprobe(&out), (6, 64, 48));
+    ffmpeg_decodes_cleanly(&out);
 }
