@@ -40,7 +40,7 @@ fn video_unsupported_file_mixed_in_is_named() {
     // Hidden files and sub-folders are skipped, not errors.
     std::fs::write(frames.join(".DS_Store"), "x").unwrap();
     std::fs::create_dir(frames.join("thumbs")).unwrap();
-    let err = video::plan(&[frames.clone()], settings(8)).unwrap_err();
+    let err = video::plan(std::slice::from_ref(&frames), settings(8)).unwrap_err();
     assert!(matches!(err, VideoError::Unsupported(_)), "{err}");
     assert!(names(&err, &stray), "{err}");
     std::fs::remove_file(&stray).unwrap();
@@ -96,7 +96,7 @@ fn video_unreadable_frame_is_named() {
 #[test]
 fn video_a_frame_changed_after_planning_is_caught() {
     let (_dir, frames) = frames(4, 32, 32);
-    let plan = video::plan(&[frames.clone()], settings(4)).unwrap();
+    let plan = video::plan(std::slice::from_ref(&frames), settings(4)).unwrap();
     let changed = frames.join("frame_000002.png");
     std::fs::write(&changed, sample::sample_png(99, 32, 32).unwrap()).unwrap();
     let err = video::encode_segment_files(&plan, &plan.chunks[0], &|| {}).unwrap_err();
