@@ -11,6 +11,7 @@
 //! The grid only ever calls [`validate`] and [`run`] here, so it stays kernel-agnostic.
 
 pub mod change;
+pub mod noop;
 pub mod video;
 
 use idlegrid_protocol::TaskSpec;
@@ -60,6 +61,12 @@ const KERNELS: &[Registered] = &[
         version: video::VERSION,
         validate: video::validate,
         run: video::run,
+    },
+    Registered {
+        name: noop::NAME,
+        version: noop::VERSION,
+        validate: noop::validate,
+        run: noop::run,
     },
 ];
 

@@ -319,6 +319,11 @@ impl BlobStore {
             .map_err(io_err(&path))
     }
 
+    /// Forgets the recorded result of `chunk` (it was withdrawn).
+    pub fn forget_result(&self, chunk: &Cid) {
+        let _ = fs::remove_file(self.result_path(chunk));
+    }
+
     /// The verified result of `chunk` from an earlier run, if its bytes are still held.
     pub fn known_result(&self, chunk: &Cid) -> Option<Cid> {
         let text = fs::read_to_string(self.result_path(chunk)).ok()?;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::blobs::fetch_blob;
 use crate::executor::Executor;
 use crate::net::{agent_version, Client, Inbound};
+use crate::policy::Gate;
 use crate::store::BlobStore;
 
 /// Blob bytes this peer served, per requesting peer (for the job report).
@@ -60,6 +61,13 @@ pub struct WorkerConfig {
     pub max_input: u64,
     /// Finished chunk statuses remembered for late polls. Default 4096.
     pub remember: usize,
+    /// The owner's policy and access lists, asked before each chunk is accepted; its
+    /// stop hands queued chunks back and, after the grace period, running ones.
+    /// Default: open to everyone, always.
+    pub gate: Gate,
+    /// How long a `Run` is held for the chunk's result before answering `Accepted`:
+    /// a short chunk costs one round trip instead of two. Default 50 ms.
+    pub run_grace: Duration,
     /// Test builds only: return wrong (but self-consistent) results.
     #[cfg(feature = "fault-injection")]
     pub lie: bool,
@@ -80,6 +88,8 @@ impl Default for WorkerConfig {
             keepalive: Duration::from_secs(2),
             max_input: 512 * 1024 * 1024,
             remember: 4096,
+            gate: Gate::open(),
+            run_grace: Duration::from_millis(50),
             #[cfg(feature = "fault-injection")]
             lie: false,
             #[cfg(feature = "fault-injection")]
@@ -94,9 +104,19 @@ impl Default for WorkerConfig {
 #[derive(Clone, Debug)]
 enum Status {
     Working,
-    Done { result: Cid, len: u64 },
+    /// `small` holds results up to [`KEEP_IN_MEMORY`] bytes (they skip the disk);
+    /// larger ones are in the blob store.
+    Done {
+        result: Cid,
+        len: u64,
+        small: Option<Arc<Vec<u8>>>,
+    },
     Failed(String),
 }
+
+/// Results this small are kept with the chunk's status and answered from memory, so a
+/// tiny chunk costs no disk I/O on the worker.
+const KEEP_IN_MEMORY: usize = 64 * 1024;
 
 struct Chunks {
     status: HashMap<Cid, watch::Receiver<Status>>,
@@ -209,10 +229,24 @@ impl Worker {
                 },
                 slots: self.executor.cores() as u32,
                 running: self.executor.running() as u32,
-                busy: !self.config.serve,
+                busy: !self.config.serve || self.config.gate.busy(),
             }),
-            TaskRequest::Run { spec } => self.on_run(peer, spec),
-            TaskRequest::Poll { chunk } => self.on_poll(chunk).await,
+            TaskRequest::Run { spec } => {
+                let chunk = spec.id();
+                match self.on_run(peer, spec) {
+                    // A short chunk is answered with its result at once: one round
+                    // trip instead of two.
+                    TaskResponse::Accepted { .. } => self
+                        .answer_within(chunk, self.config.run_grace)
+                        .await
+                        .unwrap_or(TaskResponse::Accepted { chunk }),
+                    refused => refused,
+                }
+            }
+            TaskRequest::Poll { chunk } => self
+                .answer_within(chunk, self.config.keepalive)
+                .await
+                .unwrap_or(TaskResponse::Running { chunk }),
             TaskRequest::Cancel { chunk } => {
                 // Running kernels are not interrupted (they are pure and bounded); the
                 // status is dropped so the slot's result is simply not asked for.
@@ -231,6 +265,10 @@ impl Worker {
         if !self.config.serve {
             return refuse("this peer does not lend its cores (not serving)".into());
         }
+        let ticket = match self.config.gate.admit(peer) {
+            Ok(ticket) => ticket,
+            Err(reason) => return refuse(reason),
+        };
         if let Err(e) = idlegrid_kernels::validate(&spec) {
             return refuse(e.to_string());
         }
@@ -257,6 +295,7 @@ impl Worker {
                 tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
             }
             let _ = tx.send(status);
+            drop(ticket);
             let mut chunks = worker.lock();
             chunks.finished.push(chunk);
             if chunks.finished.len() > worker.config.remember {
@@ -277,9 +316,14 @@ impl Worker {
                 return Status::Failed(format!("input {}: {e}", cid.short()));
             }
         }
-        let slot = match self.executor.slot().await {
-            Ok(slot) => slot,
-            Err(e) => return Status::Failed(e.to_string()),
+        let gate = &self.config.gate;
+        let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
+        let slot = tokio::select! {
+            slot = self.executor.slot() => match slot {
+                Ok(slot) => slot,
+                Err(e) => return Status::Failed(e.to_string()),
+            },
+            () = gate.stopped() => return handed_back(),
         };
         let mut inputs = Vec::with_capacity(spec.inputs.len());
         for cid in &spec.inputs {
@@ -292,19 +336,27 @@ impl Worker {
                 Err(e) => return Status::Failed(e.to_string()),
             }
         }
-        #[cfg(feature = "fault-injection")]
-        {
-            let n = self
-                .computed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n >= self.config.delay_from_chunk {
-                tokio::time::sleep(self.config.delay).await;
+        let work = async {
+            #[cfg(feature = "fault-injection")]
+            {
+                let n = self
+                    .computed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= self.config.delay_from_chunk {
+                    tokio::time::sleep(self.config.delay).await;
+                }
             }
-        }
+            self.executor.run_in_slot(spec, inputs).await
+        };
+        // A kernel cannot be interrupted mid-chunk: after the grace period its answer
+        // is no longer awaited and the chunk goes back to its submitter.
         #[allow(unused_mut)]
-        let mut output = match self.executor.run_in_slot(spec, inputs).await {
-            Ok(output) => output,
-            Err(e) => return Status::Failed(e.to_string()),
+        let mut output = tokio::select! {
+            output = work => match output {
+                Ok(output) => output,
+                Err(e) => return Status::Failed(e.to_string()),
+            },
+            () = gate.evicted() => return handed_back(),
         };
         drop(slot);
         #[cfg(feature = "fault-injection")]
@@ -318,31 +370,43 @@ impl Worker {
             }
         }
         let len = output.len() as u64;
+        if output.len() <= KEEP_IN_MEMORY {
+            return Status::Done {
+                result: Cid::of(&output),
+                len,
+                small: Some(Arc::new(output)),
+            };
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.put(&output)).await {
-            Ok(Ok(result)) => Status::Done { result, len },
+            Ok(Ok(result)) => Status::Done {
+                result,
+                len,
+                small: None,
+            },
             Ok(Err(e)) => Status::Failed(e.to_string()),
             Err(e) => Status::Failed(e.to_string()),
         }
     }
 
-    async fn on_poll(&self, chunk: Cid) -> TaskResponse {
+    /// The chunk's final answer if it finishes within `wait`; `None` while it is still
+    /// working. A chunk this worker does not know is answered `Unknown`.
+    async fn answer_within(&self, chunk: Cid, wait: Duration) -> Option<TaskResponse> {
         let Some(mut status) = self.lock().status.get(&chunk).cloned() else {
-            return TaskResponse::Unknown { chunk };
+            return Some(TaskResponse::Unknown { chunk });
         };
-        if matches!(*status.borrow(), Status::Working) {
-            let _ = tokio::time::timeout(
-                self.config.keepalive,
-                status.wait_for(|s| !matches!(s, Status::Working)),
-            )
-            .await;
+        if matches!(*status.borrow(), Status::Working) && !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, status.wait_for(|s| !matches!(s, Status::Working)))
+                .await;
         }
         let current = status.borrow().clone();
-        match current {
-            Status::Working => TaskResponse::Running { chunk },
+        Some(match current {
+            Status::Working => return None,
             Status::Failed(reason) => TaskResponse::Failed { chunk, reason },
-            Status::Done { result, len } => {
-                let inline = if len as usize <= limits::MAX_INLINE_RESULT {
+            Status::Done { result, len, small } => {
+                let inline = if let Some(bytes) = small {
+                    bytes.as_ref().clone()
+                } else if len as usize <= limits::MAX_INLINE_RESULT {
                     let store = self.store.clone();
                     match tokio::task::spawn_blocking(move || store.get(&result)).await {
                         Ok(Ok(Some(bytes))) => bytes,
@@ -358,6 +422,6 @@ impl Worker {
                     inline,
                 }
             }
-        }
+        })
     }
 }

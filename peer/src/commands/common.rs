@@ -90,7 +90,8 @@ pub struct GridArgs {
     /// How long to wait for --min-peers, e.g. 30s or 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
-    /// Hand weights instead of benchmark scores: PEERID=W,... (0 excludes a peer).
+    /// Hand weights instead of benchmark scores: PEERID=W,... where W is the peer's
+    /// speed relative to this machine (2 = twice as fast; 0 excludes the peer).
     #[arg(long, value_parser = parse_weights)]
     pub weights: Option<Weights>,
     /// Write a JSON report of the job (per peer: chunks, score, failures, breaker, bytes).

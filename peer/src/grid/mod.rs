@@ -61,8 +61,8 @@ pub struct GridConfig {
     pub discover_timeout: Duration,
     /// A candidate must answer its probe within this. Default 5 s.
     pub probe_timeout: Duration,
-    /// Hand weights (`--weights PEER=W`), replacing benchmark scores; relative to the
-    /// local peer's weight of 1 when given.
+    /// Hand weights (`--weights PEER=W`), replacing benchmark scores: W is the peer's
+    /// speed relative to this machine's (2 = twice as fast, 0 = not used).
     pub weights: HashMap<PeerId, f64>,
     /// Compute on this machine too. Default on.
     pub compute_locally: bool,
@@ -117,6 +117,7 @@ enum Report {
     Ready {
         peer: PeerId,
         score: f64,
+        slots: u32,
     },
     Unusable {
         peer: PeerId,
@@ -139,6 +140,8 @@ enum Report {
 /// Per-peer bookkeeping of the job loop (the scheduler keeps the rest).
 #[derive(Default)]
 struct PeerBook {
+    /// This machine's benchmark score, the unit of `--weights`.
+    local_score: Option<f64>,
     found_by: HashMap<PeerId, BTreeSet<Source>>,
     scores: HashMap<PeerId, f64>,
     received: HashMap<PeerId, u64>,
@@ -176,13 +179,15 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     sched_config.spot_check = config.spot_check;
     sched_config.spot_check_seed =
         u64::from_le_bytes(job.calibration.id().0[..8].try_into().unwrap_or([0; 8]));
-    let mut sched: Scheduler<PeerId> = Scheduler::new(
-        sched_config,
-        todo.iter()
-            .map(|&i| job.costs.get(i).copied().unwrap_or(1))
-            .collect(),
-    )
-    .map_err(|e| GridError::Config(e.to_string()))?;
+    let costs: Vec<u64> = todo
+        .iter()
+        .map(|&i| job.costs.get(i).copied().unwrap_or(1))
+        .collect();
+    let total_work: f64 = costs.iter().map(|&c| c as f64).sum();
+    // Replaced when the job starts (see `pipeline_for`); it sees no event before.
+    let mut sched: Scheduler<PeerId> = Scheduler::new(sched_config.clone(), costs.clone())
+        .map_err(|e| GridError::Config(e.to_string()))?;
+    let mut sched_started = false;
 
     let mut progress = Progress::new(&job, &results, config.show_progress);
     let mut running: HashMap<(PeerId, ChunkIndex), AbortHandle> = HashMap::new();
@@ -197,11 +202,16 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         let score = local_bench(node, &job).await;
         tracing::debug!("this machine scores {score:.0} units/s");
         book.scores.insert(me, score);
+        book.local_score = Some(score);
         joins.push(Event::PeerJoined {
             peer: me,
             score,
             trusted: true,
-            weight: config.weights.get(&me).copied(),
+            weight: weight_of(&config, &book, me),
+        });
+        joins.push(Event::PeerSlots {
+            peer: me,
+            slots: node.executor.cores() as u32,
         });
     }
 
@@ -225,6 +235,14 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         // Until the job starts (enough peers, or at once without --min-peers), joins
         // wait in `joins`; then they all go to the scheduler together.
         if !waiting_for_peers {
+            if !sched_started {
+                sched_started = true;
+                let fastest = book.scores.values().copied().fold(0.0, f64::max);
+                let mut start_config = sched_config.clone();
+                start_config.pipeline = pipeline_for(total_work, fastest, sched_config.pipeline);
+                sched = Scheduler::new(start_config, costs.clone())
+                    .map_err(|e| GridError::Config(e.to_string()))?;
+            }
             for join in joins.drain(..) {
                 sched.handle(now(started), join, &mut actions);
             }
@@ -276,6 +294,8 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                 Action::Revoked { chunk } => {
                     if let Some(&job_index) = todo.get(chunk as usize) {
                         results[job_index] = None;
+                        // A resumed job must not reuse a withdrawn result.
+                        node.store.forget_result(&job.chunks[job_index].id());
                         progress.revoked(job_index);
                     }
                 }
@@ -329,17 +349,26 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             report = rx.recv() => {
                 let Some(report) = report else { return Err(GridError::Stopped) };
                 let event = match report {
-                    Report::Ready { peer, score } => {
-                        tracing::debug!("peer {peer} is ready, score {score:.0} units/s");
+                    Report::Ready { peer, score, slots } => {
+                        tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
                         book.probing.remove(&peer);
                         book.scores.insert(peer, score);
                         book.joined.insert(peer);
-                        Some(Event::PeerJoined {
+                        let join = Event::PeerJoined {
                             peer,
                             score,
                             trusted: false,
-                            weight: config.weights.get(&peer).copied(),
-                        })
+                            weight: weight_of(&config, &book, peer),
+                        };
+                        let slots = Event::PeerSlots { peer, slots: slots.max(1) };
+                        if waiting_for_peers {
+                            joins.push(join);
+                            joins.push(slots);
+                            None
+                        } else {
+                            sched.handle(now(started), join, &mut actions);
+                            Some(slots)
+                        }
                     }
                     Report::Unusable { peer, why } => {
                         book.probing.remove(&peer);
@@ -358,10 +387,8 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                         Some(Event::ChunkFailed { peer, chunk, kind })
                     }
                 };
-                match event {
-                    Some(join @ Event::PeerJoined { .. }) if waiting_for_peers => joins.push(join),
-                    Some(event) => sched.handle(now(started), event, &mut actions),
-                    None => {}
+                if let Some(event) = event {
+                    sched.handle(now(started), event, &mut actions);
                 }
             }
             event = events.recv() => match event {
@@ -374,7 +401,10 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                 }
                 Ok(PeerEvent::Identified { .. }) => {}
                 Ok(PeerEvent::Disconnected { peer }) => {
-                    if book.joined.remove(&peer) {
+                    if waiting_for_peers && book.joined.remove(&peer) {
+                        joins.retain(|e| !matches!(e,
+                            Event::PeerJoined { peer: p, .. } | Event::PeerSlots { peer: p, .. } if *p == peer));
+                    } else if book.joined.remove(&peer) {
                         sched.handle(now(started), Event::PeerLeft { peer }, &mut actions);
                     }
                 }
@@ -443,6 +473,28 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             peers,
         },
     })
+}
+
+/// How much work a peer holds ahead: the configured pipeline, but at most an eighth of
+/// the job's time on the fastest peer known at the start, so that on a short job the
+/// first peer served does not take every chunk while the others wait (later peers
+/// still pull; the floor keeps a round trip covered).
+fn pipeline_for(total_work: f64, fastest_score: f64, configured: Duration) -> Duration {
+    if !(fastest_score > 0.0 && total_work > 0.0) {
+        return configured;
+    }
+    let eighth = Duration::from_secs_f64((total_work / fastest_score / 8.0).min(3600.0));
+    eighth.clamp(
+        Duration::from_millis(20),
+        configured.max(Duration::from_millis(20)),
+    )
+}
+
+/// A hand weight from `--weights` in the scheduler's unit: the flag's weight is
+/// relative to this machine's benchmark score (weight 1 = as fast as this machine).
+fn weight_of(config: &GridConfig, book: &PeerBook, peer: PeerId) -> Option<f64> {
+    let weight = *config.weights.get(&peer)?;
+    Some(weight * book.local_score.unwrap_or(1.0))
 }
 
 /// Times the calibration chunk on this machine.
@@ -525,11 +577,12 @@ fn start_probe(
         let outcome = async {
             let info = remote::probe(&client, peer, timeout).await?;
             remote::check_offer(&info, &kernel, version)?;
-            remote::bench(&client, &store, peer, &calibration, cost).await
+            let score = remote::bench(&client, &store, peer, &calibration, cost).await?;
+            Ok::<_, remote::Unusable>((score, info.slots))
         }
         .await;
         let _ = tx.send(match outcome {
-            Ok(score) => Report::Ready { peer, score },
+            Ok((score, slots)) => Report::Ready { peer, score, slots },
             Err(e) => Report::Unusable {
                 peer,
                 why: e.to_string(),

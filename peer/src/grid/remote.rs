@@ -111,20 +111,13 @@ pub async fn run_chunk(
     spec: TaskSpec,
 ) -> Result<ChunkOutcome, (FailureKind, String)> {
     let chunk = spec.id();
-    match client.task(peer, TaskRequest::Run { spec }).await {
-        Ok(TaskResponse::Accepted { .. }) => {}
-        Ok(TaskResponse::Refused { reason, .. }) => return Err((FailureKind::Refused, reason)),
-        Ok(other) => {
-            return Err((
-                FailureKind::Transport,
-                format!("unexpected answer to Run: {other:?}"),
-            ))
-        }
-        Err(e) => return Err((classify(&e), e.to_string())),
-    }
+    let mut request = TaskRequest::Run { spec };
     loop {
-        match client.task(peer, TaskRequest::Poll { chunk }).await {
-            Ok(TaskResponse::Running { .. }) => continue,
+        match client.task(peer, request).await {
+            Ok(TaskResponse::Accepted { .. } | TaskResponse::Running { .. }) => {
+                request = TaskRequest::Poll { chunk };
+            }
+            Ok(TaskResponse::Refused { reason, .. }) => return Err((FailureKind::Refused, reason)),
             Ok(TaskResponse::Done {
                 result,
                 len,
@@ -141,7 +134,7 @@ pub async fn run_chunk(
             Ok(other) => {
                 return Err((
                     FailureKind::Transport,
-                    format!("unexpected answer to Poll: {other:?}"),
+                    format!("unexpected answer: {other:?}"),
                 ))
             }
             Err(e) => return Err((classify(&e), e.to_string())),

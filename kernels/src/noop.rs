@@ -1,0 +1,43 @@
+//! The `noop` kernel: does no work on purpose. Its output is the blake3 hash of its
+//! inputs (deterministic, 32 bytes), so a job of `noop` chunks measures the grid's own
+//! per-chunk overhead and blob throughput, with the kernel's cost taken out.
+
+use idlegrid_protocol::TaskSpec;
+
+use crate::KernelError;
+
+pub const NAME: &str = "noop";
+pub const VERSION: u32 = 1;
+
+/// A noop chunk carries no parameters beyond an optional tag (so many distinct chunks
+/// can be made over the same inputs).
+pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
+    if spec.params.len() > 64 {
+        return Err(KernelError::InvalidParams(format!(
+            "noop takes at most a 64-byte tag, got {} bytes",
+            spec.params.len()
+        )));
+    }
+    Ok(())
+}
+
+/// blake3 over the tag and every input, in order.
+pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&spec.params);
+    for input in inputs {
+        hasher.update(&(input.len() as u64).to_le_bytes());
+        hasher.update(input);
+    }
+    Ok(hasher.finalize().as_bytes().to_vec())
+}
+
+/// A noop chunk named by `tag` over the given input blobs.
+pub fn task(tag: u64, inputs: Vec<idlegrid_protocol::Cid>) -> TaskSpec {
+    TaskSpec {
+        kernel: NAME.into(),
+        kernel_version: VERSION,
+        params: tag.to_le_bytes().to_vec(),
+        inputs,
+    }
+}
