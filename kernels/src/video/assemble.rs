@@ -151,7 +151,9 @@ impl Assembler {
 
     /// Checks segment `index` and appends its pictures. Segments must come in index
     /// order; a wrong index, a malformed segment or a frame count other than planned is
-    /// an error.
+    /// an error. All checks run before anything is written, so after such an error the
+    /// right segment can still be pushed (e.g. recomputed by another peer); after an
+    /// I/O or muxer error, drop the assembler (its temporary file goes with it).
     pub fn push(&mut self, index: u32, segment: &[u8]) -> Result<(), VideoError> {
         let bad = |reason: String| VideoError::Segment { index, reason };
         if index != self.next {
