@@ -353,9 +353,11 @@ fn video_assembly_refuses_bad_segments_and_leaves_nothing() {
         let mut asm = Assembler::create(&out, plan_of(vec![3, 3])).unwrap();
         asm.push(0, &a).and_then(|()| asm.finish().map(drop))
     });
-    // The good case still works in the same folder.
+    // The good case still works in the same folder, also after a refused segment (a
+    // peer's bad answer) was replaced by a good one.
     let mut asm = Assembler::create(&out, plan_of(vec![3, 3])).unwrap();
     asm.push(0, &a).unwrap();
+    assert!(asm.push(1, &other_size).is_err());
     asm.push(1, &a).unwrap();
     let report = asm.finish().unwrap();
     assert_eq!(report.frames, 6);
