@@ -40,13 +40,16 @@ pub fn supported() -> Vec<(String, u32)> {
         .collect()
 }
 
+/// A kernel's run function: one chunk and its inputs to the output bytes.
+type RunFn = fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>;
+
 /// One registered kernel: its validation and its run function.
 struct Registered {
     name: &'static str,
     version: u32,
     /// Checks params and declared input lengths before any input is fetched.
     validate: fn(&TaskSpec) -> Result<(), KernelError>,
-    run: fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>,
+    run: RunFn,
 }
 
 const KERNELS: &[Registered] = &[
