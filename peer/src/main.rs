@@ -11,6 +11,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: variant sizes do not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a real job on a generated sample through a few local peers (start here).
@@ -19,6 +21,10 @@ enum Command {
     Peers(idlegrid::commands::peers::PeersArgs),
     /// Lend this machine's idle cores to the grid until stopped.
     Serve(idlegrid::commands::serve::ServeArgs),
+    /// What the owner's policy decides on this machine now, and why.
+    Status(idlegrid::commands::status::StatusArgs),
+    /// Make keys: `keygen swarm-key FILE` for a private pool.
+    Keygen(idlegrid::commands::keygen::KeygenArgs),
     /// Detect what changed between two images of the same scene (a black/white mask).
     Change(idlegrid::commands::change::ChangeArgs),
     /// Run a job of the real scheduler over thousands of virtual peers in virtual time.
@@ -40,6 +46,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => idlegrid::commands::demo::run(args),
         Command::Peers(args) => idlegrid::commands::peers::run(args),
         Command::Serve(args) => idlegrid::commands::serve::run(args),
+        Command::Status(args) => idlegrid::commands::status::run(args),
+        Command::Keygen(args) => idlegrid::commands::keygen::run(args),
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
         Command::Video(args) => idlegrid::commands::video::run(args),

@@ -79,7 +79,7 @@ async fn overhead(chunks: usize) -> Result<f64> {
 async fn blob_throughput(bytes: usize) -> Result<f64> {
     let (holder, addr) = start("blob-w", true).await?;
     let blob: Vec<u8> = (0..bytes)
-        .map(|i| (i * 2654435761usize >> 13) as u8)
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect();
     let cid = holder.store.put(&blob)?;
     let node = submitter("blob-s", &[addr]).await?;
