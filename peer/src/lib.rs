@@ -13,3 +13,4 @@ pub mod worker;
 pub mod node;
 pub mod grid;
 pub mod jobs;
+pub mod policy;

@@ -3,12 +3,16 @@
 //! command start one; tests start several in one process.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use idlegrid_bootstrap::{peers, BootstrapError};
+use tokio::sync::broadcast;
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::task::JoinHandle;
 
 use crate::executor::{Executor, ExecutorError};
-use crate::net::{self, Client, NetConfig, NetError};
+use crate::net::{self, Client, NetConfig, NetError, PeerEvent};
 use crate::store::{BlobStore, StoreError};
 use crate::worker::{self, Traffic, WorkerConfig};
 
@@ -74,6 +78,13 @@ impl Node {
         let (client, inbound, event_loop) = net::spawn(key, config.net.clone())?;
         let traffic = Traffic::default();
         let mut tasks = vec![tokio::spawn(event_loop.run())];
+        if !config.net.bootstrap.is_empty() {
+            let (client, list) = (client.clone(), config.net.bootstrap.clone());
+            tasks.push(tokio::spawn(async move {
+                // The outcome is logged; the peer runs on with whoever it finds.
+                let _ = join(client, list).await;
+            }));
+        }
         tasks.push(tokio::spawn(worker::serve(
             client.clone(),
             store.clone(),
@@ -106,6 +117,43 @@ impl Node {
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
         self.client.listen_addrs().await
     }
+}
+
+/// How long one bootstrap peer has to connect and identify itself (the
+/// image-difference grid's liveness check also allowed 5 s).
+pub const BOOTSTRAP_TRY: Duration = Duration::from_secs(5);
+
+/// Dials the bootstrap peers one after the other until one connects and identifies
+/// itself, and says which answered or why none did.
+pub async fn join(client: Client, list: Vec<Multiaddr>) -> Result<Multiaddr, BootstrapError> {
+    let result = peers::try_in_order(&list, |addr| {
+        let client = client.clone();
+        async move {
+            let target = peers::peer_id(&addr).ok_or("no /p2p/<PeerId>")?;
+            let mut events = client.subscribe();
+            client.dial(addr).await.map_err(|e| e.to_string())?;
+            let answered = async {
+                loop {
+                    match events.recv().await {
+                        Ok(PeerEvent::Identified { peer, .. }) if peer == target => return Ok(()),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err("the network task stopped".to_string())
+                        }
+                    }
+                }
+            };
+            tokio::time::timeout(BOOTSTRAP_TRY, answered)
+                .await
+                .map_err(|_| format!("no answer within {BOOTSTRAP_TRY:?}"))?
+        }
+    })
+    .await;
+    match &result {
+        Ok(addr) => tracing::info!("joined the DHT through bootstrap peer {addr}"),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    result
 }
 
 impl Drop for Node {

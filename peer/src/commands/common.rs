@@ -23,9 +23,14 @@ pub struct NetArgs {
     /// Dial this peer directly (repeatable), e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3Koo...
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<Multiaddr>,
-    /// A Kademlia bootstrap peer (repeatable), ending in /p2p/<PeerId>.
+    /// A Kademlia bootstrap peer (repeatable), ending in /p2p/<PeerId>. Tried in order
+    /// before those in IDLEGRID_BOOTSTRAP (comma-separated) and the config file.
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
+    /// Join only a private pool: peers holding this pre-shared key file
+    /// (`idlegrid keygen swarm-key FILE`). TCP only: QUIC is off with a key.
+    #[arg(long, env = "IDLEGRID_SWARM_KEY", value_name = "FILE", value_parser = read_swarm_key)]
+    pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
     /// Address to listen on (repeatable) [default: all IPv4 interfaces, TCP and QUIC,
     /// OS-chosen ports].
     #[arg(long = "listen", value_name = "MULTIADDR")]
@@ -59,7 +64,8 @@ impl NetArgs {
         config.net = NetConfig {
             mdns: !self.no_mdns,
             peers: self.peers.clone(),
-            bootstrap: self.bootstrap.clone(),
+            bootstrap: self.bootstrap_list(),
+            swarm_key: self.swarm_key,
             ..NetConfig::default()
         };
         if !self.listen.is_empty() {
@@ -70,6 +76,32 @@ impl NetArgs {
         }
         config
     }
+}
+
+impl NetArgs {
+    /// `--bootstrap` flags, then `IDLEGRID_BOOTSTRAP`; a bad entry in the variable is
+    /// skipped with a warning naming it.
+    pub fn bootstrap_list(&self) -> Vec<Multiaddr> {
+        use idlegrid_bootstrap::{peers, BOOTSTRAP_ENV};
+        let env = match std::env::var(BOOTSTRAP_ENV) {
+            Ok(text) => peers::parse_list(BOOTSTRAP_ENV, &text).unwrap_or_else(|e| {
+                tracing::warn!("ignoring {BOOTSTRAP_ENV}: {e}");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        peers::merge(&[self.bootstrap.clone(), env])
+    }
+}
+
+/// Reads a pre-shared key file (`--swarm-key`).
+pub fn read_swarm_key(path: &str) -> Result<libp2p::pnet::PreSharedKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    text.parse().map_err(|e| {
+        format!(
+            "{path} is not a swarm key file ({e}); make one with `idlegrid keygen swarm-key FILE`"
+        )
+    })
 }
 
 /// Flags of every command that submits a job.

@@ -4,6 +4,8 @@ pub mod change;
 pub mod simulate;
 pub mod common;
 pub mod demo;
+pub mod keygen;
 pub mod peers;
 pub mod serve;
+pub mod status;
 pub mod video;

@@ -4,13 +4,18 @@
 //! mDNS finds peers on the LAN, Kademlia (under our own protocol name, server mode) finds
 //! them beyond it through bootstrap peers and provider records, identify tells each
 //! peer's agent and protocols, ping measures round trips and keeps idle links honest.
+//! Three guards come first: a block list (`--deny`), connection limits in total and
+//! per peer, and a memory limit above which new connections are refused.
 
 use std::time::Duration;
 
 use idlegrid_protocol::{BLOB_PROTOCOL, KAD_PROTOCOL, PROTOCOL_VERSION, TASK_PROTOCOL};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, identity, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    allow_block_list, connection_limits, identify, identity, kad, mdns, memory_connection_limits,
+    ping, request_response, StreamProtocol,
+};
 
 use super::codec::{BlobCodec, TaskCodec};
 use super::NetConfig;
@@ -27,6 +32,9 @@ pub fn protocol_version() -> String {
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub limits: connection_limits::Behaviour,
+    pub memory: Toggle<memory_connection_limits::Behaviour>,
     pub task: request_response::Behaviour<TaskCodec>,
     pub blob: request_response::Behaviour<BlobCodec>,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -88,7 +96,23 @@ impl Behaviour {
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
 
+        let mut blocked = allow_block_list::Behaviour::default();
+        for peer in &config.deny {
+            blocked.block_peer(*peer);
+        }
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(config.max_connections_per_peer)),
+        );
+        let memory = config
+            .max_memory
+            .map(memory_connection_limits::Behaviour::with_max_bytes);
+
         Ok(Behaviour {
+            blocked,
+            limits,
+            memory: memory.into(),
             task,
             blob,
             kad,

@@ -10,7 +10,9 @@ use idlegrid_protocol::{BlobRequest, BlobResponse, TaskRequest, TaskResponse, KA
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, identity, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    identify, identity, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, Transport,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
@@ -55,24 +57,65 @@ pub fn spawn(
 ) -> Result<(Client, mpsc::Receiver<Inbound>, EventLoop), NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let local_peer_id = key.public().to_peer_id();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| setup(&e))?
-        .with_quic()
-        .with_behaviour(|key| {
-            Behaviour::new(key, &config)
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
-        .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
-        .build();
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let behaviour =
+        |key: &identity::Keypair| Behaviour::new(key, &config).map_err(|e| Box::new(e) as BoxError);
+    let swarm_config =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config.idle_connection_timeout);
+    let mut swarm = match config.swarm_key {
+        None => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| setup(&e))?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+        Some(psk) => {
+            // A private pool: every TCP connection first proves the pre-shared key
+            // (pnet), then runs Noise and Yamux as usual. pnet cannot wrap QUIC.
+            tracing::info!(
+                "private pool (swarm key fingerprint {}): TCP only, QUIC is off because libp2p's pnet does not work over QUIC",
+                psk.fingerprint()
+            );
+            libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_other_transport(|key| -> Result<_, BoxError> {
+                    let noise = noise::Config::new(key)?;
+                    Ok(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                            .and_then(move |socket, _| {
+                                libp2p::pnet::PnetConfig::new(psk).handshake(socket)
+                            })
+                            .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                            .authenticate(noise)
+                            .multiplex(yamux::Config::default())
+                            .timeout(std::time::Duration::from_secs(20)),
+                    )
+                })
+                .map_err(|e| setup(&e))?
+                .with_behaviour(behaviour)
+                .map_err(|e| setup(&e))?
+                .with_swarm_config(swarm_config)
+                .build()
+        }
+    };
 
     for addr in &config.listen {
+        let quic = addr
+            .iter()
+            .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic));
+        if config.swarm_key.is_some() && quic {
+            tracing::warn!(
+                "not listening on {addr}: QUIC is off in a private pool (pnet is TCP only)"
+            );
+            continue;
+        }
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
@@ -96,13 +139,10 @@ pub fn spawn(
         listen_addrs: Vec::new(),
         listen_waiters: Vec::new(),
     };
-    for addr in config.bootstrap.iter().chain(&config.peers) {
+    // Bootstrap peers are tried one at a time by the node (see `node::join`); Kademlia
+    // bootstraps by itself as soon as one is in its routing table.
+    for addr in &config.peers {
         event_loop.dial(addr.clone())?;
-    }
-    if !config.bootstrap.is_empty() {
-        // Fills the routing table from the bootstrap peers; failures show up as
-        // unreachable peers, not as a setup error.
-        let _ = event_loop.swarm.behaviour_mut().kad.bootstrap();
     }
     let client = Client {
         commands: command_tx,

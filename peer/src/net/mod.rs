@@ -30,7 +30,8 @@ pub struct NetConfig {
     /// Find peers on the LAN by mDNS. Default on. mDNS needs a multicast-capable,
     /// non-loopback interface.
     pub mdns: bool,
-    /// Kademlia bootstrap peers (`/ip4/…/tcp/…/p2p/<PeerId>`), dialled at start.
+    /// Kademlia bootstrap peers (`/ip4/…/tcp/…/p2p/<PeerId>`), tried in order after
+    /// start until one answers (`node::join`).
     pub bootstrap: Vec<Multiaddr>,
     /// Peers to dial directly (no discovery needed: loopback, tests, no multicast).
     pub peers: Vec<Multiaddr>,
@@ -39,6 +40,19 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// How long an unused connection stays open. Default 60 s.
     pub idle_connection_timeout: Duration,
+    /// A private pool's pre-shared key (libp2p pnet): only peers holding the same key
+    /// can connect. pnet works over TCP only, so with a key QUIC is off (QUIC listen
+    /// addresses are skipped with a warning). Default none.
+    pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
+    /// Peers refused at connection time (their connections are closed). Default none.
+    pub deny: Vec<PeerId>,
+    /// Established connections in total, and per peer. Defaults 256 and 8: enough for
+    /// an office grid, a bound against a peer that opens connections in a loop.
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    /// New connections are refused while this process's resident memory is above
+    /// this many bytes. Default none.
+    pub max_memory: Option<usize>,
 }
 
 impl Default for NetConfig {
@@ -58,6 +72,11 @@ impl Default for NetConfig {
             peers: Vec::new(),
             request_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
+            swarm_key: None,
+            deny: Vec::new(),
+            max_connections: 256,
+            max_connections_per_peer: 8,
+            max_memory: None,
         }
     }
 }
