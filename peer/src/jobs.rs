@@ -3,6 +3,8 @@
 //! the store, and what the progress bar counts.
 
 use idlegrid_kernels::change::{self, ChangePlan};
+use idlegrid_kernels::video::{self, VideoPlan};
+use idlegrid_kernels::KernelError;
 use idlegrid_protocol::TaskSpec;
 
 use crate::commands::common::JobBlob;
@@ -45,4 +47,40 @@ pub fn change_job(plan: &ChangePlan) -> (Job, Vec<JobBlob>) {
         units: plan.bands.iter().map(|(a, b)| u64::from(b - a)).collect(),
     };
     (job, blobs)
+}
+
+/// Work units of a video chunk: pixels encoded (frames × width × height).
+pub fn video_cost(spec: &TaskSpec) -> u64 {
+    match video::SegmentParams::from_spec(spec) {
+        Ok(p) => p.frame_bytes.len() as u64 * u64::from(p.width) * u64::from(p.height),
+        Err(_) => 1,
+    }
+}
+
+/// The grid job of a planned video: the frame files are served from where they are
+/// (file-backed blobs), the calibration chunk's frames from memory.
+pub fn video_job(plan: &VideoPlan) -> Result<(Job, Vec<JobBlob>), KernelError> {
+    let (calibration, calibration_blobs) = video::calibration_task()?;
+    let mut blobs: Vec<JobBlob> = plan
+        .blobs()
+        .into_iter()
+        .map(|(_, path)| JobBlob::File(path))
+        .collect();
+    blobs.extend(calibration_blobs.into_iter().map(JobBlob::Bytes));
+    let chunks: Vec<TaskSpec> = plan.chunks.iter().map(|c| c.spec.clone()).collect();
+    let job = Job {
+        kernel: video::NAME.to_string(),
+        kernel_version: video::VERSION,
+        costs: chunks.iter().map(video_cost).collect(),
+        calibration_cost: video_cost(&calibration),
+        calibration,
+        unit: "frames",
+        units: plan
+            .chunks
+            .iter()
+            .map(|c| (c.frames.end - c.frames.start) as u64)
+            .collect(),
+        chunks,
+    };
+    Ok((job, blobs))
 }

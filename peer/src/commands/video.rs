@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::commands::common::{finish_report, submit, GridArgs, NetArgs};
 use anyhow::Context;
 use idlegrid_kernels::video::{
     self,
@@ -40,9 +41,6 @@ pub struct VideoArgs {
     /// Frames per segment (one chunk of work; each starts with a keyframe), 2..=1024.
     #[arg(long, default_value_t = DEFAULT_SEGMENT_FRAMES)]
     pub segment_frames: u32,
-    /// Encode on this machine only.
-    #[arg(long)]
-    pub local: bool,
     /// Encoder threads for --local (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -52,6 +50,10 @@ pub struct VideoArgs {
     /// Size of the demo frames of --write-sample.
     #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
     pub sample_size: (u32, u32),
+    #[command(flatten)]
+    pub grid: GridArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -80,13 +82,6 @@ pub fn run(args: VideoArgs) -> anyhow::Result<()> {
         segment_frames: args.segment_frames,
     };
     settings.validate()?;
-    if !args.local {
-        // The grid (peer/src/grid) runs the plan's chunks on peers and returns the
-        // segment files; until it is wired in here, only --local encodes.
-        anyhow::bail!(
-            "encoding on the grid is not available in this build yet; add --local to encode on this machine"
-        );
-    }
     let started = Instant::now();
     // Temporary segment folder next to the output: checks that the output's folder is
     // writable before any work, and is removed on drop, on success or error.
@@ -95,11 +90,15 @@ pub fn run(args: VideoArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let progress = progress_bar(plan.frame_count());
-    let segments = execute_local(&plan, segment_dir.path(), threads, &|| progress.inc(1));
-    progress.finish_and_clear();
-    let segments = segments?;
-    let report = video::assemble_files(&plan.assembly(), &segments, &output)?;
+    let report = if args.grid.local {
+        let progress = progress_bar(plan.frame_count());
+        let segments = execute_local(&plan, segment_dir.path(), threads, &|| progress.inc(1));
+        progress.finish_and_clear();
+        let segments = segments?;
+        video::assemble_files(&plan.assembly(), &segments, &output)?
+    } else {
+        execute_on_grid(&args, &plan, &output)?
+    };
     drop(segment_dir);
     let secs = started.elapsed().as_secs_f64();
     let assembly = plan.assembly();
@@ -120,6 +119,32 @@ pub fn run(args: VideoArgs) -> anyhow::Result<()> {
         report.frames as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// Runs the plan's chunks on the grid, then joins the verified segments in index order
+/// straight from the blob store, one segment in memory at a time.
+fn execute_on_grid(
+    args: &VideoArgs,
+    plan: &VideoPlan,
+    output: &Path,
+) -> anyhow::Result<video::AssemblyReport> {
+    // Claims the output (and checks it is writable) before any work is sent out.
+    let mut assembler = video::Assembler::create(output, plan.assembly())?;
+    let (job, blobs) = crate::jobs::video_job(plan)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let (mut outcome, node) = runtime.block_on(submit(&args.net, &args.grid, blobs, job))?;
+    for (index, cid) in outcome.results.iter().enumerate() {
+        let bytes = node
+            .store
+            .get(cid)?
+            .with_context(|| format!("segment {index} is missing from the blob store"))?;
+        assembler.push(index as u32, &bytes)?;
+    }
+    let report = assembler.finish()?;
+    finish_report(&mut outcome, output, args.grid.report.as_deref())?;
+    drop(node);
+    drop(runtime);
+    Ok(report)
 }
 
 /// Runs every chunk of `plan` on this machine on a pool of `threads`, writing segment
