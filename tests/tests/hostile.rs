@@ -1,0 +1,230 @@
+//! A worker facing a hostile or broken peer: oversized and malformed messages, a
+//! TaskSpec with absurd dimensions, an unknown kernel or version, an input blob whose
+//! bytes do not match its Cid. Each is refused (or the stream dropped) with a reason,
+//! nothing panics, and the worker keeps serving honest requests afterwards.
+
+mod common;
+
+use std::io;
+use std::time::Duration;
+
+use common::*;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use idlegrid::worker::WorkerConfig;
+use idlegrid_kernels::noop;
+use idlegrid_protocol::{Cid, TaskRequest, TaskResponse, TaskSpec, TASK_PROTOCOL};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+
+/// A codec that writes whatever bytes it is given: the hostile peer's.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.take(1 << 24).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&res).await?;
+        io.close().await
+    }
+}
+
+/// Sends raw bytes on `/idlegrid/task/1` to `peer` at `addr`; returns the raw answer or
+/// the failure.
+async fn send_raw(peer: PeerId, addr: Multiaddr, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| e.to_string())?
+        .with_behaviour(|_| {
+            request_response::Behaviour::<RawCodec>::new(
+                [(
+                    StreamProtocol::new(TASK_PROTOCOL),
+                    ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .build();
+    let id = swarm
+        .behaviour_mut()
+        .send_request_with_addresses(&peer, bytes, vec![addr]);
+    let wait = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                }) if request_id == id => {
+                    // The worker closes the stream without a word on bad input.
+                    return if response.is_empty() {
+                        Err("stream closed without an answer".to_string())
+                    } else {
+                        Ok(response)
+                    };
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    error,
+                    ..
+                }) if request_id == id => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .map_err(|_| "raw request timed out".to_string())?
+}
+
+async fn still_serves(client: &idlegrid::net::Client, worker: PeerId) {
+    let answer = tokio::time::timeout(TIMEOUT, client.task(worker, TaskRequest::Probe))
+        .await
+        .expect("probe timed out")
+        .expect("probe answered");
+    assert!(matches!(answer, TaskResponse::Probe(_)), "{answer:?}");
+}
+
+async fn refusal(client: &idlegrid::net::Client, worker: PeerId, spec: TaskSpec) -> String {
+    let answer = tokio::time::timeout(TIMEOUT, client.task(worker, TaskRequest::Run { spec }))
+        .await
+        .expect("run timed out")
+        .expect("run answered");
+    match answer {
+        TaskResponse::Refused { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_messages_are_refused_and_the_worker_keeps_serving() {
+    let (workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
+    let worker = workers[0].peer_id();
+    let addr = addrs[0].clone();
+    let honest = start("honest", false, WorkerConfig::default(), addrs.clone()).await;
+
+    // Oversized: past the task request limit, the worker drops the stream unread.
+    let oversized = vec![0x41; idlegrid_protocol::limits::MAX_TASK_REQUEST + 1024];
+    assert!(send_raw(worker, addr.clone(), oversized).await.is_err());
+    still_serves(&honest.client, worker).await;
+
+    // Malformed: not CBOR at all, and CBOR of the wrong shape.
+    assert!(send_raw(worker, addr.clone(), b"\xff\xfe garbage".to_vec())
+        .await
+        .is_err());
+    let wrong_shape = idlegrid_protocol::encode(&vec![1u32, 2, 3]).unwrap();
+    assert!(send_raw(worker, addr.clone(), wrong_shape).await.is_err());
+    still_serves(&honest.client, worker).await;
+
+    // Unknown kernel, unknown version.
+    let mut unknown = noop::task(1, Vec::new());
+    unknown.kernel = "mine-bitcoin".into();
+    assert!(refusal(&honest.client, worker, unknown)
+        .await
+        .contains("unknown kernel"));
+    let mut future = noop::task(1, Vec::new());
+    future.kernel_version = 99;
+    assert!(refusal(&honest.client, worker, future)
+        .await
+        .contains("version"));
+
+    // A change chunk claiming absurd dimensions.
+    let plan = change_plan(64, 32, 2);
+    let mut absurd = plan.chunks[0].clone();
+    let mut params = idlegrid_kernels::change::chunk::band_params(&absurd).unwrap();
+    params.width = 1 << 30;
+    params.height = 1 << 30;
+    absurd.params = idlegrid_protocol::encode(&params).unwrap();
+    let reason = refusal(&honest.client, worker, absurd).await;
+    assert!(!reason.is_empty());
+    still_serves(&honest.client, worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
+    let (workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
+    let worker = workers[0].peer_id();
+
+    // A submitter whose store serves the bytes of B under the id of A.
+    let dir = temp_dir("liar-store");
+    let claimed = Cid::of(b"what the chunk asks for");
+    std::fs::create_dir_all(dir.join("blobs")).unwrap();
+    std::fs::write(dir.join("blobs").join(claimed.to_hex()), b"something else").unwrap();
+    let mut config = idlegrid::node::NodeConfig::new(dir);
+    config.net = idlegrid::net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        mdns: false,
+        peers: addrs,
+        ..Default::default()
+    };
+    config.worker.serve = false;
+    let liar = idlegrid::node::Node::start(config).await.unwrap();
+
+    let spec = noop::task(7, vec![claimed]);
+    let chunk = spec.id();
+    let mut request = TaskRequest::Run { spec };
+    let answer = loop {
+        let answer = tokio::time::timeout(TIMEOUT, liar.client.task(worker, request.clone()))
+            .await
+            .expect("timed out")
+            .expect("answered");
+        match answer {
+            TaskResponse::Accepted { .. } | TaskResponse::Running { .. } => {
+                request = TaskRequest::Poll { chunk };
+            }
+            other => break other,
+        }
+    };
+    match answer {
+        TaskResponse::Failed { reason, .. } => {
+            assert!(reason.contains("hash"), "{reason}")
+        }
+        other => panic!("expected the chunk to fail, got {other:?}"),
+    }
+    assert!(!workers[0].store.has(&claimed), "bad bytes were stored");
+    still_serves(&liar.client, worker).await;
+}
