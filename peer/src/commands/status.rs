@@ -198,7 +198,7 @@ impl Settings {
             lines.push(format!("denied peers: {}", self.deny.len()));
         }
         lines.push(match &self.swarm_key {
-            None => "pool: open (no swarm key); TCP and QUIC".into(),
+            None => "pool: open (no swarm key)".into(),
             Some(key) => format!(
                 "pool: private, swarm key fingerprint {}; TCP only (pnet does not work over QUIC)",
                 key.fingerprint()
@@ -238,6 +238,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
     for line in settings.describe() {
         println!("{line}");
+    }
+    // The PeerIds others put in their allowlists: jobs are submitted from the
+    // `submit` identity, work is served from the main one.
+    let data_dir = args.net.data_dir();
+    for (role, dir) in [
+        ("serves as", data_dir.clone()),
+        ("submits as", data_dir.join("submit")),
+    ] {
+        let key = idlegrid_bootstrap::load_or_create_identity(&dir)?;
+        println!(
+            "this machine {role} {} ({})",
+            key.public().to_peer_id(),
+            dir.display()
+        );
     }
     Ok(())
 }
