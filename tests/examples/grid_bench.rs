@@ -93,7 +93,7 @@ async fn blob_throughput(bytes: usize) -> Result<f64> {
 }
 
 async fn change_on(workers: usize) -> Result<Duration> {
-    let pair = change::sample_pair(4096, 4096, 3);
+    let pair = change::sample_pair(6144, 6144, 3);
     let diff = change::prep::difference_of(
         &image::DynamicImage::ImageRgb8(pair.before),
         &image::DynamicImage::ImageRgb8(pair.after),
@@ -101,7 +101,7 @@ async fn change_on(workers: usize) -> Result<Duration> {
     let plan = change::plan(
         &diff,
         &ChangeParams {
-            band_rows: 128,
+            band_rows: 256,
             ..ChangeParams::default()
         },
     )?;
@@ -119,6 +119,18 @@ async fn change_on(workers: usize) -> Result<Duration> {
     let outcome = grid::run_job(&node, job, remote_only(workers)).await?;
     let elapsed = started.elapsed();
     assert_eq!(outcome.results.len(), plan.chunks.len());
+    let shares: Vec<String> = outcome
+        .report
+        .peers
+        .iter()
+        .map(|p| format!("{} chunks", p.chunks_done))
+        .collect();
+    println!(
+        "  {workers} worker(s): {} chunks in {:.2} s ({})",
+        plan.chunks.len(),
+        elapsed.as_secs_f64(),
+        shares.join(", ")
+    );
     Ok(elapsed)
 }
 
@@ -138,7 +150,7 @@ async fn main() -> Result<()> {
     let one = change_on(1).await?;
     let two = change_on(2).await?;
     println!(
-        "change kernel, 4096x4096, 1 worker (1 core): {:.2} s; 2 workers (1 core each): {:.2} s; speedup {:.2}x (target >= 1.8)",
+        "change kernel, 6144x6144, 1 worker (1 core): {:.2} s; 2 workers (1 core each): {:.2} s; speedup {:.2}x (target >= 1.8)",
         one.as_secs_f64(),
         two.as_secs_f64(),
         one.as_secs_f64() / two.as_secs_f64()
