@@ -11,7 +11,7 @@
 //! Blob requests are served from the [`BlobStore`] in bounded pieces, on blocking
 //! threads so the event loop never waits on the disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,7 +121,9 @@ const KEEP_IN_MEMORY: usize = 64 * 1024;
 struct Chunks {
     status: HashMap<Cid, watch::Receiver<Status>>,
     /// Finished chunks in completion order, to forget the oldest.
-    finished: Vec<Cid>,
+    finished: VecDeque<Cid>,
+    /// Chunks accepted and not finished (queued or running).
+    working: usize,
 }
 
 #[derive(Clone)]
@@ -156,7 +158,8 @@ pub async fn serve(
         computed: Arc::default(),
         chunks: Arc::new(Mutex::new(Chunks {
             status: HashMap::new(),
-            finished: Vec::new(),
+            finished: VecDeque::new(),
+            working: 0,
         })),
     };
     while let Some(request) = inbound.recv().await {
@@ -278,15 +281,12 @@ impl Worker {
             if chunks.status.contains_key(&chunk) {
                 return TaskResponse::Accepted { chunk };
             }
-            let working = chunks
-                .status
-                .values()
-                .filter(|s| matches!(*s.borrow(), Status::Working))
-                .count();
-            if working >= self.executor.cores() + self.config.queue {
+            if chunks.working >= self.executor.cores() + self.config.queue {
+                let working = chunks.working;
                 return refuse(format!("busy: {working} chunks running or queued"));
             }
             chunks.status.insert(chunk, rx);
+            chunks.working += 1;
         }
         let worker = self.clone();
         tokio::spawn(async move {
@@ -297,10 +297,12 @@ impl Worker {
             let _ = tx.send(status);
             drop(ticket);
             let mut chunks = worker.lock();
-            chunks.finished.push(chunk);
+            chunks.working = chunks.working.saturating_sub(1);
+            chunks.finished.push_back(chunk);
             if chunks.finished.len() > worker.config.remember {
-                let old = chunks.finished.remove(0);
-                chunks.status.remove(&old);
+                if let Some(old) = chunks.finished.pop_front() {
+                    chunks.status.remove(&old);
+                }
             }
         });
         TaskResponse::Accepted { chunk }

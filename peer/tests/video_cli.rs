@@ -176,9 +176,26 @@ fn unwritable_output_and_grid_mode_fail_clearly() {
         assert!(stderr.contains("cannot write"), "{stderr}");
         assert!(!out_path.exists());
     }
-    let out = idlegrid(&[s(&frames), "-o", s(&dir.path().join("x.mp4"))]);
+    // On the grid with no peer to be found (mDNS off, loopback only): a clear error
+    // after the discovery timeout, and no output left behind.
+    let data = tempfile::tempdir().unwrap();
+    let out = idlegrid(&[
+        s(&frames),
+        "-o",
+        s(&dir.path().join("x.mp4")),
+        "--min-peers",
+        "1",
+        "--discover-timeout",
+        "1s",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--data-dir",
+        s(data.path()),
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--local"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--min-peers"), "{stderr}");
     assert_eq!(entries(dir.path()), ["frames", "not-a-dir"]);
     // Settings outside their ranges are refused by the command line itself.
     for bad in [["--qp", "52"], ["--fps", "0"], ["--segment-frames", "1"]] {

@@ -253,3 +253,91 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
     };
     assert_eq!(join("grid.mp4", &segments), join("local.mp4", &local));
 }
+
+/// The distributed renderer's scenario: thousands of frames, a few peers, one of them
+/// dying mid-way; the MP4 is identical to a local encode and plays (every segment is
+/// checked by the assembler: SPS/PPS/IDR first, the planned frame count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
+    use idlegrid_kernels::video::{self, VideoSettings};
+
+    let frames_dir = temp_dir("render");
+    let frames = video::write_sample_frames(&frames_dir, 2000, 64, 48).unwrap();
+    let plan = video::plan_frames(
+        frames,
+        VideoSettings {
+            segment_frames: 40,
+            ..VideoSettings::default()
+        },
+    )
+    .unwrap();
+    let local: Vec<Vec<u8>> = plan
+        .chunks
+        .iter()
+        .map(|chunk| video::encode_segment_files(&plan, chunk, &|| {}).unwrap())
+        .collect();
+
+    let (mut workers, addrs) = workers(3, |i| WorkerConfig {
+        // The doomed worker benchmarks fast, then slows down, so it holds segments
+        // when it dies.
+        delay: if i == 0 {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        },
+        delay_from_chunk: 1,
+        ..WorkerConfig::default()
+    })
+    .await;
+    let doomed = workers.remove(0);
+    let doomed_id = doomed.peer_id().to_string();
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let (job, blobs) = idlegrid::jobs::video_job(&plan).unwrap();
+    let frame_cids: Vec<_> = plan.frames.iter().map(|f| f.cid).collect();
+    idlegrid::commands::common::store_blobs(&submitter, blobs)
+        .await
+        .unwrap();
+    let killer = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !frame_cids.iter().any(|cid| doomed.store.has(cid)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never got a segment"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(doomed);
+    });
+    let config = GridConfig {
+        min_peers: 3,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    killer.await.unwrap();
+    let segments = fetch_results(&submitter, &outcome.results);
+    let out_dir = temp_dir("render-mp4");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let join = |name: &str, segs: &[Vec<u8>]| {
+        let path = out_dir.join(name);
+        let mut assembler = video::Assembler::create(&path, plan.assembly()).unwrap();
+        for (i, s) in segs.iter().enumerate() {
+            assembler.push(i as u32, s).unwrap();
+        }
+        let report = assembler.finish().unwrap();
+        assert_eq!(report.frames, 2000);
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(join("grid.mp4", &segments), join("local.mp4", &local));
+    let dead = outcome
+        .report
+        .peers
+        .iter()
+        .find(|p| p.peer_id == doomed_id)
+        .expect("the dying worker took part");
+    assert!(dead.left, "{:?}", outcome.report);
+    let _ = std::fs::remove_dir_all(&frames_dir);
+}
