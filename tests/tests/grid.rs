@@ -10,6 +10,34 @@ use common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::worker::WorkerConfig;
 
+/// Runs a job to its end, within the test timeout.
+async fn run(
+    submitter: &idlegrid::node::Node,
+    job: grid::Job,
+    config: GridConfig,
+) -> grid::JobOutcome {
+    tokio::time::timeout(TIMEOUT, grid::run_job(submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds")
+}
+
+/// Joins segments into an MP4 at `path` (checking each, as the assembler does) and
+/// returns its bytes.
+fn join_mp4(
+    plan: &idlegrid_kernels::video::VideoPlan,
+    path: &std::path::Path,
+    segments: &[Vec<u8>],
+) -> Vec<u8> {
+    let mut assembler = idlegrid_kernels::video::Assembler::create(path, plan.assembly()).unwrap();
+    for (i, segment) in segments.iter().enumerate() {
+        assembler.push(i as u32, segment).unwrap();
+    }
+    let report = assembler.finish().unwrap();
+    assert_eq!(report.frames as usize, plan.frames.len());
+    std::fs::read(path).unwrap()
+}
+
 fn remote_chunks(report: &grid::JobReport) -> Vec<u64> {
     report
         .peers
@@ -32,10 +60,7 @@ async fn distributed_output_equals_local_output() {
         show_progress: false,
         ..GridConfig::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     let mask = plan
         .assemble(&fetch_results(&submitter, &outcome.results))
         .unwrap();
@@ -70,16 +95,16 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
     let liar = workers[0].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let job = prepare(&submitter, &plan).await;
+    // Only remote peers compute, so every chunk needs two of them to agree and the
+    // liar's answers are votes (a trusted local result would settle chunks alone).
     let config = GridConfig {
         min_peers: 3,
         replicas: 2,
+        compute_locally: false,
         show_progress: false,
         ..GridConfig::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     let mask = plan
         .assemble(&fetch_results(&submitter, &outcome.results))
         .unwrap();
@@ -129,10 +154,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
         }
         drop(doomed);
     });
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     killer.await.unwrap();
     let mask = plan
         .assemble(&fetch_results(&submitter, &outcome.results))
@@ -176,10 +198,7 @@ async fn slow_worker_gets_fewer_chunks() {
         show_progress: false,
         ..GridConfig::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     let mask = plan
         .assemble(&fetch_results(&submitter, &outcome.results))
         .unwrap();
@@ -230,10 +249,7 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
         show_progress: false,
         ..GridConfig::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     let segments = fetch_results(&submitter, &outcome.results);
     assert_eq!(segments.len(), local.len());
     for (i, (remote, here)) in segments.iter().zip(&local).enumerate() {
@@ -242,16 +258,10 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
     // And the joined MP4s are the same file.
     let out_dir = temp_dir("mp4");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let join = |name: &str, segs: &[Vec<u8>]| {
-        let path = out_dir.join(name);
-        let mut assembler = video::Assembler::create(&path, plan.assembly()).unwrap();
-        for (i, s) in segs.iter().enumerate() {
-            assembler.push(i as u32, s).unwrap();
-        }
-        assembler.finish().unwrap();
-        std::fs::read(path).unwrap()
-    };
-    assert_eq!(join("grid.mp4", &segments), join("local.mp4", &local));
+    assert_eq!(
+        join_mp4(&plan, &out_dir.join("grid.mp4"), &segments),
+        join_mp4(&plan, &out_dir.join("local.mp4"), &local)
+    );
 }
 
 /// The distributed renderer's scenario: thousands of frames, a few peers, one of them
@@ -313,25 +323,16 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
         show_progress: false,
         ..GridConfig::default()
     };
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = run(&submitter, job, config).await;
     killer.await.unwrap();
     let segments = fetch_results(&submitter, &outcome.results);
     let out_dir = temp_dir("render-mp4");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let join = |name: &str, segs: &[Vec<u8>]| {
-        let path = out_dir.join(name);
-        let mut assembler = video::Assembler::create(&path, plan.assembly()).unwrap();
-        for (i, s) in segs.iter().enumerate() {
-            assembler.push(i as u32, s).unwrap();
-        }
-        let report = assembler.finish().unwrap();
-        assert_eq!(report.frames, 2000);
-        std::fs::read(path).unwrap()
-    };
-    assert_eq!(join("grid.mp4", &segments), join("local.mp4", &local));
+    let grid_mp4 = out_dir.join("grid.mp4");
+    assert_eq!(
+        join_mp4(&plan, &grid_mp4, &segments),
+        join_mp4(&plan, &out_dir.join("local.mp4"), &local)
+    );
     let dead = outcome
         .report
         .peers

@@ -177,8 +177,17 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let mut sched_config = config.scheduler.clone();
     sched_config.replicas = config.replicas;
     sched_config.spot_check = config.spot_check;
+    // Which chunks are spot-checked depends on the job (the hash of its chunk ids), so
+    // a re-run checks the same ones and a peer cannot tell which from one chunk.
+    let job_id = {
+        let mut hasher = blake3::Hasher::new();
+        for spec in &job.chunks {
+            hasher.update(&spec.id().0);
+        }
+        hasher.finalize()
+    };
     sched_config.spot_check_seed =
-        u64::from_le_bytes(job.calibration.id().0[..8].try_into().unwrap_or([0; 8]));
+        u64::from_le_bytes(job_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
     let costs: Vec<u64> = todo
         .iter()
         .map(|&i| job.costs.get(i).copied().unwrap_or(1))

@@ -165,6 +165,59 @@ fn without_peer(addr: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
+/// Why an inbound request is refused when the services' queue is full.
+const BUSY: &str = "too many requests queued; try later";
+
+/// Handles the request-response events both protocols share: an answer or a failure
+/// goes to the waiting client, an inbound failure is logged. Returns an inbound request
+/// for the caller to hand on.
+fn settle<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>,
+    protocol: &str,
+) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+    match event {
+        request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        } => Some((peer, request, channel)),
+        request_response::Event::Message {
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Ok(response));
+            }
+            None
+        }
+        request_response::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(outbound_error(peer, error)));
+            }
+            None
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            // Oversized or malformed requests end here: the stream is dropped unread.
+            tracing::info!("{protocol} request from {peer} refused: {error}");
+            None
+        }
+        request_response::Event::ResponseSent { .. } => None,
+    }
+}
+
 fn outbound_error(peer: PeerId, error: OutboundFailure) -> NetError {
     match error {
         OutboundFailure::Timeout => NetError::Timeout { peer },
@@ -443,120 +496,50 @@ impl EventLoop {
     }
 
     fn on_task(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let inbound = Inbound::Task {
-                    peer,
-                    request,
-                    channel,
-                };
-                if let Err(mpsc::error::TrySendError::Full(Inbound::Task {
-                    request,
-                    channel,
-                    ..
-                })) = self.inbound.try_send(inbound)
-                {
-                    let chunk = match &request {
-                        TaskRequest::Run { spec } => spec.id(),
-                        TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => *chunk,
-                        TaskRequest::Probe => idlegrid_protocol::Cid([0; 32]),
-                    };
-                    let _ = self.swarm.behaviour_mut().task.send_response(
-                        channel,
-                        TaskResponse::Refused {
-                            chunk,
-                            reason: "too many requests queued; try later".into(),
-                        },
-                    );
-                }
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.pending_task.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_task.remove(&request_id) {
-                    let _ = reply.send(Err(outbound_error(peer, error)));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::info!("task request from {peer} failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_task, "task") else {
+            return;
+        };
+        let inbound = Inbound::Task {
+            peer,
+            request,
+            channel,
+        };
+        if let Err(mpsc::error::TrySendError::Full(Inbound::Task {
+            request, channel, ..
+        })) = self.inbound.try_send(inbound)
+        {
+            let chunk = match &request {
+                TaskRequest::Run { spec } => spec.id(),
+                TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => *chunk,
+                TaskRequest::Probe => idlegrid_protocol::Cid([0; 32]),
+            };
+            let _ = self.swarm.behaviour_mut().task.send_response(
+                channel,
+                TaskResponse::Refused {
+                    chunk,
+                    reason: BUSY.into(),
+                },
+            );
         }
     }
 
     fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        match event {
-            request_response::Event::Message {
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_blob, "blob") else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
+            self.inbound.try_send(Inbound::Blob {
                 peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                if let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
-                    self.inbound.try_send(Inbound::Blob {
-                        peer,
-                        request,
-                        channel,
-                    })
-                {
-                    let _ = self.swarm.behaviour_mut().blob.send_response(
-                        channel,
-                        BlobResponse::Refused {
-                            reason: "too many requests queued; try later".into(),
-                        },
-                    );
-                }
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.pending_blob.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_blob.remove(&request_id) {
-                    let _ = reply.send(Err(outbound_error(peer, error)));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::info!("blob request from {peer} failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+                request,
+                channel,
+            })
+        {
+            let _ = self.swarm.behaviour_mut().blob.send_response(
+                channel,
+                BlobResponse::Refused {
+                    reason: BUSY.into(),
+                },
+            );
         }
     }
 
