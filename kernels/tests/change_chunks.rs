@@ -117,7 +117,8 @@ fn valid_chunk_runs() {
 #[test]
 fn wrong_halo_or_geometry_is_refused() {
     let (spec, tables, band) = small_plan();
-    let edits: Vec<Box<dyn Fn(&mut BandParams)>> = vec![
+    type Edit = Box<dyn Fn(&mut BandParams)>;
+    let edits: Vec<Edit> = vec![
         Box::new(|p| p.ext_start += 1),
         Box::new(|p| p.ext_end -= 1),
         Box::new(|p| p.row_end = p.height + 1),

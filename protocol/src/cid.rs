@@ -30,7 +30,9 @@ impl Cid {
 
     /// Parses the 64-character hex form.
     pub fn from_hex(text: &str) -> Option<Cid> {
-        blake3::Hash::from_hex(text).ok().map(|h| Cid(*h.as_bytes()))
+        blake3::Hash::from_hex(text)
+            .ok()
+            .map(|h| Cid(*h.as_bytes()))
     }
 
     /// The first 12 hex characters, enough to tell chunks apart in logs.
@@ -93,6 +95,9 @@ mod tests {
         let short = crate::codec::encode(&serde_bytes::ByteBuf::from(vec![1u8; 31])).unwrap();
         assert!(crate::codec::decode::<Cid>(&short, 1024).is_err());
         let ok = crate::codec::encode(&Cid::of(b"x")).unwrap();
-        assert_eq!(crate::codec::decode::<Cid>(&ok, 1024).unwrap(), Cid::of(b"x"));
+        assert_eq!(
+            crate::codec::decode::<Cid>(&ok, 1024).unwrap(),
+            Cid::of(b"x")
+        );
     }
 }

@@ -47,11 +47,18 @@ pub struct PeerInfo {
 pub enum TaskResponse {
     Probe(PeerInfo),
     /// The chunk is queued or running.
-    Accepted { chunk: Cid },
+    Accepted {
+        chunk: Cid,
+    },
     /// The worker will not run it; a refusal is an answer, not a timeout.
-    Refused { chunk: Cid, reason: String },
+    Refused {
+        chunk: Cid,
+        reason: String,
+    },
     /// Still computing (keep-alive answer to a poll).
-    Running { chunk: Cid },
+    Running {
+        chunk: Cid,
+    },
     /// Finished: the result's id and length; small results come inline, larger ones are
     /// fetched over `/idlegrid/blob/1`.
     Done {
@@ -62,9 +69,14 @@ pub enum TaskResponse {
         inline: Vec<u8>,
     },
     /// The kernel failed on this chunk (bad inputs, refused params, cancelled).
-    Failed { chunk: Cid, reason: String },
+    Failed {
+        chunk: Cid,
+        reason: String,
+    },
     /// The worker knows nothing of this chunk (it restarted, or never got it).
-    Unknown { chunk: Cid },
+    Unknown {
+        chunk: Cid,
+    },
 }
 
 /// A request on `/idlegrid/blob/1`: a piece of a blob.
@@ -155,7 +167,9 @@ impl TaskResponse {
 impl BlobRequest {
     pub fn validate(&self) -> Result<(), DecodeError> {
         if self.offset > limits::MAX_BLOB {
-            return Err(DecodeError::Invalid("blob offset past the blob limit".into()));
+            return Err(DecodeError::Invalid(
+                "blob offset past the blob limit".into(),
+            ));
         }
         Ok(())
     }
@@ -176,7 +190,9 @@ impl BlobResponse {
                     return Err(DecodeError::Invalid("blob over the size limit".into()));
                 }
                 if offset.saturating_add(bytes.len() as u64) > *total {
-                    return Err(DecodeError::Invalid("blob piece runs past the blob's end".into()));
+                    return Err(DecodeError::Invalid(
+                        "blob piece runs past the blob's end".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -208,7 +224,10 @@ mod tests {
         ];
         for r in reqs {
             let b = encode(&r).unwrap();
-            assert_eq!(decode::<TaskRequest>(&b, limits::MAX_TASK_REQUEST).unwrap(), r);
+            assert_eq!(
+                decode::<TaskRequest>(&b, limits::MAX_TASK_REQUEST).unwrap(),
+                r
+            );
         }
         let done = TaskResponse::Done {
             chunk: spec.id(),

@@ -1,11 +1,11 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
 pub mod change;
-pub mod simulate;
 pub mod common;
 pub mod demo;
 pub mod keygen;
 pub mod peers;
 pub mod serve;
+pub mod simulate;
 pub mod status;
 pub mod video;
