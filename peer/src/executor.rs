@@ -3,6 +3,7 @@
 //! chunks run at once. The worker service and the submitter's own local worker share
 //! this one path, so a chunk computes the same way whoever asked for it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use idlegrid_kernels::KernelError;
@@ -80,9 +81,18 @@ impl Executor {
         spec: TaskSpec,
         inputs: Vec<Vec<u8>>,
     ) -> Result<Vec<u8>, KernelError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.install(|| idlegrid_kernels::run(&spec, &inputs)))
-            .await
-            .map_err(|e| KernelError::Failed(format!("compute task died: {e}")))?
+        // Straight onto a pool thread (one hand-off, not two), with the answer on a
+        // oneshot. A kernel must not panic; if one ever does, the chunk fails instead of
+        // the process (rayon would abort on a panic that escapes a spawned job).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                idlegrid_kernels::run(&spec, &inputs)
+            }))
+            .unwrap_or_else(|_| Err(KernelError::Failed("the kernel panicked".into())));
+            let _ = tx.send(result);
+        });
+        rx.await
+            .map_err(|_| KernelError::Failed("the compute pool stopped".into()))?
     }
 }

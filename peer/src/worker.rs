@@ -344,7 +344,8 @@ impl Worker {
                 let n = self
                     .computed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= self.config.delay_from_chunk {
+                // (A zero sleep would still wait for the timer's next tick, ~1 ms.)
+                if n >= self.config.delay_from_chunk && !self.config.delay.is_zero() {
                     tokio::time::sleep(self.config.delay).await;
                 }
             }

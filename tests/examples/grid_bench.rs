@@ -76,6 +76,61 @@ async fn overhead(chunks: usize) -> Result<f64> {
     Ok(chunks as f64 / elapsed)
 }
 
+/// The same noop job on this machine's own worker only: the grid loop, scheduler and
+/// store without the network, to tell where the per-chunk time goes.
+async fn overhead_local(chunks: usize) -> Result<f64> {
+    let node = submitter("noop-local", &[]).await?;
+    let job = Job {
+        kernel: noop::NAME.into(),
+        kernel_version: noop::VERSION,
+        chunks: (0..chunks as u64)
+            .map(|i| noop::task(i, Vec::new()))
+            .collect(),
+        costs: vec![1; chunks],
+        calibration: noop::task(u64::MAX, Vec::new()),
+        calibration_cost: 1,
+        unit: "chunks",
+        units: vec![1; chunks],
+    };
+    let config = GridConfig {
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let started = Instant::now();
+    grid::run_job(&node, job, config).await?;
+    Ok(chunks as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Bare request-response rate: `Probe`s to one worker, 64 at a time.
+async fn probe_rate(requests: usize) -> Result<f64> {
+    let (worker, addr) = start("probe-w", true).await?;
+    let node = submitter("probe-s", &[addr]).await?;
+    let peer = worker.peer_id();
+    node.client
+        .task(peer, idlegrid_protocol::TaskRequest::Probe)
+        .await?;
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    let mut done = 0;
+    while done < requests {
+        while sent < requests && pending.len() < 64 {
+            let client = node.client.clone();
+            pending.push(async move {
+                client
+                    .task(peer, idlegrid_protocol::TaskRequest::Probe)
+                    .await
+            });
+            sent += 1;
+        }
+        if let Some(answer) = futures::StreamExt::next(&mut pending).await {
+            answer?;
+            done += 1;
+        }
+    }
+    Ok(requests as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn blob_throughput(bytes: usize) -> Result<f64> {
     let (holder, addr) = start("blob-w", true).await?;
     let blob: Vec<u8> = (0..bytes)
@@ -139,6 +194,11 @@ async fn main() -> Result<()> {
     let chunks = 5000;
     let rate = overhead(chunks).await?;
     println!("per-chunk overhead: {chunks} noop chunks on 2 workers: {rate:.0} chunks/s (target >= 2000)");
+
+    let probes = probe_rate(5000).await?;
+    println!("  bare request-response round trips (Probe), 64 in flight: {probes:.0}/s");
+    let local = overhead_local(chunks).await?;
+    println!("  the same job on this machine's own worker only (no network): {local:.0} chunks/s");
 
     let size = 256 << 20;
     let mbps = blob_throughput(size).await?;
