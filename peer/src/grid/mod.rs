@@ -9,6 +9,7 @@
 //! (spawn a run, cancel one, record a verified result), and ticks at the scheduler's
 //! next wake-up. This machine computes too, as the trusted worker.
 
+mod local;
 mod progress;
 pub mod remote;
 pub mod report;
@@ -26,6 +27,7 @@ use crate::node::Node;
 use crate::scheduler::{
     Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
 };
+use local::{local_bench, run_local};
 use progress::Progress;
 pub use report::{JobReport, PeerReport};
 
@@ -504,60 +506,6 @@ fn pipeline_for(total_work: f64, fastest_score: f64, configured: Duration) -> Du
 fn weight_of(config: &GridConfig, book: &PeerBook, peer: PeerId) -> Option<f64> {
     let weight = *config.weights.get(&peer)?;
     Some(weight * book.local_score.unwrap_or(1.0))
-}
-
-/// Times the calibration chunk on this machine.
-async fn local_bench(node: &Node, job: &Job) -> f64 {
-    let started = Instant::now();
-    match local_inputs(&node.store, &job.calibration).await {
-        Ok(inputs) => {
-            if let Err(e) = node.executor.run(job.calibration.clone(), inputs).await {
-                tracing::warn!("local benchmark failed: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("local benchmark inputs: {e}"),
-    }
-    job.calibration_cost as f64 / started.elapsed().as_secs_f64().max(1e-3)
-}
-
-/// Computes a chunk on this machine (the trusted worker) and stores its result.
-async fn run_local(
-    executor: &crate::executor::Executor,
-    store: &crate::store::BlobStore,
-    spec: TaskSpec,
-) -> Result<(Cid, u64), (FailureKind, String)> {
-    let inputs = local_inputs(store, &spec)
-        .await
-        .map_err(|e| (FailureKind::Transport, e))?;
-    let output = executor
-        .run(spec, inputs)
-        .await
-        .map_err(|e| (FailureKind::Kernel, e.to_string()))?;
-    let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.put(&output))
-        .await
-        .map_err(|e| (FailureKind::Transport, e.to_string()))?
-        .map_err(|e| (FailureKind::Transport, e.to_string()))?;
-    Ok((result, 0))
-}
-
-async fn local_inputs(
-    store: &crate::store::BlobStore,
-    spec: &TaskSpec,
-) -> Result<Vec<Vec<u8>>, String> {
-    let store = store.clone();
-    let cids = spec.inputs.clone();
-    tokio::task::spawn_blocking(move || {
-        cids.iter()
-            .map(|cid| match store.get(cid) {
-                Ok(Some(bytes)) => Ok(bytes),
-                Ok(None) => Err(format!("input blob {} is not in the store", cid.short())),
-                Err(e) => Err(e.to_string()),
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Probes and benchmarks `peer` once (unless it is already in use or being probed).

@@ -1,0 +1,63 @@
+//! This machine as the job's trusted worker: its benchmark and its chunk runs, through
+//! the same executor and blob store as any worker's, without the network.
+
+use std::time::Instant;
+
+use idlegrid_protocol::{Cid, TaskSpec};
+
+use super::Job;
+use crate::executor::Executor;
+use crate::node::Node;
+use crate::scheduler::FailureKind;
+use crate::store::BlobStore;
+
+/// Times the calibration chunk on this machine.
+pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {
+    let started = Instant::now();
+    match local_inputs(&node.store, &job.calibration).await {
+        Ok(inputs) => {
+            if let Err(e) = node.executor.run(job.calibration.clone(), inputs).await {
+                tracing::warn!("local benchmark failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("local benchmark inputs: {e}"),
+    }
+    job.calibration_cost as f64 / started.elapsed().as_secs_f64().max(1e-3)
+}
+
+/// Computes a chunk on this machine (the trusted worker) and stores its result.
+pub(super) async fn run_local(
+    executor: &Executor,
+    store: &BlobStore,
+    spec: TaskSpec,
+) -> Result<(Cid, u64), (FailureKind, String)> {
+    let inputs = local_inputs(store, &spec)
+        .await
+        .map_err(|e| (FailureKind::Transport, e))?;
+    let output = executor
+        .run(spec, inputs)
+        .await
+        .map_err(|e| (FailureKind::Kernel, e.to_string()))?;
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || store.put(&output))
+        .await
+        .map_err(|e| (FailureKind::Transport, e.to_string()))?
+        .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+    Ok((result, 0))
+}
+
+async fn local_inputs(store: &BlobStore, spec: &TaskSpec) -> Result<Vec<Vec<u8>>, String> {
+    let store = store.clone();
+    let cids = spec.inputs.clone();
+    tokio::task::spawn_blocking(move || {
+        cids.iter()
+            .map(|cid| match store.get(cid) {
+                Ok(Some(bytes)) => Ok(bytes),
+                Ok(None) => Err(format!("input blob {} is not in the store", cid.short())),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
