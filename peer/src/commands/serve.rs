@@ -32,6 +32,26 @@ pub struct ServeArgs {
     /// the multiaddrs others should use (give it a fixed --listen port).
     #[arg(long)]
     pub bootstrap_node: bool,
+    /// Test builds only (fault suite): a misbehaving worker, see [`FaultArgs`].
+    #[cfg(feature = "fault-injection")]
+    #[command(flatten)]
+    pub fault: FaultArgs,
+}
+
+/// Hidden flags of test builds (cargo feature `fault-injection`) that make a real
+/// `serve` process misbehave, so the fault suite can run it in a network namespace.
+#[cfg(feature = "fault-injection")]
+#[derive(clap::Args, Debug)]
+pub struct FaultArgs {
+    /// Return wrong (but self-consistent) results.
+    #[arg(long, hide = true)]
+    pub fault_lie: bool,
+    /// Sleep this long before each chunk, e.g. 300ms.
+    #[arg(long, hide = true, value_parser = crate::commands::common::parse_duration)]
+    pub fault_delay: Option<Duration>,
+    /// The delay starts with this chunk (0 = the first, which is usually the benchmark).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub fault_delay_from_chunk: u64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -65,6 +85,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.worker.serve = !args.bootstrap_node;
     config.advertise = !args.bootstrap_node;
     config.low_priority = !args.normal_priority;
+    #[cfg(feature = "fault-injection")]
+    {
+        config.worker.lie = args.fault.fault_lie;
+        config.worker.delay = args.fault.fault_delay.unwrap_or_default();
+        config.worker.delay_from_chunk = args.fault.fault_delay_from_chunk;
+    }
     if let Some(cores) = settings.cores {
         config.cores = cores.max(1);
     }

@@ -1,0 +1,887 @@
+//! The fault suite: real `idlegrid` processes in network namespaces joined by a bridge,
+//! struck while a change job runs, each scenario ending by comparing the grid's mask
+//! byte for byte with a `--local` run of the same job.
+//!
+//! Scenarios: a worker killed (SIGKILL) mid-chunk; a worker frozen (SIGSTOP) and later
+//! resumed (SIGCONT); a worker's link cut mid-job and restored; a slow peer (200 ms
+//! each way, 10 Mbit/s) that must get less work and cost at most 1.2× in job time; a
+//! lying worker caught by `--replicas 2` and by `--spot-check`, and banned; and the
+//! submitting peer killed mid-job and started again with the same command, which must
+//! reuse what it had finished (`chunks_reused` in its report).
+//!
+//! Workers misbehave through the hidden `serve --fault-*` flags of the
+//! `fault-injection` build (a `cargo test --workspace` enables it; alone:
+//! `cargo test --release -p idlegrid --features fault-injection --test faults`).
+//! Shaping uses `tc netem` where the kernel has it; a kernel without `sch_netem` (the
+//! Firecracker VMs this was written on) gets the same 200 ms from a delaying TCP relay
+//! in the worker's namespace and the 10 Mbit/s from `tc tbf`.
+//!
+//! Needs root and iproute2; without them every test prints why and passes vacuously.
+//! Scenarios run one at a time (they share two cores and measure time), every wait
+//! has a timeout, and every process and namespace is removed on drop, failed or not.
+
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn fault_suite_needs_the_fault_injection_feature() {
+    println!(
+        "SKIPPED: built without the fault-injection feature; run \
+         `cargo test --release -p idlegrid --features fault-injection --test faults`"
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+mod suite {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
+    /// The job every scenario runs: 256 bands of 16 rows, ~10 M pixel updates each
+    /// (a few seconds on one core: long enough to strike mid-job).
+    const SAMPLE: &str = "2048x4096";
+    const BAND_ROWS: &str = "16";
+    const CHUNKS: usize = 256;
+    /// Port every worker listens on, inside its own namespace.
+    const PORT: u16 = 4001;
+    /// Longest any one job may take before the scenario fails.
+    const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// One scenario at a time: they share the machine's cores and some measure time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn ip(args: &[&str]) -> Result<(), String> {
+        run_tool("ip", args)
+    }
+
+    fn run_tool(tool: &str, args: &[&str]) -> Result<(), String> {
+        let out = Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {tool}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn can_make_namespaces() -> Result<(), String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))
+    }
+
+    /// Polls `done` every 50 ms until it holds or `timeout` passes.
+    fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done()
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// A bridge namespace and host namespaces on 10.232.0.0/24; processes spawned in
+    /// them; everything removed on drop.
+    struct Lan {
+        prefix: String,
+        hosts: Vec<String>,
+        procs: Vec<Child>,
+        relays: Vec<Relay>,
+    }
+
+    impl Lan {
+        fn new(n: usize, tag: &str) -> Result<Lan, String> {
+            let prefix = format!("igf{}{tag}", std::process::id() % 100_000);
+            let mut lan = Lan {
+                prefix: prefix.clone(),
+                hosts: Vec::new(),
+                procs: Vec::new(),
+                relays: Vec::new(),
+            };
+            let bridge = lan.bridge();
+            ip(&["netns", "add", &bridge])?;
+            ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", &bridge, "link", "set", "br0", "up"])?;
+            for i in 0..n {
+                let host = format!("{prefix}h{i}");
+                ip(&["netns", "add", &host])?;
+                lan.hosts.push(host.clone());
+                let (inside, outside) = (lan.inside(i), lan.outside(i));
+                ip(&[
+                    "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+                ])?;
+                ip(&["link", "set", &inside, "netns", &host])?;
+                ip(&["link", "set", &outside, "netns", &bridge])?;
+                ip(&["-n", &bridge, "link", "set", &outside, "master", "br0"])?;
+                ip(&["-n", &bridge, "link", "set", &outside, "up"])?;
+                ip(&[
+                    "-n",
+                    &host,
+                    "addr",
+                    "add",
+                    &format!("{}/24", addr(i)),
+                    "dev",
+                    &inside,
+                ])?;
+                ip(&["-n", &host, "link", "set", &inside, "up"])?;
+                ip(&["-n", &host, "link", "set", "lo", "up"])?;
+            }
+            Ok(lan)
+        }
+
+        fn bridge(&self) -> String {
+            format!("{}br", self.prefix)
+        }
+        fn inside(&self, i: usize) -> String {
+            format!("{}i{i}", self.prefix)
+        }
+        fn outside(&self, i: usize) -> String {
+            format!("{}o{i}", self.prefix)
+        }
+
+        /// Starts `idlegrid ARGS` in host `host`; returns its handle.
+        fn spawn(&mut self, host: usize, args: &[&str], log: &Path) -> usize {
+            let out = std::fs::File::create(log).expect("log file");
+            let err = out.try_clone().expect("log file");
+            // `ip netns exec` execs the command in place: the child's pid is idlegrid's.
+            let child = Command::new("ip")
+                .args(["netns", "exec", &self.hosts[host], BIN])
+                .args(args)
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .spawn()
+                .expect("spawn idlegrid");
+            self.procs.push(child);
+            self.procs.len() - 1
+        }
+
+        fn signal(&self, proc: usize, signal: libc::c_int) {
+            let pid = self.procs[proc].id() as libc::pid_t;
+            // SAFETY: kill has no memory preconditions; the pid is our own child, not yet
+            // reaped (we only reap in `wait` and on drop).
+            let rc = unsafe { libc::kill(pid, signal) };
+            assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        }
+
+        /// Waits for `proc` to exit, at most `timeout`.
+        fn wait(&mut self, proc: usize, timeout: Duration) -> Option<ExitStatus> {
+            let child = &mut self.procs[proc];
+            let started = Instant::now();
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(status);
+                }
+                if started.elapsed() > timeout {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        /// Cuts (or restores) host `i`'s cable at the bridge.
+        fn link(&self, i: usize, up: bool) {
+            let state = if up { "up" } else { "down" };
+            ip(&["-n", &self.bridge(), "link", "set", &self.outside(i), state]).expect("link");
+        }
+
+        /// Shapes both directions of host `i`'s cable: `delay` each way and `rate`.
+        /// Returns how (netem, or a relay for the delay plus tbf for the rate) and the
+        /// address others must dial to see the delay.
+        fn slow_down(&mut self, i: usize, delay: Duration, rate: &str) -> (String, String) {
+            let delay_ms = format!("{}ms", delay.as_millis());
+            let netem = |ns: &str, dev: &str| {
+                run_tool(
+                    "ip",
+                    &[
+                        "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
+                        "delay", &delay_ms, "rate", rate,
+                    ],
+                )
+            };
+            let direct = format!("/ip4/{}/tcp/{PORT}", addr(i));
+            if netem(&self.hosts[i], &self.inside(i)).is_ok() {
+                netem(&self.bridge(), &self.outside(i)).expect("netem on the bridge side");
+                return ("tc netem".into(), direct);
+            }
+            let tbf = |ns: &str, dev: &str| {
+                run_tool(
+                    "ip",
+                    &[
+                        "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                        "rate", rate, "burst", "32kbit", "latency", "400ms",
+                    ],
+                )
+                .expect("tc tbf")
+            };
+            tbf(&self.hosts[i], &self.inside(i));
+            tbf(&self.bridge(), &self.outside(i));
+            let relay = Relay::start(&self.hosts[i], addr(i), PORT + 1, PORT, delay);
+            self.relays.push(relay);
+            (
+                "tc tbf + delaying relay (no sch_netem in this kernel)".into(),
+                format!("/ip4/{}/tcp/{}", addr(i), PORT + 1),
+            )
+        }
+    }
+
+    impl Drop for Lan {
+        fn drop(&mut self) {
+            for child in &mut self.procs {
+                // A frozen process must be thawed to die promptly on every kernel.
+                // SAFETY: as in `signal`; errors (already exited) are ignored.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            for relay in &mut self.relays {
+                relay.stop();
+            }
+            for host in &self.hosts {
+                let _ = ip(&["netns", "delete", host]);
+            }
+            let _ = ip(&["netns", "delete", &self.bridge()]);
+        }
+    }
+
+    fn addr(i: usize) -> String {
+        format!("10.232.0.{}", i + 10)
+    }
+
+    /// A TCP relay inside a namespace that holds every byte for `delay` before passing
+    /// it on, in both directions: the one-way latency of a far-away peer, for kernels
+    /// without netem.
+    struct Relay {
+        stop: Arc<AtomicBool>,
+        streams: Arc<Mutex<Vec<TcpStream>>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Relay {
+        fn start(ns: &str, listen_ip: String, listen: u16, to: u16, delay: Duration) -> Relay {
+            let stop = Arc::new(AtomicBool::new(false));
+            let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let ns_path = format!("/var/run/netns/{ns}");
+            let (stop2, streams2) = (stop.clone(), streams.clone());
+            let thread = std::thread::spawn(move || {
+                // setns changes only this thread's namespace; sockets made here (and on
+                // the threads it spawns, which inherit it) live in the worker's.
+                let file = std::fs::File::open(&ns_path).expect("namespace file");
+                // SAFETY: a valid fd of a network namespace file and the matching flag.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {ns_path}");
+                let listener =
+                    TcpListener::bind((listen_ip.as_str(), listen)).expect("relay listen");
+                listener.set_nonblocking(true).expect("nonblocking");
+                ready_tx.send(()).expect("relay ready");
+                while !stop2.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((down, _)) => {
+                            let _ = down.set_nonblocking(false);
+                            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
+                                continue;
+                            };
+                            let _ = down.set_nodelay(true);
+                            let _ = up.set_nodelay(true);
+                            let mut kept = streams2.lock().unwrap_or_else(|e| e.into_inner());
+                            for s in [&down, &up] {
+                                if let Ok(clone) = s.try_clone() {
+                                    kept.push(clone);
+                                }
+                            }
+                            pump(&down, &up, delay);
+                            pump(&up, &down, delay);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            });
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("relay did not start");
+            Relay {
+                stop,
+                streams,
+                thread: Some(thread),
+            }
+        }
+
+        fn stop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            for s in self
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Copies `from` to `to`, each read delivered `delay` after it arrived, in order.
+    /// Both threads end when either socket closes or is shut down.
+    fn pump(from: &TcpStream, to: &TcpStream, delay: Duration) {
+        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            while let Ok((due, bytes)) = rx.recv() {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if to.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
+
+    /// The inputs every scenario shares and the `--local` mask they must all equal.
+    struct Fixture {
+        dir: PathBuf,
+        before: String,
+        after: String,
+        local_mask: Vec<u8>,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("idlegrid-faults-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            let (before, after) = (path("before.png"), path("after.png"));
+            let out = Command::new(BIN)
+                .args(["change", "--write-sample", &before, &after])
+                .args(["--sample-size", SAMPLE])
+                .output()
+                .expect("write sample");
+            assert!(out.status.success(), "{out:?}");
+            let local = path("local.png");
+            let out = Command::new(BIN)
+                .args(["change", &before, &after, "-o", &local, "--local"])
+                .args(["--band-rows", BAND_ROWS])
+                .output()
+                .expect("local run");
+            assert!(out.status.success(), "{out:?}");
+            let local_mask = std::fs::read(&local).expect("local mask");
+            Fixture {
+                dir,
+                before,
+                after,
+                local_mask,
+            }
+        })
+    }
+
+    /// One scenario: its directory, its LAN, its workers.
+    struct Scenario {
+        name: &'static str,
+        dir: PathBuf,
+        lan: Lan,
+        workers: Vec<Worker>,
+        /// `--min-peers` of the next job; default: every worker.
+        min_peers: Option<usize>,
+        logs: Vec<PathBuf>,
+    }
+
+    #[derive(Clone)]
+    struct Worker {
+        proc: usize,
+        host: usize,
+        data: PathBuf,
+        peer_id: String,
+        dial: String,
+    }
+
+    /// The submitter's host; workers are hosts 1...
+    const SUBMITTER: usize = 0;
+
+    impl Scenario {
+        /// A LAN of one submitter host and `workers` worker hosts; `None` (after
+        /// printing why) where namespaces cannot be made.
+        fn new(name: &'static str, tag: &str, workers: usize) -> Option<Scenario> {
+            if let Err(why) = can_make_namespaces() {
+                println!("SKIPPED {name}: cannot create network namespaces here ({why})");
+                return None;
+            }
+            let dir = fixture().dir.join(name);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("scenario dir");
+            let lan = match Lan::new(workers + 1, tag) {
+                Ok(lan) => lan,
+                Err(why) => {
+                    println!("SKIPPED {name}: cannot create network namespaces here ({why})");
+                    return None;
+                }
+            };
+            Some(Scenario {
+                name,
+                dir,
+                lan,
+                workers: Vec::new(),
+                min_peers: None,
+                logs: Vec::new(),
+            })
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.join(name).to_string_lossy().into_owned()
+        }
+
+        /// Starts a worker on the next host with extra `serve` flags and waits until it
+        /// listens.
+        fn worker(&mut self, extra: &[&str]) -> usize {
+            let n = self.workers.len();
+            let host = n + 1;
+            let data = self.dir.join(format!("worker{n}"));
+            let log = self.dir.join(format!("worker{n}.log"));
+            let data_arg = data.to_string_lossy().into_owned();
+            let listen = format!("/ip4/0.0.0.0/tcp/{PORT}");
+            let mut args = vec![
+                "serve",
+                "--cores",
+                "1",
+                "--no-mdns",
+                "--normal-priority",
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data_arg,
+            ];
+            args.extend_from_slice(extra);
+            let proc = self.lan.spawn(host, &args, &log);
+            self.logs.push(log.clone());
+            let mut peer_id = String::new();
+            let started = wait_until(Duration::from_secs(20), || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if !text.contains("listening on") {
+                    return false;
+                }
+                peer_id = text
+                    .lines()
+                    .find_map(|l| l.split(" as ").nth(1))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                !peer_id.is_empty()
+            });
+            assert!(started, "worker {n} did not start:\n{}", self.logs());
+            self.workers.push(Worker {
+                proc,
+                host,
+                data,
+                dial: format!("/ip4/{}/tcp/{PORT}", addr(host)),
+                peer_id,
+            });
+            n
+        }
+
+        /// The submitter's command line: the shared job, dialling every worker.
+        fn submit_args(&self, tag: &str, extra: &[&str]) -> Vec<String> {
+            let f = fixture();
+            let mut args: Vec<String> = [
+                "change",
+                &f.before,
+                &f.after,
+                "-o",
+                &self.path(&format!("{tag}.png")),
+                "--band-rows",
+                BAND_ROWS,
+                "--cores",
+                "1",
+                "--no-mdns",
+                "--min-peers",
+                &self.min_peers.unwrap_or(self.workers.len()).to_string(),
+                "--discover-timeout",
+                "30s",
+                "--report",
+                &self.path(&format!("{tag}.json")),
+                "--data-dir",
+                &self.path(&format!("{tag}-data")),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            for w in &self.workers {
+                args.push("--peer".into());
+                args.push(format!("{}/p2p/{}", w.dial, w.peer_id));
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        }
+
+        /// Starts the submitter (host 0); returns its process handle.
+        fn start_job(&mut self, tag: &str, extra: &[&str]) -> usize {
+            let args = self.submit_args(tag, extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let log = self.dir.join(format!("{tag}.log"));
+            self.logs.push(log.clone());
+            self.lan.spawn(SUBMITTER, &args, &log)
+        }
+
+        /// Verified results the submitter of job `tag` has recorded so far.
+        fn verified(&self, tag: &str) -> usize {
+            files_in(&self.dir.join(format!("{tag}-data/submit/results")))
+        }
+
+        /// Blobs worker `w` holds (calibration inputs, job tables, one per band fetched).
+        fn worker_blobs(&self, w: usize) -> usize {
+            files_in(&self.workers[w].data.join("blobs"))
+        }
+
+        /// Waits until worker `w` is computing job chunks: it holds the calibration's two
+        /// blobs, the job's tables and at least `bands` bands.
+        fn wait_worker_busy(&self, w: usize, bands: usize) {
+            let busy = wait_until(Duration::from_secs(60), || {
+                self.worker_blobs(w) >= 3 + bands
+            });
+            assert!(
+                busy,
+                "{}: worker {w} never got {bands} chunk(s):\n{}",
+                self.name,
+                self.logs()
+            );
+        }
+
+        /// Waits for the job to end; checks its exit, its mask against the local one,
+        /// and returns its report and how long it ran.
+        fn finish_job(&mut self, proc: usize, tag: &str) -> serde_json::Value {
+            let status = self.lan.wait(proc, JOB_TIMEOUT);
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{}: job {tag} ended with {status:?}:\n{}",
+                self.name,
+                self.logs()
+            );
+            let mask = std::fs::read(self.path(&format!("{tag}.png"))).expect("grid mask");
+            assert!(
+                mask == fixture().local_mask,
+                "{}: the grid's mask differs from the local one:\n{}",
+                self.name,
+                self.logs()
+            );
+            let report = std::fs::read(self.path(&format!("{tag}.json"))).expect("report");
+            serde_json::from_slice(&report).expect("report json")
+        }
+
+        fn logs(&self) -> String {
+            self.logs
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!("--- {}\n{}", p.display(), tail.join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+
+    /// The report line of worker `w`.
+    fn peer<'a>(report: &'a serde_json::Value, s: &Scenario, w: usize) -> &'a serde_json::Value {
+        let id = &s.workers[w].peer_id;
+        report["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["peer_id"] == id.as_str()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: worker {w} ({id}) not in the report: {report:#}",
+                    s.name
+                )
+            })
+    }
+
+    fn chunks_done(report: &serde_json::Value, s: &Scenario, w: usize) -> u64 {
+        peer(report, s, w)["chunks_done"].as_u64().unwrap_or(0)
+    }
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Workers that benchmark at full speed, then take `ms` per chunk: they hold work
+    /// long enough to be struck mid-chunk.
+    fn slow_after_bench(ms: &str) -> [&str; 4] {
+        ["--fault-delay", ms, "--fault-delay-from-chunk", "1"]
+    }
+
+    #[test]
+    fn worker_killed_mid_chunk() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("killed", "k", 2) else {
+            return;
+        };
+        s.worker(&slow_after_bench("300ms"));
+        s.worker(&slow_after_bench("300ms"));
+        let job = s.start_job("job", &[]);
+        s.wait_worker_busy(0, 1);
+        let at = s.verified("job");
+        s.lan.signal(s.workers[0].proc, libc::SIGKILL);
+        let report = s.finish_job(job, "job");
+        let victim = peer(&report, &s, 0);
+        println!(
+            "{}: killed worker 0 at {at}/{CHUNKS} verified; job {:.1} s; victim {victim}",
+            s.name, report["elapsed_seconds"]
+        );
+        assert_eq!(victim["left"], true, "{report:#}");
+    }
+
+    #[test]
+    fn worker_frozen_and_resumed() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("frozen", "f", 2) else {
+            return;
+        };
+        s.worker(&slow_after_bench("300ms"));
+        s.worker(&slow_after_bench("300ms"));
+        let job = s.start_job("job", &[]);
+        s.wait_worker_busy(0, 1);
+        let at = s.verified("job");
+        s.lan.signal(s.workers[0].proc, libc::SIGSTOP);
+        let frozen = Instant::now();
+        // The job must go on without it: wait for progress, then thaw it mid-job.
+        let progressed = wait_until(Duration::from_secs(30), || s.verified("job") >= at + 32);
+        s.lan.signal(s.workers[0].proc, libc::SIGCONT);
+        let thawed_at = s.verified("job");
+        let report = s.finish_job(job, "job");
+        println!(
+            "{}: froze worker 0 at {at}/{CHUNKS} verified, thawed after {:.1} s at {thawed_at} \
+             (progress while frozen: {progressed}); job {:.1} s; victim {}",
+            s.name,
+            frozen.elapsed().as_secs_f64(),
+            report["elapsed_seconds"],
+            peer(&report, &s, 0)
+        );
+        assert!(
+            progressed,
+            "no progress while a worker was frozen:\n{}",
+            s.logs()
+        );
+    }
+
+    #[test]
+    fn link_cut_mid_job_and_restored() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("partition", "p", 2) else {
+            return;
+        };
+        s.worker(&slow_after_bench("300ms"));
+        s.worker(&slow_after_bench("300ms"));
+        let job = s.start_job("job", &[]);
+        s.wait_worker_busy(0, 1);
+        let at = s.verified("job");
+        let host = s.workers[0].host;
+        s.lan.link(host, false);
+        let progressed = wait_until(Duration::from_secs(30), || s.verified("job") >= at + 32);
+        s.lan.link(host, true);
+        let restored_at = s.verified("job");
+        let report = s.finish_job(job, "job");
+        println!(
+            "{}: cut worker 0's link at {at}/{CHUNKS} verified, restored at {restored_at} \
+             (progress while cut: {progressed}); job {:.1} s; victim {}",
+            s.name,
+            report["elapsed_seconds"],
+            peer(&report, &s, 0)
+        );
+        assert!(
+            progressed,
+            "no progress while a link was cut:\n{}",
+            s.logs()
+        );
+    }
+
+    #[test]
+    fn lying_worker_caught_by_replicas_and_banned() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("liar-replicas", "r", 2) else {
+            return;
+        };
+        s.worker(&[]);
+        s.worker(&["--fault-lie"]);
+        let job = s.start_job("job", &["--replicas", "2"]);
+        let report = s.finish_job(job, "job");
+        let liar = peer(&report, &s, 1);
+        println!(
+            "{}: job {:.1} s; liar {liar}",
+            s.name, report["elapsed_seconds"]
+        );
+        assert_eq!(liar["banned"], true, "{report:#}");
+        assert_eq!(peer(&report, &s, 0)["banned"], false, "{report:#}");
+    }
+
+    #[test]
+    fn lying_worker_caught_by_spot_checks_and_banned() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("liar-spot", "c", 2) else {
+            return;
+        };
+        s.worker(&[]);
+        s.worker(&["--fault-lie"]);
+        let job = s.start_job("job", &["--spot-check", "0.25"]);
+        let report = s.finish_job(job, "job");
+        let liar = peer(&report, &s, 1);
+        println!(
+            "{}: job {:.1} s; liar {liar}",
+            s.name, report["elapsed_seconds"]
+        );
+        assert_eq!(liar["banned"], true, "{report:#}");
+        assert_eq!(peer(&report, &s, 0)["banned"], false, "{report:#}");
+    }
+
+    #[test]
+    fn submitter_killed_mid_job_resumes_with_finished_chunks() {
+        let _serial = serial();
+        let Some(mut s) = Scenario::new("resume", "s", 2) else {
+            return;
+        };
+        s.worker(&slow_after_bench("200ms"));
+        s.worker(&slow_after_bench("200ms"));
+        let first = s.start_job("job", &[]);
+        let midway = wait_until(Duration::from_secs(60), || s.verified("job") >= CHUNKS / 3);
+        assert!(midway, "the job never got a third done:\n{}", s.logs());
+        s.lan.signal(first, libc::SIGKILL);
+        assert!(s.lan.wait(first, Duration::from_secs(10)).is_some());
+        let finished = s.verified("job");
+        assert!(
+            finished < CHUNKS,
+            "the job finished before it could be killed; make it longer"
+        );
+        // The same command again, same data dir.
+        let again = s.start_job("job", &[]);
+        let report = s.finish_job(again, "job");
+        let reused = report["chunks_reused"].as_u64().unwrap_or(0) as usize;
+        let computed: u64 = report["peers"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .map(|p| p["chunks_done"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "{}: killed the submitter at {finished}/{CHUNKS} verified; the rerun reused \
+             {reused}, computed {computed}, took {:.1} s",
+            s.name, report["elapsed_seconds"]
+        );
+        assert!(reused > 0, "{report:#}");
+        assert_eq!(
+            reused, finished,
+            "every finished chunk is reused: {report:#}"
+        );
+        assert!(
+            computed as usize >= CHUNKS - reused,
+            "computed {computed} of the {} left: {report:#}",
+            CHUNKS - reused
+        );
+    }
+
+    #[test]
+    fn slow_peer_gets_less_work_and_costs_little() {
+        let _serial = serial();
+        // Two normal workers, twice; then the same plus a far, thin one, twice.
+        let Some(mut s) = Scenario::new("slow", "w", 3) else {
+            return;
+        };
+        // Each chunk costs a worker ~100 ms of (simulated) compute that does not load
+        // this shared machine's cores, so the time measured is the grid's, not the CPU
+        // contention of four processes on two cores.
+        let normal = ["--fault-delay", "100ms"];
+        s.worker(&normal);
+        s.worker(&normal);
+        s.worker(&normal);
+        let (how, dial) = s
+            .lan
+            .slow_down(s.workers[2].host, Duration::from_millis(200), "10mbit");
+        s.workers[2].dial = dial;
+        let slow = s.workers.pop().expect("slow worker");
+        // The job starts with the two normal workers (as a user would not wait for a
+        // far peer); the slow one joins when its benchmark is in. Baselines first: a
+        // worker that met the slow peer would tell the next submitter of it (DHT).
+        s.min_peers = Some(2);
+        let mut baseline = f64::MAX;
+        for round in 0..2 {
+            let tag = format!("base{round}");
+            let job = s.start_job(&tag, &[]);
+            let report = s.finish_job(job, &tag);
+            assert_eq!(
+                report["peers"].as_array().map(Vec::len),
+                Some(3),
+                "{report:#}"
+            );
+            baseline = baseline.min(report["elapsed_seconds"].as_f64().unwrap_or(f64::MAX));
+        }
+        s.workers.push(slow.clone());
+        let mut with_slow = f64::MAX;
+        let mut last = serde_json::Value::Null;
+        for round in 0..2 {
+            let tag = format!("slow{round}");
+            let job = s.start_job(&tag, &[]);
+            let report = s.finish_job(job, &tag);
+            with_slow = with_slow.min(report["elapsed_seconds"].as_f64().unwrap_or(f64::MAX));
+            last = report;
+        }
+        let slow_id = s.workers[2].peer_id.as_str();
+        // Absent from the report: its benchmark was not in before the job ended.
+        let slow_line = last["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["peer_id"] == slow_id))
+            .cloned();
+        let slow_chunks = slow_line
+            .as_ref()
+            .map_or(0, |p| p["chunks_done"].as_u64().unwrap_or(0));
+        let normal_chunks = chunks_done(&last, &s, 0).min(chunks_done(&last, &s, 1));
+        let ratio = with_slow / baseline;
+        println!(
+            "{}: shaping by {how}; best of 2: {baseline:.2} s without the slow peer, \
+             {with_slow:.2} s with it (×{ratio:.2}); chunks: slow {slow_chunks} (joined: {}), \
+             normal ≥ {normal_chunks}",
+            s.name,
+            slow_line.is_some()
+        );
+        assert!(
+            slow_chunks < normal_chunks,
+            "the slow peer got as much work as a normal one: {last:#}"
+        );
+        assert!(
+            ratio <= 1.2,
+            "the slow peer made the job {ratio:.2}× slower ({baseline:.2} s → {with_slow:.2} s)"
+        );
+    }
+}
