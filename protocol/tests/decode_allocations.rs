@@ -4,45 +4,74 @@
 //! of the input's length (a decoder may copy what it was given, never what a length
 //! prefix merely claims), and so within the message's size limit.
 //!
-//! Its own test binary because the global allocator is process-wide; the measured
-//! sections hold a lock so proptest's parallel cases cannot blur each other's figures.
+//! Its own test binary because the global allocator is process-wide; only the measuring
+//! thread's allocations are counted, so tests running in parallel cannot blur the figures.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::cell::Cell;
 
 use idlegrid_protocol::{limits, BlobRequest, BlobResponse, TaskRequest, TaskResponse, TaskSpec};
 use proptest::prelude::*;
 
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+// Only the measuring thread's allocations count: the test harness runs other tests (and
+// proptest generates their inputs) on other threads at the same time. A decoder runs on
+// the calling thread and frees nothing it did not allocate, so a per-thread balance
+// measured from zero is exact.
+thread_local! {
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn tracking() -> bool {
+    TRACKING.try_with(Cell::get).unwrap_or(false)
+}
+
+fn grow(bytes: usize) {
+    let live = LIVE.with(|l| {
+        l.set(l.get() + bytes as isize);
+        l.get()
+    });
+    PEAK.with(|p| p.set(p.get().max(live)));
+}
+
+fn shrink(bytes: usize) {
+    LIVE.with(|l| l.set(l.get() - bytes as isize));
+}
+
+fn largest(bytes: usize) {
+    LARGEST.with(|l| l.set(l.get().max(bytes)));
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        if tracking() {
+            grow(layout.size());
+            largest(layout.size());
+        }
         // SAFETY: same layout contract as our caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        if tracking() {
+            shrink(layout.size());
+        }
         // SAFETY: `ptr` came from `alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > layout.size() {
-            let grow = new_size - layout.size();
-            let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        if tracking() {
+            if new_size > layout.size() {
+                grow(new_size - layout.size());
+            } else {
+                shrink(layout.size() - new_size);
+            }
+            largest(new_size);
         }
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -51,18 +80,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-static MEASURE: Mutex<()> = Mutex::new(());
-
-/// (largest single allocation, peak live bytes above the start) while `f` runs.
+/// (largest single allocation, peak live bytes above the start) while `f` runs on this
+/// thread.
 fn measure(f: impl FnOnce()) -> (usize, usize) {
-    let _one_at_a_time = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    LARGEST.store(0, Ordering::Relaxed);
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    LARGEST.with(|l| l.set(0));
+    TRACKING.with(|t| t.set(true));
     f();
+    TRACKING.with(|t| t.set(false));
     (
-        LARGEST.load(Ordering::Relaxed),
-        PEAK.load(Ordering::Relaxed).saturating_sub(base),
+        LARGEST.with(Cell::get),
+        PEAK.with(Cell::get).max(0) as usize,
     )
 }
 
