@@ -132,8 +132,11 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
     assert_eq!(refusals[0].peer, submitter.peer_id());
 
     let job = prepare(&submitter, &plan).await;
+    // Only remote peers compute: a job this small would otherwise be done by the
+    // submitter's own worker before the others get a chunk.
     let config = GridConfig {
         min_peers: 2,
+        compute_locally: false,
         show_progress: false,
         ..GridConfig::default()
     };
