@@ -53,6 +53,22 @@ fn remote_only(min_peers: usize) -> GridConfig {
     }
 }
 
+/// A job of `chunks` noop chunks (no inputs, 32-byte results).
+fn noop_job(chunks: usize) -> Job {
+    Job {
+        kernel: noop::NAME.into(),
+        kernel_version: noop::VERSION,
+        chunks: (0..chunks as u64)
+            .map(|i| noop::task(i, Vec::new()))
+            .collect(),
+        costs: vec![1; chunks],
+        calibration: noop::task(u64::MAX, Vec::new()),
+        calibration_cost: 1,
+        unit: "chunks",
+        units: vec![1; chunks],
+    }
+}
+
 async fn overhead(chunks: usize) -> Result<f64> {
     let (_w1, a1) = start("noop-w1", true).await?;
     let (_w2, a2) = start("noop-w2", true).await?;
