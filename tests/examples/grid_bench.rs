@@ -73,18 +73,7 @@ async fn overhead(chunks: usize) -> Result<f64> {
     let (_w1, a1) = start("noop-w1", true).await?;
     let (_w2, a2) = start("noop-w2", true).await?;
     let node = submitter("noop-s", &[a1, a2]).await?;
-    let job = Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks as u64)
-            .map(|i| noop::task(i, Vec::new()))
-            .collect(),
-        costs: vec![1; chunks],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
-    };
+    let job = noop_job(chunks);
     let started = Instant::now();
     let outcome = grid::run_job(&node, job, remote_only(2)).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -96,18 +85,7 @@ async fn overhead(chunks: usize) -> Result<f64> {
 /// store without the network, to tell where the per-chunk time goes.
 async fn overhead_local(chunks: usize) -> Result<f64> {
     let node = submitter("noop-local", &[]).await?;
-    let job = Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks as u64)
-            .map(|i| noop::task(i, Vec::new()))
-            .collect(),
-        costs: vec![1; chunks],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
-    };
+    let job = noop_job(chunks);
     let config = GridConfig {
         show_progress: false,
         ..GridConfig::default()
