@@ -1,6 +1,7 @@
 //! Lending a machine, in one process on loopback: private pools (a peer with another
 //! swarm key never connects), the volunteer's allowlist (a stranger's chunks are
-//! refused with a reason, and the job completes on the others), and a stopping
+//! refused with a reason, and the job completes on the others), a denied peer kept
+//! out at connection time (`--deny`), and a stopping
 //! volunteer handing its chunk back (what `serve` does on SIGTERM).
 
 mod common;
@@ -90,6 +91,48 @@ async fn a_peer_with_another_swarm_key_never_connects() {
             "{peer} was never connected: {book:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_denied_peer_cannot_connect_while_others_can() {
+    let stranger = start_keyed("stranger", None, Vec::new()).await;
+    let friend = start_keyed("friend", None, Vec::new()).await;
+    init_logging();
+    let mut config = NodeConfig::new(temp_dir("guarded"));
+    config.net = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        mdns: false,
+        deny: vec![stranger.peer_id()],
+        ..NetConfig::default()
+    };
+    let guarded = tokio::time::timeout(TIMEOUT, Node::start(config))
+        .await
+        .expect("node start timed out")
+        .expect("node starts");
+    let addrs = addrs_of(&guarded).await;
+    for (name, node, allowed) in [("friend", &friend, true), ("stranger", &stranger, false)] {
+        for addr in &addrs {
+            let _ = node.client.dial(addr.clone()).await;
+        }
+        let answer = tokio::time::timeout(
+            TIMEOUT,
+            node.client.task(guarded.peer_id(), TaskRequest::Probe),
+        )
+        .await
+        .expect("probe timed out");
+        assert_eq!(
+            matches!(answer, Ok(TaskResponse::Probe(_))),
+            allowed,
+            "{name}: {answer:?}"
+        );
+    }
+    let book = guarded.client.peers().await.expect("peer book");
+    assert!(
+        !book
+            .iter()
+            .any(|e| e.peer == Some(stranger.peer_id()) && e.connected),
+        "the denied peer stays disconnected: {book:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,6 +38,12 @@ pub struct NetArgs {
     /// Do not use mDNS to find peers on the LAN.
     #[arg(long)]
     pub no_mdns: bool,
+    /// A relay peer to hold a slot on from the start (repeatable), ending in
+    /// /p2p/<PeerId>: peers that cannot dial this one reach it through the relay.
+    /// Without it a slot is taken on a known relay once autonat finds this peer
+    /// unreachable.
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    pub relays: Vec<Multiaddr>,
     /// Compute threads on this machine [default: all cores].
     #[arg(long)]
     pub cores: Option<usize>,
@@ -66,6 +72,7 @@ impl NetArgs {
             peers: self.peers.clone(),
             bootstrap: self.bootstrap_list(),
             swarm_key: self.swarm_key,
+            relays: self.relays.clone(),
             ..NetConfig::default()
         };
         if !self.listen.is_empty() {
@@ -119,6 +126,11 @@ pub struct GridArgs {
     /// Wait for this many remote peers before starting.
     #[arg(long, default_value_t = 0)]
     pub min_peers: usize,
+    /// Leave the computing to remote peers (a laptop on battery, a busy desk machine):
+    /// this machine only hands out chunks, checks and joins the results. Implies
+    /// --min-peers 1 at least.
+    #[arg(long, conflicts_with = "local")]
+    pub no_compute: bool,
     /// How long to wait for --min-peers, e.g. 30s or 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
@@ -197,10 +209,20 @@ impl GridArgs {
                 self.spot_check
             );
         }
+        if self.no_compute && self.spot_check > 0.0 {
+            anyhow::bail!(
+                "--spot-check recomputes chunks on this machine, so it cannot go with --no-compute"
+            );
+        }
         Ok(GridConfig {
             replicas: self.replicas,
             spot_check: self.spot_check,
-            min_peers: self.min_peers,
+            min_peers: if self.no_compute {
+                self.min_peers.max(1)
+            } else {
+                self.min_peers
+            },
+            compute_locally: !self.no_compute,
             discover_timeout: self.discover_timeout,
             weights: self.weights.clone().map(|w| w.0).unwrap_or_default(),
             ..GridConfig::default()

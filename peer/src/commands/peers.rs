@@ -102,8 +102,8 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<9} address",
-        "peer", "found", "agent", "kernels", "score/s", "rtt", "breaker"
+        "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} address",
+        "peer", "found", "agent", "kernels", "score/s", "rtt", "route", "breaker"
     );
     rows.sort_by_key(|(_, peer, _, _)| *peer);
     for (entry, peer, probe, fresh_score) in rows {
@@ -144,13 +144,14 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
                 format!("{:.1}ms", d.as_secs_f64() * 1e3)
             });
         let breaker = remembered.map_or("-", |m| m.breaker.as_str());
+        let route = entry.route.map_or("-".to_string(), |r| r.to_string());
         let address = entry
             .addrs
             .first()
             .map_or("-".to_string(), |a| a.to_string());
         println!(
-            "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<9} {}",
-            peer, found, agent, kernels, score, rtt, breaker, address
+            "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} {}",
+            peer, found, agent, kernels, score, rtt, route, breaker, address
         );
     }
     Ok(())

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// the multiaddrs others should use (give it a fixed --listen port).
     #[arg(long)]
     pub bootstrap_node: bool,
+    /// Relay for peers behind NATs (a bootstrap node always does): they hold slots
+    /// here and reach each other through this peer until hole punching connects them.
+    #[arg(long)]
+    pub relay_server: bool,
     /// Test builds only (fault suite): a misbehaving worker, see [`FaultArgs`].
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
@@ -104,6 +108,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.net.listen = settings.listen.clone();
     }
     config.net.bootstrap = settings.bootstrap.clone();
+    config.net.relays = settings.relays.clone();
+    config.net.relay_server = args.bootstrap_node || args.relay_server || settings.relay_server;
     config.net.swarm_key = settings.swarm_key;
     config.net.deny = settings.deny.clone();
     if let Some(n) = settings.max_connections {

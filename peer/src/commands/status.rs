@@ -76,6 +76,8 @@ pub struct Settings {
     pub max_connections_per_peer: Option<u32>,
     pub bootstrap: Vec<Multiaddr>,
     pub listen: Vec<Multiaddr>,
+    pub relays: Vec<Multiaddr>,
+    pub relay_server: bool,
 }
 
 fn peers_of(items: &[String]) -> anyhow::Result<Vec<PeerId>> {
@@ -167,6 +169,14 @@ impl Settings {
                     .collect::<Result<Vec<_>, _>>()?,
             ]),
             listen: file.listen()?,
+            relays: idlegrid_bootstrap::peers::merge(&[
+                net.relays.clone(),
+                file.relays()?
+                    .into_iter()
+                    .map(|a| idlegrid_bootstrap::peers::check("the config file", a))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ]),
+            relay_server: file.network.relay_server.unwrap_or(false),
             config_path,
         })
     }

@@ -22,7 +22,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::net::{kernel_key, PeerEvent, Source};
+use crate::net::{kernel_key, PeerEvent, Route, Source};
 use crate::node::Node;
 use crate::scheduler::{
     Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
@@ -446,6 +446,14 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         .unpin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
 
     let sent = node.traffic.snapshot();
+    let routes: HashMap<PeerId, Route> = node
+        .client
+        .peers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.peer?, e.route?)))
+        .collect();
     let mut peers: Vec<PeerReport> = sched
         .peers()
         .map(|(peer, stats)| PeerReport {
@@ -458,6 +466,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             breaker: stats.breaker.label(),
             banned: stats.banned,
             left: !stats.connected,
+            route: routes.get(&peer).copied(),
             bytes_sent: sent.get(&peer).copied().unwrap_or(0),
             bytes_received: book.received.get(&peer).copied().unwrap_or(0),
         })

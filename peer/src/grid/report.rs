@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::net::Source;
+use crate::net::{Route, Source};
 
 /// One peer's line in the report.
 #[derive(Clone, Debug, Serialize)]
@@ -25,6 +25,9 @@ pub struct PeerReport {
     pub banned: bool,
     /// Disconnected or lost before the job ended (killed, crashed, cut off).
     pub left: bool,
+    /// How it was connected when the job ended: `direct`, `hole-punched` (through
+    /// NATs, by DCUtR) or `relayed`; null for this machine and for peers gone.
+    pub route: Option<Route>,
     /// Input bytes this peer fetched from us.
     pub bytes_sent: u64,
     /// Result bytes we received from it.

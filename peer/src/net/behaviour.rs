@@ -4,6 +4,10 @@
 //! mDNS finds peers on the LAN, Kademlia (under our own protocol name, server mode) finds
 //! them beyond it through bootstrap peers and provider records, identify tells each
 //! peer's agent and protocols, ping measures round trips and keeps idle links honest.
+//! Beyond a NAT: autonat learns whether others can dial us, the relay client reserves a
+//! slot on a relay peer when they cannot (and dials others through one), DCUtR turns a
+//! relayed connection into a direct one by hole punching, and a peer started with
+//! `relay_server` relays for others.
 //! Three guards come first: a block list (`--deny`), connection limits in total and
 //! per peer, and a memory limit above which new connections are refused.
 
@@ -13,8 +17,8 @@ use idlegrid_protocol::{BLOB_PROTOCOL, KAD_PROTOCOL, PROTOCOL_VERSION, TASK_PROT
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    allow_block_list, connection_limits, identify, identity, kad, mdns, memory_connection_limits,
-    ping, request_response, StreamProtocol,
+    allow_block_list, autonat, connection_limits, dcutr, identify, identity, kad, mdns,
+    memory_connection_limits, ping, relay, request_response, StreamProtocol,
 };
 
 use super::codec::{BlobCodec, TaskCodec};
@@ -41,10 +45,18 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
+    pub autonat: autonat::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub relay_server: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
 }
 
 impl Behaviour {
-    pub fn new(key: &identity::Keypair, config: &NetConfig) -> std::io::Result<Behaviour> {
+    pub fn new(
+        key: &identity::Keypair,
+        config: &NetConfig,
+        relay_client: relay::client::Behaviour,
+    ) -> std::io::Result<Behaviour> {
         let peer_id = key.public().to_peer_id();
         let rr_config = request_response::Config::default()
             .with_request_timeout(config.request_timeout)
@@ -109,6 +121,31 @@ impl Behaviour {
             .max_memory
             .map(memory_connection_limits::Behaviour::with_max_bytes);
 
+        let autonat = autonat::Behaviour::new(
+            peer_id,
+            autonat::Config {
+                // Learn soon after joining whether we need a relay (default 15 s).
+                boot_delay: Duration::from_secs(2),
+                retry_interval: Duration::from_secs(30),
+                // Offices and labs number their machines privately: a peer on
+                // 10.x or 192.168.x is a valid judge of our reachability.
+                only_global_ips: false,
+                ..Default::default()
+            },
+        );
+        let relay_server = config.relay_server.then(|| {
+            relay::Behaviour::new(
+                peer_id,
+                relay::Config {
+                    max_circuits: config.relay_max_circuits,
+                    max_circuits_per_peer: config.relay_max_circuits.min(16),
+                    max_circuit_duration: config.relay_max_circuit_duration,
+                    max_circuit_bytes: config.relay_max_circuit_bytes,
+                    ..Default::default()
+                },
+            )
+        });
+
         Ok(Behaviour {
             blocked,
             limits,
@@ -119,6 +156,10 @@ impl Behaviour {
             mdns: mdns.into(),
             identify,
             ping,
+            autonat,
+            relay_client,
+            relay_server: relay_server.into(),
+            dcutr: dcutr::Behaviour::new(peer_id),
         })
     }
 }

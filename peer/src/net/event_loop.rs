@@ -2,22 +2,31 @@
 //! calls, swarm events into replies (pending replies wait in maps keyed by request or
 //! query id), keeps the peer book, publishes [`PeerEvent`]s, and hands inbound requests
 //! to the services on the [`Inbound`] channel. It never blocks on disk or compute.
+//!
+//! It also finds a way through NATs: when autonat says others cannot dial us, it takes
+//! a slot on every known relay peer (or on `NetConfig::relays` from the start); a
+//! request to a peer that cannot be dialled directly is sent once more through the
+//! known relays; when DCUtR's hole punching gives a direct connection, the relayed one
+//! is closed, and requests cut by that (or by a relay's limits) are sent again on the
+//! connection that remains.
 
 use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use idlegrid_protocol::{BlobRequest, BlobResponse, TaskRequest, TaskResponse, KAD_PROTOCOL};
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    identify, identity, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, Transport,
+    autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, yamux, Multiaddr,
+    PeerId, Swarm, Transport,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::client::{Client, Command};
-use super::{NetConfig, NetError, PeerEntry, PeerEvent, Source};
+use super::{NetConfig, NetError, PeerEntry, PeerEvent, Route, Source};
 
 /// An inbound request for the worker or blob service, with the channel to answer on.
 pub enum Inbound {
@@ -36,17 +45,48 @@ pub enum Inbound {
 /// Inbound requests queued for the services before new ones are refused as busy.
 const INBOUND_QUEUE: usize = 1024;
 
+/// An outbound request waiting for its answer. The request is kept so it can be sent
+/// once more when its connection closed under it while another one to the same peer
+/// remains, or when the peer could not be dialled directly but may be through a relay.
+/// Every request idlegrid sends can be repeated safely (a worker knows a `Run` it
+/// already has by the chunk's id).
+struct Pending<Req, Resp> {
+    peer: PeerId,
+    request: Req,
+    reply: oneshot::Sender<Result<Resp, NetError>>,
+    retries_left: u8,
+}
+
+/// How many times one request may be sent again (see [`Pending`]): once for a
+/// direct dial that failed, once for a connection closed under it.
+const RETRIES: u8 = 2;
+
+type PendingMap<Req, Resp> = HashMap<OutboundRequestId, Pending<Req, Resp>>;
+
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     events: broadcast::Sender<PeerEvent>,
     book: HashMap<PeerId, PeerEntry>,
-    pending_task: HashMap<OutboundRequestId, oneshot::Sender<Result<TaskResponse, NetError>>>,
-    pending_blob: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, NetError>>>,
+    pending_task: PendingMap<TaskRequest, TaskResponse>,
+    pending_blob: PendingMap<BlobRequest, BlobResponse>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     listen_addrs: Vec<Multiaddr>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Open connections per peer, and whether each goes through a relay.
+    connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Peers that relay for others (identify lists the relay hop protocol), with the
+    /// address to reach them on.
+    relays: HashMap<PeerId, Multiaddr>,
+    /// Slots held on relays: the listener of each `/p2p-circuit` address.
+    reservations: HashMap<PeerId, ListenerId>,
+    /// Relays given in the config: a slot is kept on them whatever autonat says.
+    configured_relays: HashSet<PeerId>,
+    /// What autonat last concluded about our reachability.
+    nat: autonat::NatStatus,
+    /// Kernel keys this peer advertises, again whenever its addresses change.
+    provided: Vec<String>,
 }
 
 /// Builds the swarm, starts listening and dialling, and returns the client, the inbound
@@ -58,8 +98,9 @@ pub fn spawn(
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let local_peer_id = key.public().to_peer_id();
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
-    let behaviour =
-        |key: &identity::Keypair| Behaviour::new(key, &config).map_err(|e| Box::new(e) as BoxError);
+    let behaviour = |key: &identity::Keypair, relay_client| {
+        Behaviour::new(key, &config, relay_client).map_err(|e| Box::new(e) as BoxError)
+    };
     let swarm_config =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config.idle_connection_timeout);
     let mut swarm = match config.swarm_key {
@@ -72,6 +113,8 @@ pub fn spawn(
             )
             .map_err(|e| setup(&e))?
             .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
             .with_behaviour(behaviour)
             .map_err(|e| setup(&e))?
             .with_swarm_config(swarm_config)
@@ -98,6 +141,8 @@ pub fn spawn(
                             .timeout(std::time::Duration::from_secs(20)),
                     )
                 })
+                .map_err(|e| setup(&e))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
                 .map_err(|e| setup(&e))?
                 .with_behaviour(behaviour)
                 .map_err(|e| setup(&e))?
@@ -138,11 +183,27 @@ pub fn spawn(
         pending_providers: HashMap::new(),
         listen_addrs: Vec::new(),
         listen_waiters: Vec::new(),
+        connections: HashMap::new(),
+        relays: HashMap::new(),
+        reservations: HashMap::new(),
+        configured_relays: HashSet::new(),
+        nat: autonat::NatStatus::Unknown,
+        provided: Vec::new(),
     };
     // Bootstrap peers are tried one at a time by the node (see `node::join`); Kademlia
     // bootstraps by itself as soon as one is in its routing table.
     for addr in &config.peers {
         event_loop.dial(addr.clone())?;
+    }
+    for addr in &config.relays {
+        let Some(relay) = peer_of(addr) else {
+            return Err(NetError::Setup(format!(
+                "relay address {addr} does not end in /p2p/<PeerId>"
+            )));
+        };
+        event_loop.configured_relays.insert(relay);
+        event_loop.relays.insert(relay, without_peer(addr));
+        event_loop.reserve(relay);
     }
     let client = Client {
         commands: command_tx,
@@ -168,14 +229,22 @@ fn without_peer(addr: &Multiaddr) -> Multiaddr {
 /// Why an inbound request is refused when the services' queue is full.
 const BUSY: &str = "too many requests queued; try later";
 
-/// Handles the request-response events both protocols share: an answer or a failure
-/// goes to the waiting client, an inbound failure is logged. Returns an inbound request
-/// for the caller to hand on.
+/// What a request-response event leaves for the caller to do.
+enum Settled<Req, Resp> {
+    Nothing,
+    /// A peer's request, for the services.
+    Inbound(PeerId, Req, ResponseChannel<Resp>),
+    /// One of our requests failed: send it again or tell the client.
+    Failed(Pending<Req, Resp>, OutboundFailure),
+}
+
+/// Handles the request-response events both protocols share: an answer goes to the
+/// waiting client, an inbound failure is logged.
 fn settle<Req, Resp>(
     event: request_response::Event<Req, Resp>,
-    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>,
+    pending: &mut PendingMap<Req, Resp>,
     protocol: &str,
-) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+) -> Settled<Req, Resp> {
     match event {
         request_response::Event::Message {
             peer,
@@ -184,7 +253,7 @@ fn settle<Req, Resp>(
                     request, channel, ..
                 },
             ..
-        } => Some((peer, request, channel)),
+        } => Settled::Inbound(peer, request, channel),
         request_response::Event::Message {
             message:
                 request_response::Message::Response {
@@ -193,29 +262,54 @@ fn settle<Req, Resp>(
                 },
             ..
         } => {
-            if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Ok(response));
+            if let Some(waiting) = pending.remove(&request_id) {
+                let _ = waiting.reply.send(Ok(response));
             }
-            None
+            Settled::Nothing
         }
         request_response::Event::OutboundFailure {
-            peer,
-            request_id,
-            error,
-            ..
-        } => {
-            if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Err(outbound_error(peer, error)));
-            }
-            None
-        }
+            request_id, error, ..
+        } => match pending.remove(&request_id) {
+            Some(waiting) => Settled::Failed(waiting, error),
+            None => Settled::Nothing,
+        },
         request_response::Event::InboundFailure { peer, error, .. } => {
             // Oversized or malformed requests end here: the stream is dropped unread.
             tracing::info!("{protocol} request from {peer} refused: {error}");
-            None
+            Settled::Nothing
         }
-        request_response::Event::ResponseSent { .. } => None,
+        request_response::Event::ResponseSent { .. } => Settled::Nothing,
     }
+}
+
+/// How a request goes out on one of the two protocols.
+type SendFn<Req> = fn(&mut Behaviour, &PeerId, Req, Vec<Multiaddr>) -> OutboundRequestId;
+
+fn send_task(
+    b: &mut Behaviour,
+    p: &PeerId,
+    r: TaskRequest,
+    a: Vec<Multiaddr>,
+) -> OutboundRequestId {
+    b.task.send_request_with_addresses(p, r, a)
+}
+
+fn send_blob(
+    b: &mut Behaviour,
+    p: &PeerId,
+    r: BlobRequest,
+    a: Vec<Multiaddr>,
+) -> OutboundRequestId {
+    b.blob.send_request_with_addresses(p, r, a)
+}
+
+/// The `/p2p-circuit` address of `peer` through `relay` reached at `relay_addr`.
+fn circuit_addr(relay_addr: &Multiaddr, relay: PeerId, peer: PeerId) -> Multiaddr {
+    relay_addr
+        .clone()
+        .with(Protocol::P2p(relay))
+        .with(Protocol::P2pCircuit)
+        .with(Protocol::P2p(peer))
 }
 
 fn outbound_error(peer: PeerId, error: OutboundFailure) -> NetError {
@@ -294,34 +388,16 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                let addrs = self
-                    .book
-                    .get(&peer)
-                    .map(|e| e.addrs.clone())
-                    .unwrap_or_default();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .task
-                    .send_request_with_addresses(&peer, request, addrs);
-                self.pending_task.insert(id, reply);
+                let (id, pending) = self.request(peer, request, reply, send_task);
+                self.pending_task.insert(id, pending);
             }
             Command::Blob {
                 peer,
                 request,
                 reply,
             } => {
-                let addrs = self
-                    .book
-                    .get(&peer)
-                    .map(|e| e.addrs.clone())
-                    .unwrap_or_default();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .blob
-                    .send_request_with_addresses(&peer, request, addrs);
-                self.pending_blob.insert(id, reply);
+                let (id, pending) = self.request(peer, request, reply, send_blob);
+                self.pending_blob.insert(id, pending);
             }
             Command::RespondTask { channel, response } => {
                 // Err means the requester gave up (timeout, closed): nothing to do.
@@ -349,6 +425,11 @@ impl EventLoop {
                 }
             }
             Command::Provide { keys } => {
+                for key in &keys {
+                    if !self.provided.contains(key) {
+                        self.provided.push(key.clone());
+                    }
+                }
                 for key in keys {
                     if let Err(e) = self
                         .swarm
@@ -369,6 +450,69 @@ impl EventLoop {
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
         }
+    }
+
+    /// Sends a request to `peer` on the addresses we know of it.
+    fn request<Req: Clone, Resp>(
+        &mut self,
+        peer: PeerId,
+        request: Req,
+        reply: oneshot::Sender<Result<Resp, NetError>>,
+        send: SendFn<Req>,
+    ) -> (OutboundRequestId, Pending<Req, Resp>) {
+        let addrs = self
+            .book
+            .get(&peer)
+            .map(|e| e.addrs.clone())
+            .unwrap_or_default();
+        let id = send(self.swarm.behaviour_mut(), &peer, request.clone(), addrs);
+        let pending = Pending {
+            peer,
+            request,
+            reply,
+            retries_left: RETRIES,
+        };
+        (id, pending)
+    }
+
+    /// A failed request goes out again if another way to its peer remains: the other
+    /// connection when the one it was on closed (a relayed one replaced by a direct
+    /// one, or cut by the relay's limits), or the known relays when the peer could not
+    /// be dialled. Otherwise the client learns why it failed.
+    fn resend<Req: Clone, Resp>(
+        &mut self,
+        mut pending: Pending<Req, Resp>,
+        error: OutboundFailure,
+        send: SendFn<Req>,
+    ) -> Option<(OutboundRequestId, Pending<Req, Resp>)> {
+        let peer = pending.peer;
+        let addrs = match &error {
+            _ if pending.retries_left == 0 => None,
+            OutboundFailure::ConnectionClosed if self.swarm.is_connected(&peer) => Some(Vec::new()),
+            OutboundFailure::DialFailure => {
+                let through_relays: Vec<Multiaddr> = self
+                    .relays
+                    .iter()
+                    .filter(|(relay, _)| **relay != peer)
+                    .map(|(relay, addr)| circuit_addr(addr, *relay, peer))
+                    .collect();
+                (!through_relays.is_empty()).then_some(through_relays)
+            }
+            _ => None,
+        };
+        let Some(addrs) = addrs else {
+            let _ = pending.reply.send(Err(outbound_error(peer, error)));
+            return None;
+        };
+        tracing::debug!("sending a request to {peer} again after {error}");
+        pending.retries_left -= 1;
+        let id = send(
+            self.swarm.behaviour_mut(),
+            &peer,
+            pending.request.clone(),
+            addrs,
+        );
+        Some((id, pending))
     }
 
     fn full_listen_addrs(&self) -> Vec<Multiaddr> {
@@ -414,17 +558,34 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                self.on_relay_client(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(event)) => {
+                tracing::debug!("relay: {event:?}");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr(event),
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 if peer_id == *self.swarm.local_peer_id() {
                     return;
                 }
+                let relayed = endpoint.is_relayed();
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, relayed);
                 let addr = endpoint.get_remote_address().clone();
                 let dialer = endpoint.is_dialer();
                 let known = self.book.contains_key(&peer_id);
+                self.entry(peer_id).connected = true;
+                self.update_route(peer_id);
                 let entry = self.entry(peer_id);
-                entry.connected = true;
                 if !known {
                     // We only dial unknown peers on the DHT's behalf (its queries
                     // connect to the peers it learns of); a peer that dialled us found
@@ -442,15 +603,50 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                if let Some(entry) = self.book.get_mut(&peer_id) {
-                    entry.connected = false;
+                if let Some(connections) = self.connections.get_mut(&peer_id) {
+                    connections.remove(&connection_id);
                 }
-                let _ = self.events.send(PeerEvent::Disconnected { peer: peer_id });
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                }
+                if let Some(entry) = self.book.get_mut(&peer_id) {
+                    entry.connected = num_established > 0;
+                }
+                self.update_route(peer_id);
+                if num_established == 0 {
+                    let _ = self.events.send(PeerEvent::Disconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                // A slot on a relay ends with the connection to the relay; forget it so
+                // a new one is taken when the relay is back.
+                let gone: Vec<PeerId> = self
+                    .reservations
+                    .iter()
+                    .filter(|(_, id)| **id == listener_id)
+                    .map(|(relay, _)| *relay)
+                    .collect();
+                for relay in gone {
+                    self.reservations.remove(&relay);
+                    tracing::info!("slot on relay {relay} closed: {reason:?}");
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
+                if address.iter().any(|p| p == Protocol::P2pCircuit) {
+                    // Reachable through a relay: not one of our own sockets, so it is
+                    // not handed to `listen_addrs` waiters (tests and bootstrap
+                    // nodes print those).
+                    tracing::info!("reachable through relay at {address}");
+                    return;
+                }
                 tracing::info!("listening on {address}");
                 self.listen_addrs.push(address);
                 let addrs = self.full_listen_addrs();
@@ -466,6 +662,22 @@ impl EventLoop {
     }
 
     fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        let relays_for_others = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        if relays_for_others && !self.relays.contains_key(&peer) {
+            // Reach the relay where we reached it, else where it says it listens.
+            let direct = |a: &&Multiaddr| !a.iter().any(|p| p == Protocol::P2pCircuit);
+            let dialled = self
+                .book
+                .get(&peer)
+                .and_then(|e| e.addrs.iter().find(direct));
+            if let Some(addr) = dialled.or(info.listen_addrs.iter().find(direct)).cloned() {
+                tracing::debug!("{peer} relays for others, at {addr}");
+                self.relays.insert(peer, addr);
+                if !self.nat.is_public() && self.nat != autonat::NatStatus::Unknown {
+                    self.reserve(peer);
+                }
+            }
+        }
         let speaks_kad = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
         if speaks_kad {
             for addr in &info.listen_addrs {
@@ -496,8 +708,15 @@ impl EventLoop {
     }
 
     fn on_task(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
-        let Some((peer, request, channel)) = settle(event, &mut self.pending_task, "task") else {
-            return;
+        let (peer, request, channel) = match settle(event, &mut self.pending_task, "task") {
+            Settled::Nothing => return,
+            Settled::Failed(pending, error) => {
+                if let Some((id, pending)) = self.resend(pending, error, send_task) {
+                    self.pending_task.insert(id, pending);
+                }
+                return;
+            }
+            Settled::Inbound(peer, request, channel) => (peer, request, channel),
         };
         let inbound = Inbound::Task {
             peer,
@@ -524,8 +743,15 @@ impl EventLoop {
     }
 
     fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        let Some((peer, request, channel)) = settle(event, &mut self.pending_blob, "blob") else {
-            return;
+        let (peer, request, channel) = match settle(event, &mut self.pending_blob, "blob") {
+            Settled::Nothing => return,
+            Settled::Failed(pending, error) => {
+                if let Some((id, pending)) = self.resend(pending, error, send_blob) {
+                    self.pending_blob.insert(id, pending);
+                }
+                return;
+            }
+            Settled::Inbound(peer, request, channel) => (peer, request, channel),
         };
         if let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
             self.inbound.try_send(Inbound::Blob {
@@ -540,6 +766,124 @@ impl EventLoop {
                     reason: BUSY.into(),
                 },
             );
+        }
+    }
+
+    /// Direct if any connection to `peer` is, relayed if all are, none if there is none.
+    fn update_route(&mut self, peer: PeerId) {
+        let route = match self.connections.get(&peer) {
+            Some(c) if c.values().any(|relayed| !relayed) => Some(Route::Direct),
+            Some(c) if !c.is_empty() => Some(Route::Relayed),
+            _ => None,
+        };
+        if let Some(entry) = self.book.get_mut(&peer) {
+            entry.route = match route {
+                Some(Route::Direct) if entry.hole_punched => Some(Route::HolePunched),
+                other => other,
+            };
+        }
+    }
+
+    /// Takes a slot on `relay` (listens on its `/p2p-circuit` address) unless one is
+    /// held already.
+    fn reserve(&mut self, relay: PeerId) {
+        if self.reservations.contains_key(&relay) {
+            return;
+        }
+        let Some(addr) = self.relays.get(&relay) else {
+            return;
+        };
+        let circuit = addr
+            .clone()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                tracing::info!("asking relay {relay} for a slot ({circuit})");
+                self.reservations.insert(relay, id);
+            }
+            Err(e) => tracing::warn!("cannot listen through relay {circuit}: {e}"),
+        }
+    }
+
+    fn on_autonat(&mut self, event: autonat::Event) {
+        let autonat::Event::StatusChanged { old, new } = event else {
+            return;
+        };
+        tracing::info!("reachability: {old:?} -> {new:?}");
+        self.nat = new;
+        match &self.nat {
+            autonat::NatStatus::Private => {
+                let relays: Vec<PeerId> = self.relays.keys().copied().collect();
+                if relays.is_empty() {
+                    tracing::warn!(
+                        "other peers cannot dial this one and no relay is known: only \
+                         peers it dials itself can reach it (a bootstrap node relays)"
+                    );
+                }
+                for relay in relays {
+                    self.reserve(relay);
+                }
+            }
+            autonat::NatStatus::Public(_) => {
+                // Dialable directly: give back the slots we took on our own.
+                let taken: Vec<PeerId> = self
+                    .reservations
+                    .keys()
+                    .filter(|r| !self.configured_relays.contains(r))
+                    .copied()
+                    .collect();
+                for relay in taken {
+                    if let Some(id) = self.reservations.remove(&relay) {
+                        self.swarm.remove_listener(id);
+                    }
+                }
+            }
+            autonat::NatStatus::Unknown => {}
+        }
+    }
+
+    fn on_relay_client(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            } => {
+                tracing::info!("relay {relay_peer_id} holds a slot for this peer");
+                // Advertise again so the provider records carry the relayed address.
+                for key in self.provided.clone() {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .start_providing(kad::RecordKey::new(&key));
+                }
+            }
+            other => tracing::debug!("relay client: {other:?}"),
+        }
+    }
+
+    fn on_dcutr(&mut self, event: dcutr::Event) {
+        let peer = event.remote_peer_id;
+        match event.result {
+            Ok(_) => {
+                // The relayed connection has served its purpose; requests still on it
+                // are sent again on the direct one (see `resend`).
+                let relayed: Vec<ConnectionId> = self
+                    .connections
+                    .get(&peer)
+                    .map(|c| c.iter().filter(|(_, r)| **r).map(|(id, _)| *id).collect())
+                    .unwrap_or_default();
+                tracing::info!("direct connection to {peer} by hole punching");
+                self.entry(peer).hole_punched = true;
+                for id in relayed {
+                    self.swarm.close_connection(id);
+                }
+            }
+            Err(e) => tracing::info!(
+                "hole punching to {peer} failed ({e}); its traffic goes through the relay"
+            ),
         }
     }
 

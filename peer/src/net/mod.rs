@@ -53,6 +53,22 @@ pub struct NetConfig {
     /// New connections are refused while this process's resident memory is above
     /// this many bytes. Default none.
     pub max_memory: Option<usize>,
+    /// Relay peers (`/ip4/…/tcp/…/p2p/<PeerId>`) to reserve a slot on at once, so
+    /// peers that cannot dial us reach us through them. Default none: a slot is taken
+    /// by itself on a known relay when autonat finds this peer unreachable.
+    pub relays: Vec<Multiaddr>,
+    /// Relay for others (circuit relay v2): peers behind NATs reserve slots here and
+    /// reach each other through it until hole punching connects them directly. On for
+    /// `serve --bootstrap-node`, off otherwise (a volunteer lends cores, not bandwidth).
+    pub relay_server: bool,
+    /// Relayed connections through this peer at once. Default 64.
+    pub relay_max_circuits: usize,
+    /// A relayed connection is closed after this long. Default 30 min.
+    pub relay_max_circuit_duration: Duration,
+    /// ... or after carrying this many bytes. Default 1 GiB: enough for a job's
+    /// chunks when hole punching fails (libp2p's default, 128 KiB, is meant only for
+    /// the hole-punching handshake).
+    pub relay_max_circuit_bytes: u64,
 }
 
 impl Default for NetConfig {
@@ -77,6 +93,11 @@ impl Default for NetConfig {
             max_connections: 256,
             max_connections_per_peer: 8,
             max_memory: None,
+            relays: Vec::new(),
+            relay_server: false,
+            relay_max_circuits: 64,
+            relay_max_circuit_duration: Duration::from_secs(30 * 60),
+            relay_max_circuit_bytes: 1 << 30,
         }
     }
 }
@@ -118,6 +139,32 @@ pub struct PeerEntry {
     /// Last ping round trip.
     pub rtt: Option<Duration>,
     pub connected: bool,
+    /// How we are connected to it now (none when not connected).
+    pub route: Option<Route>,
+    /// A direct connection to it was made by hole punching (DCUtR).
+    pub hole_punched: bool,
+}
+
+/// How a connection reaches a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    /// A connection of our own (on a LAN, or to a reachable peer).
+    Direct,
+    /// A direct connection made by hole punching through NATs (DCUtR).
+    HolePunched,
+    /// Through a relay peer (circuit relay v2).
+    Relayed,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Route::Direct => "direct",
+            Route::HolePunched => "hole-punched",
+            Route::Relayed => "relayed",
+        })
+    }
 }
 
 impl PeerEntry {

@@ -66,6 +66,8 @@ pub struct AccessSection {
 pub struct NetworkSection {
     pub bootstrap: Vec<String>,
     pub listen: Vec<String>,
+    pub relays: Vec<String>,
+    pub relay_server: Option<bool>,
 }
 
 /// The file as written.
@@ -178,6 +180,10 @@ impl PolicyFile {
 
     pub fn listen(&self) -> Result<Vec<Multiaddr>, ConfigError> {
         parse_addrs("network.listen", &self.network.listen)
+    }
+
+    pub fn relays(&self) -> Result<Vec<Multiaddr>, ConfigError> {
+        parse_addrs("network.relays", &self.network.relays)
     }
 }
 
