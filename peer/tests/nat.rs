@@ -447,7 +447,8 @@ fn job_across_two_nats(tag: &str, routers_isolated: bool) -> Option<serde_json::
         panic!("the worker behind NAT never joined: {report:#}\n{}", logs());
     };
     assert_eq!(
-        worker["chunks_done"], report["chunks"],
+        worker["chunks_done"],
+        report["chunks"],
         "the worker behind NAT computed every chunk: {report:#}\n{}",
         logs()
     );
