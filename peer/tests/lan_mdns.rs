@@ -6,33 +6,19 @@
 //! runs as root. Every process is killed and every namespace deleted on the way out,
 //! failed or not; every wait has a timeout.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
+use support::{assert_same_as_local, can_make_namespaces, ip, temp_dir, BIN};
 
 /// Namespaces, veths and processes of one test, removed on drop.
 struct Lan {
     prefix: String,
     hosts: Vec<String>,
     children: Vec<Child>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Lan {
@@ -128,28 +114,13 @@ impl Drop for Lan {
     }
 }
 
-fn can_make_namespaces() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".into());
-    }
-    ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-lan-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn peers_on_one_lan_find_each_other_by_mdns_and_share_a_job() {
     if let Err(why) = can_make_namespaces() {
         println!("SKIPPED: cannot create network namespaces here ({why})");
         return;
     }
-    let dir = temp_dir("mdns");
+    let dir = temp_dir("lan", "mdns");
     let mut lan = match Lan::new(3) {
         Ok(lan) => lan,
         Err(why) => {
@@ -217,26 +188,7 @@ fn peers_on_one_lan_find_each_other_by_mdns_and_share_a_job() {
         panic!("grid job failed: {e}\nworker logs:\n{}", logs());
     }
 
-    let local_mask = path("local.png");
-    let out = Command::new(BIN)
-        .args([
-            "change",
-            &before,
-            &after,
-            "-o",
-            &local_mask,
-            "--local",
-            "--band-rows",
-            "16",
-        ])
-        .output()
-        .expect("local run");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        std::fs::read(&grid_mask).expect("grid mask"),
-        std::fs::read(&local_mask).expect("local mask"),
-        "the LAN job's mask differs from the local one"
-    );
+    assert_same_as_local(&before, &after, "16", &grid_mask);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("report json");
     let peers = report["peers"].as_array().expect("peers");

@@ -19,31 +19,13 @@
 //! vacuously. CI runs as root and installs iptables. Every process is killed and every
 //! namespace deleted on the way out, failed or not; every wait has a timeout.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args).map(drop)
-}
+use support::{assert_same_as_local, can_make_namespaces, ip, run, temp_dir, BIN};
 
 /// Runs `command` inside namespace `ns`.
 fn in_ns(ns: &str, command: &[&str]) -> Result<(), String> {
@@ -247,20 +229,9 @@ fn log_filter() -> String {
 }
 
 fn prerequisites() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".into());
-    }
-    ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))?;
+    can_make_namespaces()?;
     run("iptables", &["--version"]).map_err(|e| format!("iptables missing: {e}"))?;
     Ok(())
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-nat-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// Waits until `log` holds a line containing `needle`; returns that line.
@@ -309,7 +280,7 @@ fn job_across_two_nats(tag: &str, routers_isolated: bool) -> Option<serde_json::
         println!("SKIPPED: cannot build NATed namespaces here ({why})");
         return None;
     }
-    let dir = temp_dir(tag);
+    let dir = temp_dir("nat", tag);
     let mut net = match Internet::new(tag, routers_isolated) {
         Ok(net) => net,
         Err(why) => {
@@ -425,18 +396,7 @@ fn job_across_two_nats(tag: &str, routers_isolated: bool) -> Option<serde_json::
         Err(e) => panic!("the job across two NATs failed: {e}\n{}", logs()),
     };
 
-    let local_mask = path("local.png");
-    let out = Command::new(BIN)
-        .args(["change", &before, &after, "-o", &local_mask, "--local"])
-        .args(["--band-rows", "16"])
-        .output()
-        .expect("local run");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        std::fs::read(&grid_mask).expect("grid mask"),
-        std::fs::read(&local_mask).expect("local mask"),
-        "the mask computed across two NATs differs from the local one"
-    );
+    assert_same_as_local(&before, &after, "16", &grid_mask);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("report json");
     let worker = report["peers"]

@@ -707,16 +707,32 @@ impl EventLoop {
         let _ = self.events.send(PeerEvent::Identified { peer, compatible });
     }
 
-    fn on_task(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
-        let (peer, request, channel) = match settle(event, &mut self.pending_task, "task") {
-            Settled::Nothing => return,
-            Settled::Failed(pending, error) => {
-                if let Some((id, pending)) = self.resend(pending, error, send_task) {
-                    self.pending_task.insert(id, pending);
+    /// Settles a request-response event of either protocol (`pending` picks its map):
+    /// failed requests are sent again or reported; returns a peer's request.
+    fn settle<Req: Clone, Resp>(
+        &mut self,
+        event: request_response::Event<Req, Resp>,
+        pending: fn(&mut EventLoop) -> &mut PendingMap<Req, Resp>,
+        send: SendFn<Req>,
+        protocol: &str,
+    ) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+        match settle(event, pending(self), protocol) {
+            Settled::Nothing => None,
+            Settled::Failed(waiting, error) => {
+                if let Some((id, waiting)) = self.resend(waiting, error, send) {
+                    pending(self).insert(id, waiting);
                 }
-                return;
+                None
             }
-            Settled::Inbound(peer, request, channel) => (peer, request, channel),
+            Settled::Inbound(peer, request, channel) => Some((peer, request, channel)),
+        }
+    }
+
+    fn on_task(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
+        let Some((peer, request, channel)) =
+            self.settle(event, |l| &mut l.pending_task, send_task, "task")
+        else {
+            return;
         };
         let inbound = Inbound::Task {
             peer,
@@ -743,15 +759,10 @@ impl EventLoop {
     }
 
     fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        let (peer, request, channel) = match settle(event, &mut self.pending_blob, "blob") {
-            Settled::Nothing => return,
-            Settled::Failed(pending, error) => {
-                if let Some((id, pending)) = self.resend(pending, error, send_blob) {
-                    self.pending_blob.insert(id, pending);
-                }
-                return;
-            }
-            Settled::Inbound(peer, request, channel) => (peer, request, channel),
+        let Some((peer, request, channel)) =
+            self.settle(event, |l| &mut l.pending_blob, send_blob, "blob")
+        else {
+            return;
         };
         if let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
             self.inbound.try_send(Inbound::Blob {

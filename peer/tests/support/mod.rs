@@ -1,0 +1,64 @@
+//! Pieces shared by the tests that run real `idlegrid` processes in network
+//! namespaces (`lan_mdns.rs`, `nat.rs`): running `ip`, the root check, scratch dirs, and
+//! the comparison of a grid job's mask with a local run's.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
+
+/// Runs `program ARGS`; its stdout, or an error naming the command and its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args).map(drop)
+}
+
+/// Root and iproute2, or why not.
+pub fn can_make_namespaces() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".into());
+    }
+    ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))
+}
+
+/// An empty scratch directory for one test.
+pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("idlegrid-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Runs the same change job `--local` and asserts its mask equals `grid_mask`.
+pub fn assert_same_as_local(before: &str, after: &str, band_rows: &str, grid_mask: &str) {
+    let local_mask = format!("{grid_mask}.local.png");
+    let out = Command::new(BIN)
+        .args(["change", before, after, "-o", &local_mask, "--local"])
+        .args(["--band-rows", band_rows])
+        .output()
+        .expect("local run");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(grid_mask).expect("grid mask"),
+        std::fs::read(&local_mask).expect("local mask"),
+        "the grid job's mask {grid_mask} differs from the local run's"
+    );
+}
