@@ -823,6 +823,13 @@ impl EventLoop {
         };
         tracing::info!("reachability: {old:?} -> {new:?}");
         self.nat = new;
+        // A peer others cannot dial would only slow their DHT queries down: it asks
+        // but does not answer until it is reachable again.
+        let mode = match &self.nat {
+            autonat::NatStatus::Private => kad::Mode::Client,
+            _ => kad::Mode::Server,
+        };
+        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
         match &self.nat {
             autonat::NatStatus::Private => {
                 let relays: Vec<PeerId> = self.relays.keys().copied().collect();
