@@ -83,7 +83,8 @@ fn public_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args.policy, &args.net)?;
+    let mut settings = Settings::resolve(&args.policy, &args.net)?;
+    settings.relay_server |= args.bootstrap_node || args.relay_server;
     let data_dir = args.net.data_dir();
     let mut config = args.net.node_config(data_dir.clone());
     config.worker.serve = !args.bootstrap_node;
@@ -109,7 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.net.bootstrap = settings.bootstrap.clone();
     config.net.relays = settings.relays.clone();
-    config.net.relay_server = args.bootstrap_node || args.relay_server || settings.relay_server;
+    config.net.relay_server = settings.relay_server;
     config.net.swarm_key = settings.swarm_key;
     config.net.deny = settings.deny.clone();
     if let Some(n) = settings.max_connections {

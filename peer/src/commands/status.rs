@@ -215,6 +215,15 @@ impl Settings {
             ),
         });
         lines.push(format!(
+            "across NATs: {}; relays for others: {}",
+            if self.relays.is_empty() {
+                "a slot on a known relay if autonat finds this peer unreachable".to_string()
+            } else {
+                format!("a slot on {} given relay(s)", self.relays.len())
+            },
+            if self.relay_server { "yes" } else { "no" }
+        ));
+        lines.push(format!(
             "grace period after a stop: {:?}; checked every {:?}",
             self.policy.grace, self.policy.check_every
         ));
