@@ -13,8 +13,9 @@
 //! `fault-injection` build (a `cargo test --workspace` enables it; alone:
 //! `cargo test --release -p idlegrid --features fault-injection --test faults`).
 //! Shaping uses `tc netem` where the kernel has it; a kernel without `sch_netem` (the
-//! Firecracker VMs this was written on) gets the same 200 ms from a delaying TCP relay
-//! in the worker's namespace and the 10 Mbit/s from `tc tbf`.
+//! Firecracker VMs this was written on) gets the same 200 ms from a delay line in this
+//! process — the worker's cable cut in two, each half a TAP device, every Ethernet
+//! frame handed across 200 ms late — and the 10 Mbit/s from `tc tbf`.
 //!
 //! Needs root and iproute2; without them every test prints why and passes vacuously.
 //! Scenarios run one at a time (they share two cores and measure time), every wait
@@ -32,7 +33,6 @@ fn fault_suite_needs_the_fault_injection_feature() {
 #[cfg(feature = "fault-injection")]
 mod suite {
     use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, ExitStatus, Stdio};
@@ -104,7 +104,7 @@ mod suite {
         prefix: String,
         hosts: Vec<String>,
         procs: Vec<Child>,
-        relays: Vec<Relay>,
+        delay_lines: Vec<DelayLine>,
     }
 
     impl Lan {
@@ -114,7 +114,7 @@ mod suite {
                 prefix: prefix.clone(),
                 hosts: Vec::new(),
                 procs: Vec::new(),
-                relays: Vec::new(),
+                delay_lines: Vec::new(),
             };
             let bridge = lan.bridge();
             ip(&["netns", "add", &bridge])?;
@@ -203,9 +203,8 @@ mod suite {
         }
 
         /// Shapes both directions of host `i`'s cable: `delay` each way and `rate`.
-        /// Returns how (netem, or a relay for the delay plus tbf for the rate) and the
-        /// address others must dial to see the delay.
-        fn slow_down(&mut self, i: usize, delay: Duration, rate: &str) -> (String, String) {
+        /// Returns how (netem, or a TAP delay line plus tbf).
+        fn slow_down(&mut self, i: usize, delay: Duration, rate: &str) -> String {
             let delay_ms = format!("{}ms", delay.as_millis());
             let netem = |ns: &str, dev: &str| {
                 run_tool(
@@ -216,11 +215,25 @@ mod suite {
                     ],
                 )
             };
-            let direct = format!("/ip4/{}/tcp/{PORT}", addr(i));
             if netem(&self.hosts[i], &self.inside(i)).is_ok() {
                 netem(&self.bridge(), &self.outside(i)).expect("netem on the bridge side");
-                return ("tc netem".into(), direct);
+                return "tc netem".into();
             }
+            // No netem: the cable (a veth pair) is replaced by two TAP devices with the
+            // same names, one in the host (with its address), one on the bridge, and
+            // this process carries every frame across, `delay` late. A TAP device has no
+            // offloads, so the kernel hands it checksummed frames of at most one MTU.
+            let (host, bridge) = (self.hosts[i].clone(), self.bridge());
+            let (inside, outside) = (self.inside(i), self.outside(i));
+            ip(&["-n", &host, "link", "del", &inside]).expect("remove the veth");
+            let near = tap_in(&host, &inside).expect("TAP device in the host");
+            let far = tap_in(&bridge, &outside).expect("TAP device on the bridge");
+            let cidr = format!("{}/24", addr(i));
+            ip(&["-n", &host, "addr", "add", &cidr, "dev", &inside]).expect("address");
+            ip(&["-n", &host, "link", "set", &inside, "up"]).expect("link up");
+            ip(&["-n", &bridge, "link", "set", &outside, "master", "br0"]).expect("bridge");
+            ip(&["-n", &bridge, "link", "set", &outside, "up"]).expect("link up");
+            // The rate on each device's egress, i.e. before the delay, both ways.
             let tbf = |ns: &str, dev: &str| {
                 run_tool(
                     "ip",
@@ -231,14 +244,10 @@ mod suite {
                 )
                 .expect("tc tbf")
             };
-            tbf(&self.hosts[i], &self.inside(i));
-            tbf(&self.bridge(), &self.outside(i));
-            let relay = Relay::start(&self.hosts[i], addr(i), PORT + 1, PORT, delay);
-            self.relays.push(relay);
-            (
-                "tc tbf + delaying relay (no sch_netem in this kernel)".into(),
-                format!("/ip4/{}/tcp/{}", addr(i), PORT + 1),
-            )
+            tbf(&host, &inside);
+            tbf(&bridge, &outside);
+            self.delay_lines.push(DelayLine::start(near, far, delay));
+            "tc tbf + a TAP delay line (no sch_netem in this kernel)".into()
         }
     }
 
@@ -251,8 +260,8 @@ mod suite {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            for relay in &mut self.relays {
-                relay.stop();
+            for line in &mut self.delay_lines {
+                line.stop();
             }
             for host in &self.hosts {
                 let _ = ip(&["netns", "delete", host]);
@@ -265,115 +274,128 @@ mod suite {
         format!("10.232.0.{}", i + 10)
     }
 
-    /// A TCP relay inside a namespace that holds every byte for `delay` before passing
-    /// it on, in both directions: the one-way latency of a far-away peer, for kernels
-    /// without netem.
-    struct Relay {
-        stop: Arc<AtomicBool>,
-        streams: Arc<Mutex<Vec<TcpStream>>>,
-        thread: Option<std::thread::JoinHandle<()>>,
+    /// Opens a TAP device named `name` in namespace `ns` (frames without a packet
+    /// info header). It lives as long as the returned file.
+    fn tap_in(ns: &str, name: &str) -> Result<std::fs::File, String> {
+        /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags.
+        #[repr(C)]
+        struct IfReq {
+            name: [u8; 16],
+            flags: libc::c_short,
+            _rest: [u8; 22],
+        }
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        const IFF_TAP: libc::c_short = 0x0002;
+        const IFF_NO_PI: libc::c_short = 0x1000;
+        let (ns_path, name) = (format!("/var/run/netns/{ns}"), name.to_string());
+        // A TUN/TAP device is made in the namespace its file was opened in: open it
+        // on a thread of its own that first enters `ns` (setns affects one thread).
+        std::thread::spawn(move || {
+            let netns = std::fs::File::open(&ns_path).map_err(|e| format!("{ns_path}: {e}"))?;
+            // SAFETY: a valid fd of a network namespace file and the matching flag.
+            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "setns {ns_path}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let tun = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map_err(|e| format!("/dev/net/tun: {e}"))?;
+            let mut req = IfReq {
+                name: [0; 16],
+                flags: IFF_TAP | IFF_NO_PI,
+                _rest: [0; 22],
+            };
+            let bytes = name.as_bytes();
+            if bytes.len() >= req.name.len() {
+                return Err(format!("interface name {name} is too long"));
+            }
+            req.name[..bytes.len()].copy_from_slice(bytes);
+            // SAFETY: TUNSETIFF reads a `struct ifreq`, which `req` lays out, and the fd
+            // is an open /dev/net/tun.
+            if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
+                return Err(format!(
+                    "TUNSETIFF {name}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(tun)
+        })
+        .join()
+        .map_err(|_| "the TAP thread panicked".to_string())?
     }
 
-    impl Relay {
-        fn start(ns: &str, listen_ip: String, listen: u16, to: u16, delay: Duration) -> Relay {
+    /// Two TAP devices joined by this process: each Ethernet frame read from one is
+    /// written to the other `delay` after it arrived, in order. Everything below IP
+    /// sees the delay (TCP's handshake, round-trip estimate, slow start, ARP), as it
+    /// would with netem.
+    struct DelayLine {
+        stop: Arc<AtomicBool>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    }
+
+    impl DelayLine {
+        fn start(a: std::fs::File, b: std::fs::File, delay: Duration) -> DelayLine {
             let stop = Arc::new(AtomicBool::new(false));
-            let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-            let (ready_tx, ready_rx) = mpsc::channel();
-            let ns_path = format!("/var/run/netns/{ns}");
-            let (stop2, streams2) = (stop.clone(), streams.clone());
-            let thread = std::thread::spawn(move || {
-                // setns changes only this thread's namespace; sockets made here (and on
-                // the threads it spawns, which inherit it) live in the worker's.
-                let file = std::fs::File::open(&ns_path).expect("namespace file");
-                // SAFETY: a valid fd of a network namespace file and the matching flag.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {ns_path}");
-                let listener =
-                    TcpListener::bind((listen_ip.as_str(), listen)).expect("relay listen");
-                listener.set_nonblocking(true).expect("nonblocking");
-                ready_tx.send(()).expect("relay ready");
-                while !stop2.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((down, _)) => {
-                            // The dialler's connect() returned at once (we are local);
-                            // over the real link its SYN and our SYN-ACK would have
-                            // taken a round trip first, so its first bytes arrive no
-                            // sooner than three one-way delays after the accept.
-                            let handshake = Instant::now() + 3 * delay;
-                            let _ = down.set_nonblocking(false);
-                            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
-                                continue;
-                            };
-                            let _ = down.set_nodelay(true);
-                            let _ = up.set_nodelay(true);
-                            let mut kept = streams2.lock().unwrap_or_else(|e| e.into_inner());
-                            for s in [&down, &up] {
-                                if let Ok(clone) = s.try_clone() {
-                                    kept.push(clone);
+            let (a, b) = (Arc::new(a), Arc::new(b));
+            let mut threads = Vec::new();
+            for (from, to) in [(a.clone(), b.clone()), (b, a)] {
+                let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+                let stop_reading = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while !stop_reading.load(Ordering::Relaxed) {
+                        let mut pfd = libc::pollfd {
+                            fd: from.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd; a timeout so the stop flag is seen.
+                        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+                            continue;
+                        }
+                        match (&*from).read(&mut buf) {
+                            Ok(n) if n > 0 => {
+                                if tx
+                                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                                    .is_err()
+                                {
+                                    break;
                                 }
                             }
-                            pump(&down, &up, delay, handshake);
-                            pump(&up, &down, delay, Instant::now());
+                            _ => break,
                         }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
                     }
-                }
-            });
-            ready_rx
-                .recv_timeout(Duration::from_secs(5))
-                .expect("relay did not start");
-            Relay {
-                stop,
-                streams,
-                thread: Some(thread),
+                }));
+                let stop_writing = stop.clone();
+                threads.push(std::thread::spawn(move || loop {
+                    match rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok((due, frame)) => {
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            // A frame the device refuses is lost, as on a wire.
+                            let _ = (&*to).write(&frame);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if stop_writing.load(Ordering::Relaxed) {
+                                break;
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }));
             }
+            DelayLine { stop, threads }
         }
 
         fn stop(&mut self) {
             self.stop.store(true, Ordering::Relaxed);
-            for s in self
-                .streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                let _ = s.shutdown(Shutdown::Both);
-            }
-            if let Some(thread) = self.thread.take() {
+            for thread in self.threads.drain(..) {
                 let _ = thread.join();
             }
         }
-    }
-
-    /// Copies `from` to `to`, each read delivered `delay` after it arrived (and not
-    /// before `not_before`), in order. Both threads end when either socket closes or
-    /// is shut down.
-    fn pump(from: &TcpStream, to: &TcpStream, delay: Duration, not_before: Instant) {
-        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
-            return;
-        };
-        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = from.read(&mut buf) {
-                if n == 0
-                    || tx
-                        .send(((Instant::now() + delay).max(not_before), buf[..n].to_vec()))
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            while let Ok((due, bytes)) = rx.recv() {
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                if to.write_all(&bytes).is_err() {
-                    break;
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        });
     }
 
     /// The inputs every scenario shares and the `--local` mask they must all equal.
@@ -865,11 +887,9 @@ mod suite {
             s.worker(&normal);
             if far {
                 s.worker(&normal);
-                let (shaping, dial) =
-                    s.lan
-                        .slow_down(s.workers[2].host, Duration::from_millis(200), "10mbit");
-                s.workers[2].dial = dial;
-                how = shaping;
+                how = s
+                    .lan
+                    .slow_down(s.workers[2].host, Duration::from_millis(200), "10mbit");
             }
             // The job starts with the two normal workers (a user would not wait for a
             // far peer); the slow one joins when its benchmark is in.
