@@ -22,10 +22,55 @@ pub fn change_cost(spec: &TaskSpec) -> u64 {
     }
 }
 
+/// A nonce for this job's calibration chunk.
+///
+/// Each job benchmarks peers with its own variant of the kernel's calibration chunk:
+/// the same inputs and the same work, but another RNG seed (change) or segment index
+/// (video), hence another chunk id. A worker remembers the chunks it finished and
+/// answers a repeated one from memory in one round trip; with one fixed calibration
+/// chunk, every job after a worker's first would score it by that round trip alone
+/// (scores 3-4x too high were seen) and load it accordingly. The calibration's output
+/// is never used, so the nonce changes nothing a job produces.
+fn calibration_nonce() -> u64 {
+    rand::random()
+}
+
+/// The change calibration chunk with `seed` (the fixed chunk if it cannot be re-made,
+/// which only a broken build could cause).
+fn reseed_change(spec: TaskSpec, seed: u64) -> TaskSpec {
+    let Ok(mut params) = change::chunk::band_params(&spec) else {
+        return spec;
+    };
+    params.seed = seed;
+    match idlegrid_protocol::encode(&params) {
+        Ok(bytes) => TaskSpec {
+            params: bytes,
+            ..spec
+        },
+        Err(_) => spec,
+    }
+}
+
+/// The video calibration chunk as segment `segment` (see [`calibration_nonce`]).
+fn renumber_video(spec: TaskSpec, segment: u32) -> TaskSpec {
+    let Ok(mut params) = video::SegmentParams::from_spec(&spec) else {
+        return spec;
+    };
+    params.segment = segment;
+    match params.to_bytes() {
+        Ok(bytes) => TaskSpec {
+            params: bytes,
+            ..spec
+        },
+        Err(_) => spec,
+    }
+}
+
 /// The grid job of a planned change detection, with the blobs it needs (the plan's
 /// tables and bands, and the calibration chunk's inputs).
 pub fn change_job(plan: &ChangePlan) -> (Job, Vec<JobBlob>) {
     let (calibration, calibration_blobs) = change::calibration_task();
+    let calibration = reseed_change(calibration, calibration_nonce());
     let mut blobs: Vec<JobBlob> = plan
         .blobs
         .iter()
@@ -61,6 +106,7 @@ pub fn video_cost(spec: &TaskSpec) -> u64 {
 /// (file-backed blobs), the calibration chunk's frames from memory.
 pub fn video_job(plan: &VideoPlan) -> Result<(Job, Vec<JobBlob>), KernelError> {
     let (calibration, calibration_blobs) = video::calibration_task()?;
+    let calibration = renumber_video(calibration, calibration_nonce() as u32);
     let mut blobs: Vec<JobBlob> = plan
         .blobs()
         .into_iter()
@@ -83,4 +129,29 @@ pub fn video_job(plan: &VideoPlan) -> Result<(Job, Vec<JobBlob>), KernelError> {
         chunks,
     };
     Ok((job, blobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_job_benchmarks_with_a_new_chunk_of_the_same_work() {
+        let (fixed, blobs) = change::calibration_task();
+        let a = reseed_change(fixed.clone(), 1);
+        let b = reseed_change(fixed.clone(), 2);
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.inputs, fixed.inputs);
+        assert_eq!(change_cost(&a), change_cost(&fixed));
+        let inputs: Vec<Vec<u8>> = blobs.into_iter().map(|(_, bytes)| bytes).collect();
+        assert!(idlegrid_kernels::run(&a, &inputs).is_ok());
+
+        let (fixed, frames) = video::calibration_task().expect("video calibration");
+        let a = renumber_video(fixed.clone(), 1);
+        let b = renumber_video(fixed.clone(), 2);
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.inputs, fixed.inputs);
+        assert_eq!(video_cost(&a), video_cost(&fixed));
+        assert!(idlegrid_kernels::run(&a, &frames).is_ok());
+    }
 }

@@ -278,8 +278,15 @@ impl Worker {
         let (tx, rx) = watch::channel(Status::Working);
         {
             let mut chunks = self.lock();
-            if chunks.status.contains_key(&chunk) {
-                return TaskResponse::Accepted { chunk };
+            // A chunk known here is answered from its status, unless it failed: then it
+            // is tried again. Its failure may have been the requester's (an input it
+            // could not serve, a connection it closed at the end of its job), and the
+            // same chunk from another submitter — the calibration chunk every job
+            // benchmarks with — must not inherit that failure.
+            let failed = |rx: &watch::Receiver<Status>| matches!(*rx.borrow(), Status::Failed(_));
+            match chunks.status.get(&chunk) {
+                Some(rx) if !failed(rx) => return TaskResponse::Accepted { chunk },
+                _ => {}
             }
             if chunks.working >= self.executor.cores() + self.config.queue {
                 let working = chunks.working;
@@ -301,7 +308,12 @@ impl Worker {
             chunks.finished.push_back(chunk);
             if chunks.finished.len() > worker.config.remember {
                 if let Some(old) = chunks.finished.pop_front() {
-                    chunks.status.remove(&old);
+                    // Not if the chunk was started again since (a retried failure).
+                    let working =
+                        |rx: &watch::Receiver<Status>| matches!(*rx.borrow(), Status::Working);
+                    if !chunks.status.get(&old).is_some_and(working) {
+                        chunks.status.remove(&old);
+                    }
                 }
             }
         });

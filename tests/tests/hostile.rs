@@ -228,3 +228,64 @@ async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
     assert!(!workers[0].store.has(&claimed), "bad bytes were stored");
     still_serves(&liar.client, worker).await;
 }
+
+/// Runs `spec` on `worker` from `client` until it is answered with something other
+/// than `Accepted`/`Running`.
+async fn run_to_end(
+    client: &idlegrid::net::Client,
+    worker: PeerId,
+    spec: TaskSpec,
+) -> TaskResponse {
+    let chunk = spec.id();
+    let mut request = TaskRequest::Run { spec };
+    loop {
+        let answer = tokio::time::timeout(TIMEOUT, client.task(worker, request.clone()))
+            .await
+            .expect("timed out")
+            .expect("answered");
+        match answer {
+            TaskResponse::Accepted { .. } | TaskResponse::Running { .. } => {
+                request = TaskRequest::Poll { chunk };
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A submitter that cannot serve a chunk's input makes the chunk fail on the worker;
+/// the same chunk from a submitter that can is computed again, not answered with the
+/// first one's failure (a hostile peer must not poison a chunk for everyone, and the
+/// calibration chunk all jobs share must not fail for a job because an earlier job
+/// went away mid-benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_failed_for_one_submitter_is_computed_again_for_another() {
+    let (workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
+    let worker = workers[0].peer_id();
+    let input = b"the input the chunk names".to_vec();
+    let cid = Cid::of(&input);
+    let spec = noop::task(9, vec![cid]);
+
+    // First from a submitter that does not have the input.
+    let without = start(
+        "without-input",
+        false,
+        WorkerConfig::default(),
+        addrs.clone(),
+    )
+    .await;
+    match run_to_end(&without.client, worker, spec.clone()).await {
+        TaskResponse::Failed { .. } => {}
+        other => {
+            panic!("expected the chunk to fail for a submitter without its input, got {other:?}")
+        }
+    }
+
+    // Then from one that has it.
+    let with = start("with-input", false, WorkerConfig::default(), addrs).await;
+    with.store.put(&input).expect("store the input");
+    let expected = idlegrid_kernels::run(&spec, &[input]).expect("local run");
+    match run_to_end(&with.client, worker, spec).await {
+        TaskResponse::Done { result, .. } => assert_eq!(result, Cid::of(&expected)),
+        other => panic!("expected the chunk to be computed again, got {other:?}"),
+    }
+}

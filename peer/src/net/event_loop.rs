@@ -101,8 +101,16 @@ pub fn spawn(
     let behaviour = |key: &identity::Keypair, relay_client| {
         Behaviour::new(key, &config, relay_client).map_err(|e| Box::new(e) as BoxError)
     };
-    let swarm_config =
-        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(config.idle_connection_timeout);
+    // Every request-response exchange opens a new substream, and multistream-select
+    // (V1, libp2p's default) waits for the listener to confirm the protocol before the
+    // request is sent: one more round trip per probe, run, poll and blob piece. V1Lazy
+    // sends the request with the proposal (we always propose exactly one protocol).
+    // On a LAN that is nothing; for a far peer (400 ms round trips) it cut the
+    // benchmark and every chunk by a round trip per message. A listener accepts both.
+    let swarm_config = |c: libp2p::swarm::Config| {
+        c.with_idle_connection_timeout(config.idle_connection_timeout)
+            .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+    };
     let mut swarm = match config.swarm_key {
         None => libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
