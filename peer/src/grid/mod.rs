@@ -199,6 +199,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let mut sched: Scheduler<PeerId> = Scheduler::new(sched_config.clone(), costs.clone())
         .map_err(|e| GridError::Config(e.to_string()))?;
     let mut sched_started = false;
+    let mut dispatch_started: Option<Instant> = None;
 
     let mut progress = Progress::new(&job, &results, config.show_progress);
     let mut running: HashMap<(PeerId, ChunkIndex), AbortHandle> = HashMap::new();
@@ -248,6 +249,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         if !waiting_for_peers {
             if !sched_started {
                 sched_started = true;
+                dispatch_started = Some(Instant::now());
                 let fastest = book.scores.values().copied().fold(0.0, f64::max);
                 let mut start_config = sched_config.clone();
                 start_config.pipeline = pipeline_for(total_work, fastest, sched_config.pipeline);
@@ -479,6 +481,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             chunks: job.chunks.len(),
             chunks_reused: reused,
             elapsed_seconds: started.elapsed().as_secs_f64(),
+            dispatch_seconds: dispatch_started.map_or(0.0, |at| at.elapsed().as_secs_f64()),
             replicas: config.replicas,
             spot_check: config.spot_check,
             peers,
