@@ -421,6 +421,19 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                         sched.handle(now(started), Event::PeerLeft { peer }, &mut actions);
                     }
                 }
+                Ok(PeerEvent::Pinged { peer, rtt }) => {
+                    if !waiting_for_peers && book.joined.contains(&peer) {
+                        sched.handle(now(started), Event::PeerRtt { peer, rtt }, &mut actions);
+                    }
+                }
+                Ok(PeerEvent::Unresponsive { peer, reason }) => {
+                    if !waiting_for_peers && book.joined.contains(&peer) {
+                        progress.println(&format!(
+                            "peer {peer} stopped answering pings ({reason}): its chunks go to others"
+                        ));
+                        sched.handle(now(started), Event::PeerUnresponsive { peer }, &mut actions);
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(GridError::Stopped),
             },
