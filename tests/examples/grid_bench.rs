@@ -144,8 +144,9 @@ enum Sink {
     Wire,
 }
 
-/// MB/s of fetching one `bytes`-byte blob from a peer over loopback TCP.
-async fn blob_throughput(bytes: usize, sink: Sink) -> Result<f64> {
+/// MB/s of fetching one `bytes`-byte blob from a peer over loopback TCP, and the CPU
+/// seconds both peers spent per GB (a figure other load on the machine barely moves).
+async fn blob_throughput(bytes: usize, sink: Sink) -> Result<(f64, f64)> {
     let (holder, addr) = start("blob-w", true).await?;
     let blob: Vec<u8> = (0..bytes)
         .map(|i| ((i * 2654435761usize) >> 13) as u8)
@@ -155,13 +156,16 @@ async fn blob_throughput(bytes: usize, sink: Sink) -> Result<f64> {
     let node = submitter("blob-s", &[addr]).await?;
     // Warm the connection up with a first small fetch.
     let _ = node.client.peers().await?;
+    let cpu_before = cpu_seconds().1;
     let started = Instant::now();
+    let per_gb = |cpu_before: f64| (cpu_seconds().1 - cpu_before) / (bytes as f64 / 1e9);
     match sink {
         Sink::Memory => {
             let fetched = fetch_bytes(&node.client, holder.peer_id(), cid, bytes as u64).await?;
             let elapsed = started.elapsed().as_secs_f64();
+            let cpu = per_gb(cpu_before);
             assert_eq!(idlegrid_protocol::Cid::of(&fetched), cid);
-            return Ok(bytes as f64 / elapsed / 1e6);
+            return Ok((bytes as f64 / elapsed / 1e6, cpu));
         }
         Sink::Store => {
             fetch_blob(
@@ -182,7 +186,8 @@ async fn blob_throughput(bytes: usize, sink: Sink) -> Result<f64> {
             assert_eq!(got, bytes);
         }
     }
-    Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((bytes as f64 / elapsed / 1e6, per_gb(cpu_before)))
 }
 
 /// CPU seconds of this process so far: the compute pools' threads (named
@@ -310,14 +315,14 @@ async fn main() -> Result<()> {
     if wants("blob") {
         let size = 256 << 20;
         for _ in 0..repeat {
-            let mbps = blob_throughput(size, Sink::Memory).await?;
+            let (mbps, cpu) = blob_throughput(size, Sink::Memory).await?;
             println!(
-                "blob throughput: {} MiB over loopback in 1 MiB pieces, {PIECES_IN_FLIGHT} in flight: {mbps:.0} MB/s (target >= 300)",
+                "blob throughput: {} MiB over loopback in 1 MiB pieces, {PIECES_IN_FLIGHT} in flight: {mbps:.0} MB/s (target >= 300), {cpu:.2} CPU-s/GB",
                 size >> 20
             );
-            let store = blob_throughput(size, Sink::Store).await?;
-            let wire = blob_throughput(size, Sink::Wire).await?;
-            println!("  into the blob store (hashed, written): {store:.0} MB/s; pieces dropped on arrival: {wire:.0} MB/s");
+            let (store, store_cpu) = blob_throughput(size, Sink::Store).await?;
+            let (wire, wire_cpu) = blob_throughput(size, Sink::Wire).await?;
+            println!("  into the blob store (hashed, written): {store:.0} MB/s, {store_cpu:.2} CPU-s/GB; pieces dropped on arrival: {wire:.0} MB/s, {wire_cpu:.2} CPU-s/GB");
         }
     }
 
