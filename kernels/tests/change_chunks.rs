@@ -75,7 +75,7 @@ proptest! {
     fn garbage_never_panics(params in proptest::collection::vec(any::<u8>(), 0..200),
                             blob in proptest::collection::vec(any::<u8>(), 0..600)) {
         let spec = TaskSpec {
-            kernel: "change".into(), kernel_version: 1, params,
+            kernel: "change".into(), kernel_version: change::VERSION, params,
             inputs: vec![Cid::of(&blob), Cid::of(&blob)],
         };
         let _ = idlegrid_kernels::validate(&spec);
@@ -111,7 +111,36 @@ fn with_params(spec: &TaskSpec, edit: impl FnOnce(&mut BandParams)) -> TaskSpec 
 fn valid_chunk_runs() {
     let (spec, tables, band) = small_plan();
     let out = idlegrid_kernels::run(&spec, &[tables, band]).unwrap();
-    assert_eq!(out.len(), 10 * 20);
+    assert_eq!(out.len(), 10 * 20 / 8, "one bit per pixel");
+}
+
+#[test]
+fn packed_masks_round_trip_and_are_strict() {
+    for pixels in [0usize, 1, 7, 8, 9, 200, 203] {
+        let mask: Vec<u8> = (0..pixels)
+            .map(|i| {
+                if change::rng::mix64(i as u64) % 3 == 0 {
+                    255
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let packed = change::chunk::pack_mask(&mask);
+        assert_eq!(packed.len(), pixels.div_ceil(8));
+        let mut back = Vec::new();
+        change::chunk::unpack_mask_into(&packed, pixels, &mut back).unwrap();
+        assert_eq!(back, mask);
+        // A set padding bit or a wrong length is refused, not silently accepted.
+        if pixels % 8 != 0 {
+            let mut bad = packed.clone();
+            *bad.last_mut().unwrap() |= 0x80;
+            assert!(change::chunk::unpack_mask_into(&bad, pixels, &mut Vec::new()).is_err());
+        }
+        let mut long = packed.clone();
+        long.push(0);
+        assert!(change::chunk::unpack_mask_into(&long, pixels, &mut Vec::new()).is_err());
+    }
 }
 
 #[test]

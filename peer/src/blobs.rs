@@ -1,13 +1,26 @@
 //! Fetching a blob from a peer over `/idlegrid/blob/1`, piece by piece, into the blob
-//! store. The peer's word is checked at every step: the announced length against our
-//! limit, each piece against the offset asked for, and the whole against its Cid before
-//! it is stored.
+//! store or into memory. The peer's word is checked at every step: the announced length
+//! against our limit, each piece against the offset asked for and the length due there,
+//! and the whole against its Cid before it is stored.
+//!
+//! [`Pieces`] keeps [`PIECES_IN_FLIGHT`] requests out at once and hands the pieces back
+//! in order, so the link is not idle for a round trip per piece, while memory stays
+//! bounded by the pieces in flight. [`fetch_blob`] streams them through the store's
+//! [`BlobWriter`] (hashed and written as they come); [`fetch_bytes`] collects them.
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use idlegrid_protocol::{limits, BlobRequest, BlobResponse, Cid};
 use libp2p::PeerId;
 
 use crate::net::{Client, NetError};
-use crate::store::{BlobStore, StoreError};
+use crate::store::{BlobStore, BlobWriter, StoreError};
+
+/// Pieces of one blob requested at once. One at a time leaves the link idle for a
+/// round trip per piece (the request out, the holder reading the piece, the answer
+/// back); a few keep it busy. Bytes in flight or waiting their turn are at most this
+/// many [`limits::BLOB_PIECE`]s.
+pub const PIECES_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -36,10 +49,149 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("storing blob {cid}: {reason}")]
+    Task { cid: Cid, reason: String },
+}
+
+type Answer = (u64, Result<BlobResponse, NetError>);
+
+/// The pieces of one blob from one peer, in order, with up to [`PIECES_IN_FLIGHT`]
+/// requests out.
+pub struct Pieces {
+    client: Client,
+    peer: PeerId,
+    cid: Cid,
+    max_len: u64,
+    /// The blob's length, from the first answer on.
+    total: Option<u64>,
+    /// Next offset to ask for.
+    next_offset: u64,
+    /// Bytes handed out so far.
+    delivered: u64,
+    /// Requests out, answered in the order they were asked.
+    in_flight: FuturesOrdered<BoxFuture<'static, Answer>>,
+}
+
+impl Pieces {
+    /// Blobs announced over `max_len` bytes (or [`limits::MAX_BLOB`]) are refused on
+    /// the first answer.
+    pub fn new(client: &Client, peer: PeerId, cid: Cid, max_len: u64) -> Pieces {
+        Pieces {
+            client: client.clone(),
+            peer,
+            cid,
+            max_len: max_len.min(limits::MAX_BLOB),
+            total: None,
+            next_offset: 0,
+            delivered: 0,
+            in_flight: FuturesOrdered::new(),
+        }
+    }
+
+    /// The blob's length, once the first piece has arrived.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    fn ask(&mut self, offset: u64) {
+        let client = self.client.clone();
+        let (peer, cid) = (self.peer, self.cid);
+        let request = BlobRequest {
+            cid,
+            offset,
+            len: limits::BLOB_PIECE as u32,
+        };
+        self.in_flight.push_back(Box::pin(async move {
+            (offset, client.blob(peer, request).await)
+        }));
+    }
+
+    /// Keeps the pipeline full once the length is known.
+    fn refill(&mut self) {
+        let Some(total) = self.total else { return };
+        while self.in_flight.len() < PIECES_IN_FLIGHT && self.next_offset < total {
+            let offset = self.next_offset;
+            self.next_offset = (offset + limits::BLOB_PIECE as u64).min(total);
+            self.ask(offset);
+        }
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> FetchError {
+        FetchError::BadPiece {
+            peer: self.peer,
+            cid: self.cid,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next piece in order, `None` after the last. The first call may return an
+    /// empty piece (an empty blob).
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+        if self.total == Some(self.delivered) {
+            return Ok(None);
+        }
+        if self.in_flight.is_empty() {
+            // Only before the first answer: its length sets how many pieces follow.
+            self.ask(self.delivered);
+        }
+        let Some((offset, answer)) = self.in_flight.next().await else {
+            return Err(self.bad("no piece was asked for"));
+        };
+        let (announced, got_offset, piece) = match answer? {
+            BlobResponse::NotFound => {
+                return Err(FetchError::NotFound {
+                    peer: self.peer,
+                    cid: self.cid,
+                })
+            }
+            BlobResponse::Refused { reason } => {
+                return Err(FetchError::Refused {
+                    peer: self.peer,
+                    cid: self.cid,
+                    reason,
+                })
+            }
+            BlobResponse::Piece {
+                total,
+                offset,
+                bytes,
+            } => (total, offset, bytes),
+        };
+        if announced > self.max_len {
+            return Err(FetchError::TooLarge {
+                peer: self.peer,
+                cid: self.cid,
+                len: announced,
+                limit: self.max_len,
+            });
+        }
+        if *self.total.get_or_insert(announced) != announced {
+            return Err(self.bad("the blob's length changed between pieces"));
+        }
+        if got_offset != offset || offset != self.delivered {
+            return Err(self.bad("piece at the wrong offset"));
+        }
+        // The holder answers each request with all it asked for, up to the end.
+        let due = (announced.saturating_sub(offset)).min(limits::BLOB_PIECE as u64);
+        if piece.len() as u64 != due {
+            return Err(self.bad(format!(
+                "{} bytes at offset {offset}, {due} were due",
+                piece.len()
+            )));
+        }
+        self.delivered += due;
+        if self.next_offset < self.delivered {
+            self.next_offset = self.delivered;
+        }
+        self.refill();
+        Ok(Some(piece))
+    }
 }
 
 /// Fetches blob `cid` from `peer` into `store` unless it is already there. Returns its
-/// length. Blobs over `max_len` bytes are refused before they are downloaded.
+/// length. Blobs over `max_len` bytes are refused before they are downloaded. The
+/// pieces are hashed and written as they arrive; the blob appears in the store only
+/// once all of it hashes to `cid`.
 pub async fn fetch_blob(
     client: &Client,
     peer: PeerId,
@@ -50,16 +202,34 @@ pub async fn fetch_blob(
     if let Some(len) = store.len_of(&cid) {
         return Ok(len);
     }
-    let bytes = fetch_bytes(client, peer, cid, max_len).await?;
-    let len = bytes.len() as u64;
+    let mut pieces = Pieces::new(client, peer, cid, max_len);
+    let first = pieces.next().await?.unwrap_or_default();
+    let len = pieces.total().unwrap_or(0);
+    let on_disk = |e: tokio::task::JoinError| FetchError::Task {
+        cid,
+        reason: e.to_string(),
+    };
+    // The store's file I/O runs on blocking threads; the next pieces keep arriving
+    // meanwhile (they were asked for before this piece was handed out).
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.put_verified(cid, &bytes))
+    let mut writer: BlobWriter = tokio::task::spawn_blocking(move || {
+        let mut writer = store.writer(cid, len)?;
+        writer.write(&first)?;
+        Ok::<_, StoreError>(writer)
+    })
+    .await
+    .map_err(on_disk)??;
+    while let Some(piece) = pieces.next().await? {
+        writer = tokio::task::spawn_blocking(move || {
+            writer.write(&piece)?;
+            Ok::<_, StoreError>(writer)
+        })
         .await
-        .map_err(|e| FetchError::BadPiece {
-            peer,
-            cid,
-            reason: e.to_string(),
-        })??;
+        .map_err(on_disk)??;
+    }
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(on_disk)??;
     Ok(len)
 }
 
@@ -70,59 +240,15 @@ pub async fn fetch_bytes(
     cid: Cid,
     max_len: u64,
 ) -> Result<Vec<u8>, FetchError> {
-    let max_len = max_len.min(limits::MAX_BLOB);
+    let mut pieces = Pieces::new(client, peer, cid, max_len);
     let mut bytes: Vec<u8> = Vec::new();
-    let mut total: Option<u64> = None;
-    loop {
-        let offset = bytes.len() as u64;
-        if total == Some(offset) {
-            return Ok(bytes);
-        }
-        let request = BlobRequest {
-            cid,
-            offset,
-            len: limits::BLOB_PIECE as u32,
-        };
-        match client.blob(peer, request).await? {
-            BlobResponse::NotFound => return Err(FetchError::NotFound { peer, cid }),
-            BlobResponse::Refused { reason } => {
-                return Err(FetchError::Refused { peer, cid, reason })
-            }
-            BlobResponse::Piece {
-                total: announced,
-                offset: got_offset,
-                bytes: piece,
-            } => {
-                if announced > max_len {
-                    return Err(FetchError::TooLarge {
-                        peer,
-                        cid,
-                        len: announced,
-                        limit: max_len,
-                    });
-                }
-                let bad = |reason: &str| FetchError::BadPiece {
-                    peer,
-                    cid,
-                    reason: reason.to_string(),
-                };
-                if *total.get_or_insert(announced) != announced {
-                    return Err(bad("the blob's length changed between pieces"));
-                }
-                if got_offset != offset {
-                    return Err(bad("piece at the wrong offset"));
-                }
-                if piece.is_empty() && offset < announced {
-                    return Err(bad("empty piece before the end"));
-                }
-                if bytes.is_empty() {
-                    bytes.reserve_exact(announced as usize);
-                }
-                bytes.extend_from_slice(&piece);
-                if bytes.len() as u64 > announced {
-                    return Err(bad("more bytes than announced"));
-                }
+    while let Some(piece) = pieces.next().await? {
+        if bytes.is_empty() {
+            if let Some(total) = pieces.total() {
+                bytes.reserve_exact(total as usize);
             }
         }
+        bytes.extend_from_slice(&piece);
     }
+    Ok(bytes)
 }

@@ -32,6 +32,8 @@ pub enum StoreError {
     TooLarge { len: u64, limit: u64 },
     #[error("blob store is full: {needed} bytes needed, cap {cap} bytes, all of it pinned")]
     Full { needed: u64, cap: u64 },
+    #[error("blob {cid} was announced as {expected} bytes, {got} arrived")]
+    Length { cid: Cid, expected: u64, got: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -147,14 +149,7 @@ impl BlobStore {
         }
         self.make_room(len)?;
         let path = self.path_of(&cid);
-        // Unique per write, so two writers of the same blob never share a temp file.
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.root.join(format!(
-            ".{}.{}.{}.tmp",
-            cid.short(),
-            std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.temp_path(&cid);
         let write = || -> std::io::Result<()> {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(bytes)?;
@@ -164,12 +159,51 @@ impl BlobStore {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::Io { path, source });
         }
+        self.index_owned(cid, len);
+        Ok(())
+    }
+
+    /// A temp file name unique per write, so two writers of the same blob never share
+    /// one (a leftover is removed at the next `open`: its name is not a Cid).
+    fn temp_path(&self, cid: &Cid) -> PathBuf {
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        self.root.join(format!(
+            ".{}.{}.{}.tmp",
+            cid.short(),
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn index_owned(&self, cid: Cid, len: u64) {
         let mut index = self.index();
         if index.blobs.insert(cid, (Location::Owned, len)).is_none() {
             index.order.push(cid);
             index.owned_bytes += len;
         }
-        Ok(())
+    }
+
+    /// Starts receiving blob `cid` of `len` bytes piece by piece (see [`BlobWriter`]);
+    /// room for it is made now.
+    pub fn writer(&self, cid: Cid, len: u64) -> Result<BlobWriter, StoreError> {
+        if len > limits::MAX_BLOB {
+            return Err(StoreError::TooLarge {
+                len,
+                limit: limits::MAX_BLOB,
+            });
+        }
+        self.make_room(len)?;
+        let tmp = self.temp_path(&cid);
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            cid,
+            len,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+            file: Some(file),
+            tmp,
+        })
     }
 
     /// Evicts unpinned owned blobs, oldest first, until `incoming` more bytes fit.
@@ -275,10 +309,17 @@ impl BlobStore {
             }
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        let mut bytes = vec![0u8; want];
+        // Read into spare capacity: a zeroed buffer would cost a pass over the piece.
+        let mut bytes = Vec::with_capacity(want);
         file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(&mut bytes))
+            .and_then(|_| (&mut file).take(want as u64).read_to_end(&mut bytes))
             .map_err(io_err(&path))?;
+        if bytes.len() != want {
+            return Err(StoreError::Io {
+                path,
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
         Ok(Some((total, bytes)))
     }
 
@@ -332,6 +373,77 @@ impl BlobStore {
     }
 }
 
+/// A blob arriving in pieces, in order: each piece is hashed and written to a temp
+/// file as it comes, so a large blob never sits whole in memory.
+/// [`BlobWriter::finish`] checks the length and the hash against the claimed id before
+/// the blob appears in the store; a writer dropped unfinished removes its temp file.
+pub struct BlobWriter {
+    store: BlobStore,
+    cid: Cid,
+    len: u64,
+    written: u64,
+    hasher: blake3::Hasher,
+    /// None once finished (or failed).
+    file: Option<fs::File>,
+    tmp: PathBuf,
+}
+
+impl BlobWriter {
+    /// Appends the next piece.
+    pub fn write(&mut self, piece: &[u8]) -> Result<(), StoreError> {
+        let got = self.written + piece.len() as u64;
+        if got > self.len {
+            return Err(StoreError::Length {
+                cid: self.cid,
+                expected: self.len,
+                got,
+            });
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::Io {
+                path: self.tmp.clone(),
+                source: std::io::Error::other("blob writer already finished"),
+            });
+        };
+        self.hasher.update(piece);
+        file.write_all(piece).map_err(io_err(&self.tmp))?;
+        self.written = got;
+        Ok(())
+    }
+
+    /// Checks the whole blob against its id and moves it into the store.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        if self.written != self.len {
+            return Err(StoreError::Length {
+                cid: self.cid,
+                expected: self.len,
+                got: self.written,
+            });
+        }
+        let actual = Cid::from_hasher(&self.hasher);
+        if actual != self.cid {
+            return Err(StoreError::HashMismatch {
+                claimed: self.cid,
+                actual,
+            });
+        }
+        // Closed before the rename.
+        drop(self.file.take());
+        let path = self.store.path_of(&self.cid);
+        fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+        self.store.index_owned(self.cid, self.len);
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Unfinished, failed or refused: the temp file goes. (After a successful finish
+        // it has been renamed and this removes nothing.)
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +476,40 @@ mod tests {
         let err = store.put_verified(Cid::of(b"a"), b"b").unwrap_err();
         assert!(matches!(err, StoreError::HashMismatch { .. }));
         assert!(!store.has(&Cid::of(b"b")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pieces_are_written_verified_and_leave_nothing_when_wrong() {
+        let dir = temp_dir("writer");
+        let store = BlobStore::open(&dir, 1 << 20).unwrap();
+        let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let cid = Cid::of(&bytes);
+        let mut w = store.writer(cid, 3000).unwrap();
+        for piece in bytes.chunks(1024) {
+            w.write(piece).unwrap();
+        }
+        assert!(!store.has(&cid), "not visible before finish");
+        w.finish().unwrap();
+        assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
+
+        // Wrong bytes, too many bytes, too few: refused, no blob, no temp file left.
+        let other = Cid::of(b"other");
+        let mut w = store.writer(other, 3000).unwrap();
+        w.write(&bytes).unwrap();
+        assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
+        let mut w = store.writer(other, 10).unwrap();
+        assert!(matches!(w.write(&bytes), Err(StoreError::Length { .. })));
+        drop(w);
+        let mut w = store.writer(other, 3000).unwrap();
+        w.write(&bytes[..10]).unwrap();
+        assert!(matches!(w.finish(), Err(StoreError::Length { .. })));
+        assert!(!store.has(&other));
+        let names: Vec<_> = fs::read_dir(dir.join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "only the good blob: {names:?}");
         let _ = fs::remove_dir_all(&dir);
     }
 

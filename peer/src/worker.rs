@@ -323,15 +323,26 @@ impl Worker {
     /// Fetches the inputs to disk, waits for a compute slot, loads them, runs the
     /// kernel, stores the result.
     async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
-        for cid in &spec.inputs {
-            if let Err(e) =
-                fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input).await
-            {
-                return Status::Failed(format!("input {}: {e}", cid.short()));
-            }
-        }
         let gate = &self.config.gate;
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
+        let fetch = async {
+            for cid in &spec.inputs {
+                fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input)
+                    .await
+                    .map_err(|e| format!("input {}: {e}", cid.short()))?;
+            }
+            Ok::<_, String>(())
+        };
+        // A chunk still fetching its inputs has not started: a stop hands it back at
+        // once, like a chunk waiting for a core, instead of holding it (and the stop)
+        // until a slow transfer ends or times out. A dropped fetch removes its partial
+        // file.
+        tokio::select! {
+            fetched = fetch => if let Err(why) = fetched {
+                return Status::Failed(why);
+            },
+            () = gate.stopped() => return handed_back(),
+        }
         let slot = tokio::select! {
             slot = self.executor.slot() => match slot {
                 Ok(slot) => slot,

@@ -2,14 +2,21 @@
 //!
 //! 1. per-chunk overhead: a job of `noop` chunks (no work, 32-byte results) on two
 //!    workers — chunks per second through probe, dispatch, long-poll and verification;
-//! 2. blob throughput: one 256 MiB blob fetched from a peer in 1 MiB pieces;
+//! 2. blob throughput: one 256 MiB blob fetched from a peer in 1 MiB pieces, into
+//!    memory (the figure), into the blob store, and dropped on arrival;
 //! 3. speedup of the change kernel on two workers of one core each over one worker.
 //!
 //! Run: `cargo run --release -p idlegrid-tests --example grid_bench`
+//!
+//! Arguments (all optional): the parts to run (`overhead`, `blob`, `change`; default
+//! all), `--side N` (the change pair's side, default 6144), `--repeat N` (change runs
+//! per worker count, default 1), `--band-rows N` (default 256: 24 bands of 6144 rows). For the change kernel it prints the whole job and the
+//! dispatch (first chunk out to last result in) and where the process's CPU time went:
+//! the workers' compute threads and everything else (network, hashing, disk, polling).
 
 use std::time::{Duration, Instant};
 
-use idlegrid::blobs::fetch_bytes;
+use idlegrid::blobs::{fetch_blob, fetch_bytes, Pieces, PIECES_IN_FLIGHT};
 use idlegrid::commands::common::{store_blobs, JobBlob};
 use idlegrid::grid::{self, GridConfig, Job};
 use idlegrid::net::NetConfig;
@@ -125,35 +132,118 @@ async fn probe_rate(requests: usize) -> Result<f64> {
     Ok(requests as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn blob_throughput(bytes: usize) -> Result<f64> {
+/// Where a fetched blob goes in the throughput benchmark.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    /// Into memory (`fetch_bytes`), then checked against its Cid (untimed).
+    Memory,
+    /// Into the fetching peer's blob store (`fetch_blob`: hashed and written as the
+    /// pieces come, verified before it appears): what a worker does with its inputs.
+    Store,
+    /// Pieces received and dropped: the transfer alone.
+    Wire,
+}
+
+/// MB/s of fetching one `bytes`-byte blob from a peer over loopback TCP, and the CPU
+/// seconds both peers spent per GB (a figure other load on the machine barely moves).
+async fn blob_throughput(bytes: usize, sink: Sink) -> Result<(f64, f64)> {
     let (holder, addr) = start("blob-w", true).await?;
     let blob: Vec<u8> = (0..bytes)
         .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect();
     let cid = holder.store.put(&blob)?;
+    drop(blob);
     let node = submitter("blob-s", &[addr]).await?;
     // Warm the connection up with a first small fetch.
     let _ = node.client.peers().await?;
+    let cpu_before = cpu_seconds().1;
     let started = Instant::now();
-    let fetched = fetch_bytes(&node.client, holder.peer_id(), cid, bytes as u64).await?;
+    let per_gb = |cpu_before: f64| (cpu_seconds().1 - cpu_before) / (bytes as f64 / 1e9);
+    match sink {
+        Sink::Memory => {
+            let fetched = fetch_bytes(&node.client, holder.peer_id(), cid, bytes as u64).await?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = per_gb(cpu_before);
+            assert_eq!(idlegrid_protocol::Cid::of(&fetched), cid);
+            return Ok((bytes as f64 / elapsed / 1e6, cpu));
+        }
+        Sink::Store => {
+            fetch_blob(
+                &node.client,
+                holder.peer_id(),
+                cid,
+                &node.store,
+                bytes as u64,
+            )
+            .await?;
+        }
+        Sink::Wire => {
+            let mut pieces = Pieces::new(&node.client, holder.peer_id(), cid, bytes as u64);
+            let mut got = 0;
+            while let Some(piece) = pieces.next().await? {
+                got += piece.len();
+            }
+            assert_eq!(got, bytes);
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(idlegrid_protocol::Cid::of(&fetched), cid);
-    Ok(bytes as f64 / elapsed / 1e6)
+    Ok((bytes as f64 / elapsed / 1e6, per_gb(cpu_before)))
 }
 
-async fn change_on(workers: usize) -> Result<Duration> {
-    let pair = change::sample_pair(6144, 6144, 3);
+/// CPU seconds of this process so far: the compute pools' threads (named
+/// `idlegrid-compute-*`) and all threads (exited ones included), from `/proc`.
+fn cpu_seconds() -> (f64, f64) {
+    let ticks = |stat: &str| -> Option<f64> {
+        // Fields after the parenthesised name; utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let user: f64 = fields.get(11)?.parse().ok()?;
+        let system: f64 = fields.get(12)?.parse().ok()?;
+        Some((user + system) / 100.0)
+    };
+    let total = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .unwrap_or(0.0);
+    let mut compute = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if name.starts_with("idlegrid-comput") {
+                if let Some(t) = std::fs::read_to_string(task.path().join("stat"))
+                    .ok()
+                    .and_then(|s| ticks(&s))
+                {
+                    compute += t;
+                }
+            }
+        }
+    }
+    (compute, total)
+}
+
+struct ChangeRun {
+    whole: Duration,
+    dispatch: Duration,
+}
+
+/// The change job's plan on a generated `side`² pair (made once per run of the bench).
+fn change_plan(side: u32, band_rows: u32) -> Result<change::ChangePlan> {
+    let pair = change::sample_pair(side, side, 3);
     let diff = change::prep::difference_of(
         &image::DynamicImage::ImageRgb8(pair.before),
         &image::DynamicImage::ImageRgb8(pair.after),
     );
-    let plan = change::plan(
+    Ok(change::plan(
         &diff,
         &ChangeParams {
-            band_rows: 256,
+            band_rows,
             ..ChangeParams::default()
         },
-    )?;
+    )?)
+}
+
+async fn change_on(workers: usize, plan: &change::ChangePlan) -> Result<ChangeRun> {
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..workers {
@@ -162,11 +252,13 @@ async fn change_on(workers: usize) -> Result<Duration> {
         addrs.push(addr);
     }
     let node = submitter(&format!("change-{workers}-s"), &addrs).await?;
-    let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(&plan);
+    let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(plan);
     store_blobs(&node, blobs).await?;
+    let (compute_before, total_before) = cpu_seconds();
     let started = Instant::now();
     let outcome = grid::run_job(&node, job, remote_only(workers)).await?;
     let elapsed = started.elapsed();
+    let (compute_after, total_after) = cpu_seconds();
     assert_eq!(outcome.results.len(), plan.chunks.len());
     let shares: Vec<String> = outcome
         .report
@@ -174,40 +266,81 @@ async fn change_on(workers: usize) -> Result<Duration> {
         .iter()
         .map(|p| format!("{} chunks", p.chunks_done))
         .collect();
+    let compute = compute_after - compute_before;
+    let other = (total_after - total_before) - compute;
     println!(
-        "  {workers} worker(s): {} chunks in {:.2} s ({})",
+        "  {workers} worker(s): {} chunks in {:.2} s, dispatch {:.2} s ({}); CPU: compute threads {compute:.2} s, everything else {other:.2} s",
         plan.chunks.len(),
         elapsed.as_secs_f64(),
+        outcome.report.dispatch_seconds,
         shares.join(", ")
     );
-    Ok(elapsed)
+    Ok(ChangeRun {
+        whole: elapsed,
+        dispatch: Duration::from_secs_f64(outcome.report.dispatch_seconds),
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let chunks = 5000;
-    let rate = overhead(chunks).await?;
-    println!("per-chunk overhead: {chunks} noop chunks on 2 workers: {rate:.0} chunks/s (target >= 2000)");
+    let mut parts = Vec::new();
+    let mut side = 6144u32;
+    let mut repeat = 1usize;
+    let mut band_rows = 256u32;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--side" => side = args.next().ok_or("--side N")?.parse()?,
+            "--band-rows" => band_rows = args.next().ok_or("--band-rows N")?.parse()?,
+            "--repeat" => repeat = args.next().ok_or("--repeat N")?.parse()?,
+            "overhead" | "blob" | "change" => parts.push(arg),
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let all = parts.is_empty();
+    let wants = |part: &str| all || parts.iter().any(|p| p == part);
 
-    let probes = probe_rate(5000).await?;
-    println!("  bare request-response round trips (Probe), 64 in flight: {probes:.0}/s");
-    let local = overhead_local(chunks).await?;
-    println!("  the same job on this machine's own worker only (no network): {local:.0} chunks/s");
+    if wants("overhead") {
+        let chunks = 5000;
+        let rate = overhead(chunks).await?;
+        println!("per-chunk overhead: {chunks} noop chunks on 2 workers: {rate:.0} chunks/s (target >= 2000)");
+        let probes = probe_rate(5000).await?;
+        println!("  bare request-response round trips (Probe), 64 in flight: {probes:.0}/s");
+        let local = overhead_local(chunks).await?;
+        println!(
+            "  the same job on this machine's own worker only (no network): {local:.0} chunks/s"
+        );
+    }
 
-    let size = 256 << 20;
-    let mbps = blob_throughput(size).await?;
-    println!(
-        "blob throughput: {} MiB over loopback: {mbps:.0} MB/s (target >= 300)",
-        size >> 20
-    );
+    if wants("blob") {
+        let size = 256 << 20;
+        for _ in 0..repeat {
+            let (mbps, cpu) = blob_throughput(size, Sink::Memory).await?;
+            println!(
+                "blob throughput: {} MiB over loopback in 1 MiB pieces, {PIECES_IN_FLIGHT} in flight: {mbps:.0} MB/s (target >= 300), {cpu:.2} CPU-s/GB",
+                size >> 20
+            );
+            let (store, store_cpu) = blob_throughput(size, Sink::Store).await?;
+            let (wire, wire_cpu) = blob_throughput(size, Sink::Wire).await?;
+            println!("  into the blob store (hashed, written): {store:.0} MB/s, {store_cpu:.2} CPU-s/GB; pieces dropped on arrival: {wire:.0} MB/s, {wire_cpu:.2} CPU-s/GB");
+        }
+    }
 
-    let one = change_on(1).await?;
-    let two = change_on(2).await?;
-    println!(
-        "change kernel, 6144x6144, 1 worker (1 core): {:.2} s; 2 workers (1 core each): {:.2} s; speedup {:.2}x (target >= 1.8)",
-        one.as_secs_f64(),
-        two.as_secs_f64(),
-        one.as_secs_f64() / two.as_secs_f64()
-    );
+    if wants("change") {
+        let plan = change_plan(side, band_rows)?;
+        for _ in 0..repeat {
+            let one = change_on(1, &plan).await?;
+            let two = change_on(2, &plan).await?;
+            println!(
+                "change kernel, {side}x{side}, bands of {band_rows} rows, 1 worker (1 core) -> 2 workers (1 core each): whole job {:.2} s -> {:.2} s, speedup {:.2}x; dispatch {:.2} s -> {:.2} s, speedup {:.2}x (target >= 1.8)",
+                one.whole.as_secs_f64(),
+                two.whole.as_secs_f64(),
+                one.whole.as_secs_f64() / two.whole.as_secs_f64(),
+                one.dispatch.as_secs_f64(),
+                two.dispatch.as_secs_f64(),
+                one.dispatch.as_secs_f64() / two.dispatch.as_secs_f64(),
+            );
+        }
+    }
     Ok(())
 }

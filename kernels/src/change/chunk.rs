@@ -8,8 +8,13 @@
 //! Blobs: ONE tables blob per job (the integer tables of [`super::model`], shared by all
 //! its chunks, fetched once per worker) and one blob per band (the band's X rows with
 //! halo, row-major bytes). The chunk is
-//! `TaskSpec { kernel: "change", kernel_version: 1, params: CBOR(BandParams),
+//! `TaskSpec { kernel: "change", kernel_version: 2, params: CBOR(BandParams),
 //! inputs: [tables, band] }`.
+//!
+//! A chunk's result is its own rows' mask packed one bit per pixel ([`pack_mask`]):
+//! pixels row-major as one bit stream, least significant bit first, 1 = changed, the
+//! last byte's unused bits zero. That is an eighth of the bytes a worker sends back,
+//! hashes and stores; [`ChangePlan::assemble`] unpacks it into the 0/255 mask.
 //!
 //! A worker trusts nothing: [`validate`] checks the params (sizes, ranges, that the halo
 //! is exactly the one the parameters imply) before any fetch, and [`run`] checks the
@@ -27,8 +32,9 @@ use crate::KernelError;
 
 /// Kernel name in a [`TaskSpec`].
 pub const KERNEL: &str = "change";
-/// Kernel version: bump when a chunk's output bytes could change.
-pub const VERSION: u32 = 1;
+/// Kernel version: bump when a chunk's output bytes could change. 2: the result is the
+/// bit-packed mask (version 1 sent one byte per pixel).
+pub const VERSION: u32 = 2;
 /// Largest tables blob (1000 sweeps of 5×5 tables at the largest β fit).
 pub const MAX_TABLES_BLOB: usize = 64 * 1024 * 1024;
 /// Largest |F|: the data-term clamp, 16 nats at 64 units per nat.
@@ -141,8 +147,67 @@ pub struct ChangePlan {
     pub classes: Option<Classes>,
 }
 
+/// Bytes of a packed mask of `pixels` pixels.
+pub fn packed_len(pixels: usize) -> usize {
+    pixels.div_ceil(8)
+}
+
+/// Packs a 0/255 mask (any non-zero byte counts as changed) one bit per pixel, least
+/// significant bit first; the last byte's unused bits are zero.
+pub fn pack_mask(mask: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packed_len(mask.len()));
+    let mut eights = mask.chunks_exact(8);
+    for eight in &mut eights {
+        let mut byte = 0u8;
+        for (bit, &p) in eight.iter().enumerate() {
+            byte |= u8::from(p != 0) << bit;
+        }
+        out.push(byte);
+    }
+    let rest = eights.remainder();
+    if !rest.is_empty() {
+        let mut byte = 0u8;
+        for (bit, &p) in rest.iter().enumerate() {
+            byte |= u8::from(p != 0) << bit;
+        }
+        out.push(byte);
+    }
+    out
+}
+
+/// Appends the `pixels` pixels packed in `packed` to `out` as 0/255 bytes. `packed`
+/// must be exactly [`packed_len`] bytes with its unused bits zero: a result that could
+/// be written two ways would make two honest peers disagree by hash.
+pub fn unpack_mask_into(packed: &[u8], pixels: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    if packed.len() != packed_len(pixels) {
+        return Err(format!(
+            "{} bytes, {pixels} pixels packed need {}",
+            packed.len(),
+            packed_len(pixels)
+        ));
+    }
+    let tail = pixels % 8;
+    if tail != 0 && packed.last().is_some_and(|&b| b >> tail != 0) {
+        return Err("unused bits of the last byte are set".into());
+    }
+    out.reserve(pixels);
+    let whole = pixels / 8;
+    for &byte in &packed[..whole] {
+        for bit in 0..8 {
+            out.push(if byte >> bit & 1 == 1 { 255 } else { 0 });
+        }
+    }
+    if let Some(&byte) = packed.get(whole) {
+        for bit in 0..tail {
+            out.push(if byte >> bit & 1 == 1 { 255 } else { 0 });
+        }
+    }
+    Ok(())
+}
+
 impl ChangePlan {
-    /// Joins the chunk results (in chunk order) into the mask, checking each length.
+    /// Joins the chunk results (in chunk order, each a packed mask of its own rows)
+    /// into the mask, checking each length.
     pub fn assemble(&self, results: &[Vec<u8>]) -> Result<Mask, KernelError> {
         if results.len() != self.chunks.len() {
             return Err(KernelError::InvalidInput(format!(
@@ -154,14 +219,9 @@ impl ChangePlan {
         let w = self.width as usize;
         let mut pixels = Vec::with_capacity(w * self.height as usize);
         for (i, (res, &(a, b))) in results.iter().zip(&self.bands).enumerate() {
-            let want = (b - a) as usize * w;
-            if res.len() != want {
-                return Err(KernelError::InvalidInput(format!(
-                    "result of chunk {i} has {} bytes, rows {a}..{b} need {want}",
-                    res.len()
-                )));
-            }
-            pixels.extend_from_slice(res);
+            unpack_mask_into(res, (b - a) as usize * w, &mut pixels).map_err(|why| {
+                KernelError::InvalidInput(format!("result of chunk {i} (rows {a}..{b}): {why}"))
+            })?;
         }
         Ok(Mask {
             width: self.width,
@@ -412,8 +472,8 @@ fn decode_tables(bytes: &[u8], p: &BandParams) -> Result<Tables, KernelError> {
     })
 }
 
-/// Runs one band chunk: `inputs` = [tables blob, band blob]. Returns the mask bytes of
-/// the band's own rows.
+/// Runs one band chunk: `inputs` = [tables blob, band blob]. Returns the band's own
+/// rows of the mask, packed ([`pack_mask`]).
 pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
     let p = band_params(spec)?;
     let [tables, band] = inputs else {
@@ -455,5 +515,5 @@ pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> 
     let spins = engine::solve(&b, &prog);
     let lo = (p.row_start - p.ext_start) as usize;
     let hi = (p.row_end - p.ext_start) as usize;
-    Ok(spins.mask_rows(lo, hi))
+    Ok(pack_mask(&spins.mask_rows(lo, hi)))
 }

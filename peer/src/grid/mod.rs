@@ -199,6 +199,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let mut sched: Scheduler<PeerId> = Scheduler::new(sched_config.clone(), costs.clone())
         .map_err(|e| GridError::Config(e.to_string()))?;
     let mut sched_started = false;
+    let mut dispatch_started: Option<Instant> = None;
 
     let mut progress = Progress::new(&job, &results, config.show_progress);
     let mut running: HashMap<(PeerId, ChunkIndex), AbortHandle> = HashMap::new();
@@ -248,6 +249,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         if !waiting_for_peers {
             if !sched_started {
                 sched_started = true;
+                dispatch_started = Some(Instant::now());
                 let fastest = book.scores.values().copied().fold(0.0, f64::max);
                 let mut start_config = sched_config.clone();
                 start_config.pipeline = pipeline_for(total_work, fastest, sched_config.pipeline);
@@ -419,6 +421,19 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                         sched.handle(now(started), Event::PeerLeft { peer }, &mut actions);
                     }
                 }
+                Ok(PeerEvent::Pinged { peer, rtt }) => {
+                    if !waiting_for_peers && book.joined.contains(&peer) {
+                        sched.handle(now(started), Event::PeerRtt { peer, rtt }, &mut actions);
+                    }
+                }
+                Ok(PeerEvent::Unresponsive { peer, reason }) => {
+                    if !waiting_for_peers && book.joined.contains(&peer) {
+                        progress.println(&format!(
+                            "peer {peer} stopped answering pings ({reason}): its chunks go to others"
+                        ));
+                        sched.handle(now(started), Event::PeerUnresponsive { peer }, &mut actions);
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(GridError::Stopped),
             },
@@ -488,6 +503,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             chunks: job.chunks.len(),
             chunks_reused: reused,
             elapsed_seconds: started.elapsed().as_secs_f64(),
+            dispatch_seconds: dispatch_started.map_or(0.0, |at| at.elapsed().as_secs_f64()),
             replicas: config.replicas,
             spot_check: config.spot_check,
             peers,

@@ -44,6 +44,9 @@ pub struct JobReport {
     /// Chunks whose result was already in the blob store from an earlier run.
     pub chunks_reused: usize,
     pub elapsed_seconds: f64,
+    /// From the start of dispatch (once `--min-peers` peers were found, probed and
+    /// benchmarked; at once without it) to the end.
+    pub dispatch_seconds: f64,
     pub replicas: u32,
     pub spot_check: f64,
     pub peers: Vec<PeerReport>,

@@ -106,7 +106,11 @@ impl Behaviour {
             identify::Config::new(protocol_version(), key.public())
                 .with_agent_version(agent_version()),
         );
-        let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(config.ping_interval)
+                .with_timeout(config.ping_timeout),
+        );
 
         let mut blocked = allow_block_list::Behaviour::default();
         for peer in &config.deny {

@@ -67,10 +67,35 @@ impl<Req, Resp> Clone for BoundedCbor<Req, Resp> {
 pub async fn read_message<M: WireMessage, T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<M> {
-    let mut bytes = Vec::new();
-    io.take(M::LIMIT as u64 + 1).read_to_end(&mut bytes).await?;
+    // One byte over the limit is enough to refuse the message (in `decode_message`).
+    let cap = M::LIMIT + 1;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut filled = 0;
+    loop {
+        if filled == bytes.len() {
+            if filled >= cap {
+                break;
+            }
+            // Zero only a step ahead of the data: `read_to_end` zeroes its whole
+            // doubled capacity at each growth, a pass too many over a 1 MiB piece.
+            let step = filled.clamp(MIN_READ_STEP, MAX_READ_STEP).min(cap - filled);
+            bytes.resize(filled + step, 0);
+        }
+        match io.read(&mut bytes[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
     decode_message(&bytes)
 }
+
+/// How far ahead of the data `read_message` grows its buffer: small messages stay
+/// small, large ones grow in bounded steps.
+const MIN_READ_STEP: usize = 1024;
+const MAX_READ_STEP: usize = 64 * 1024;
 
 /// Decodes and validates one message (the part of `read_message` fuzzers call).
 pub fn decode_message<M: WireMessage>(bytes: &[u8]) -> io::Result<M> {

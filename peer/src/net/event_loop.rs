@@ -11,6 +11,7 @@
 //! connection that remains.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use idlegrid_protocol::{BlobRequest, BlobResponse, TaskRequest, TaskResponse, KAD_PROTOCOL};
@@ -87,6 +88,13 @@ pub struct EventLoop {
     nat: autonat::NatStatus,
     /// Kernel keys this peer advertises, again whenever its addresses change.
     provided: Vec<String>,
+    /// When each connected peer last answered a ping, and whether its silence since
+    /// has been reported. Only peers that answered once are watched.
+    pongs: HashMap<PeerId, (Instant, bool)>,
+    /// Silence after which a peer is reported unresponsive: one ping interval plus
+    /// the ping timeout.
+    silence: Duration,
+    ping_interval: Duration,
 }
 
 /// Builds the swarm, starts listening and dialling, and returns the client, the inbound
@@ -197,6 +205,9 @@ pub fn spawn(
         configured_relays: HashSet::new(),
         nat: autonat::NatStatus::Unknown,
         provided: Vec::new(),
+        pongs: HashMap::new(),
+        silence: config.ping_interval + config.ping_timeout,
+        ping_interval: config.ping_interval,
     };
     // Bootstrap peers are tried one at a time by the node (see `node::join`); Kademlia
     // bootstraps by itself as soon as one is in its routing table.
@@ -336,6 +347,8 @@ fn outbound_error(peer: PeerId, error: OutboundFailure) -> NetError {
 impl EventLoop {
     /// Runs until every client is dropped.
     pub async fn run(mut self) {
+        let mut pings = tokio::time::interval(self.ping_interval.max(Duration::from_millis(50)));
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
@@ -343,7 +356,30 @@ impl EventLoop {
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
+                _ = pings.tick() => self.check_silence(),
             }
+        }
+    }
+
+    /// Reports peers whose pings have gone unanswered for too long. libp2p's ping
+    /// keeps its first failure to itself and then waits out a 10 s stream negotiation
+    /// before it reports one, so the silence is measured here from its answers.
+    fn check_silence(&mut self) {
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        for (peer, (last, reported)) in &mut self.pongs {
+            let quiet = now.saturating_duration_since(*last);
+            if !*reported && quiet > self.silence {
+                *reported = true;
+                silent.push((*peer, quiet));
+            }
+        }
+        for (peer, quiet) in silent {
+            tracing::info!("peer {peer} answered no ping for {quiet:.1?}");
+            let _ = self.events.send(PeerEvent::Unresponsive {
+                peer,
+                reason: format!("no ping answered for {quiet:.1?}"),
+            });
         }
     }
 
@@ -556,14 +592,33 @@ impl EventLoop {
                 info,
                 ..
             })) => self.on_identified(peer_id, info),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Ok(rtt),
-                ..
-            })) => {
-                if let Some(entry) = self.book.get_mut(&peer) {
-                    entry.rtt = Some(rtt);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                // Both outcomes go to whoever runs a job (its scheduler's breakers and
+                // deadlines); libp2p's ping does not close the connection on failure,
+                // so a frozen peer would otherwise only show when a request times out.
+                let event = match result {
+                    Ok(rtt) => {
+                        if let Some(entry) = self.book.get_mut(&peer) {
+                            entry.rtt = Some(rtt);
+                        }
+                        self.pongs.insert(peer, (Instant::now(), false));
+                        PeerEvent::Pinged { peer, rtt }
+                    }
+                    Err(e) => {
+                        // Reported once per silence (see `check_silence`).
+                        match self.pongs.get_mut(&peer) {
+                            Some((_, reported)) if *reported => return,
+                            Some((_, reported)) => *reported = true,
+                            None => {}
+                        }
+                        tracing::info!("peer {peer} did not answer a ping: {e}");
+                        PeerEvent::Unresponsive {
+                            peer,
+                            reason: e.to_string(),
+                        }
+                    }
+                };
+                let _ = self.events.send(event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat(event),
@@ -626,6 +681,7 @@ impl EventLoop {
                 }
                 self.update_route(peer_id);
                 if num_established == 0 {
+                    self.pongs.remove(&peer_id);
                     let _ = self.events.send(PeerEvent::Disconnected { peer: peer_id });
                 }
             }

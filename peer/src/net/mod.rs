@@ -40,6 +40,16 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// How long an unused connection stays open. Default 60 s.
     pub idle_connection_timeout: Duration,
+    /// How often each connection is pinged. Default 2 s: the RTT is shown in `peers`
+    /// and feeds the job's scheduler (deadline floors).
+    pub ping_interval: Duration,
+    /// A ping unanswered this long fails. A peer that answered pings before and then
+    /// none for `ping_interval + ping_timeout` is reported unresponsive: a running job
+    /// opens its breaker and hands its chunks to others. Default 5 s, the probe's
+    /// timeout: a connection that cannot carry a 40-byte ping that fast is not
+    /// computing for us. (On a slow link, blob pieces in flight queue ahead of a ping:
+    /// 4 × 1 MiB take 3.4 s at 10 Mbit/s.)
+    pub ping_timeout: Duration,
     /// A private pool's pre-shared key (libp2p pnet): only peers holding the same key
     /// can connect. pnet works over TCP only, so with a key QUIC is off (QUIC listen
     /// addresses are skipped with a warning). Default none.
@@ -88,6 +98,8 @@ impl Default for NetConfig {
             peers: Vec::new(),
             request_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(2),
+            ping_timeout: Duration::from_secs(5),
             swarm_key: None,
             deny: Vec::new(),
             max_connections: 256,
@@ -192,6 +204,16 @@ pub enum PeerEvent {
     },
     Disconnected {
         peer: PeerId,
+    },
+    /// A ping was answered in `rtt`.
+    Pinged {
+        peer: PeerId,
+        rtt: Duration,
+    },
+    /// A ping went unanswered (timeout or broken stream) on a connection still open.
+    Unresponsive {
+        peer: PeerId,
+        reason: String,
     },
 }
 

@@ -91,6 +91,16 @@ impl Breaker {
         }
     }
 
+    /// Opens at once, whatever the count (the peer stopped answering pings). An open
+    /// breaker stays as it is; one that never opens only counts.
+    pub fn trip(&mut self, now: Micros, config: &SchedulerConfig) -> Tripped {
+        match self.state {
+            _ if self.never_open => Tripped::No,
+            Inner::Open { .. } => Tripped::No,
+            Inner::Closed { .. } | Inner::HalfOpen => self.open(now, config),
+        }
+    }
+
     /// Moves an open breaker whose cool-down ended by `now` to half-open. True if it
     /// did (the peer may get a probe).
     pub fn poll(&mut self, now: Micros) -> bool {

@@ -64,6 +64,13 @@ pub struct SchedulerConfig {
     pub poison_threshold: u32,
     /// How long the job waits with no usable peer before failing. Default 60 s.
     pub no_peer_grace: Duration,
+    /// Round trips a chunk costs beyond its compute (the run, polls, input pieces,
+    /// the result): a peer's deadline floor is at least this many of its ping round
+    /// trip times ([`Event::PeerRtt`]), so a far peer is not timed out for its
+    /// distance. Default 20 (on a LAN, milliseconds: `deadline_floor` decides).
+    ///
+    /// [`Event::PeerRtt`]: super::types::Event::PeerRtt
+    pub rtt_round_trips: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +93,7 @@ impl Default for SchedulerConfig {
             speculation_gain: 0.2,
             poison_threshold: 3,
             no_peer_grace: Duration::from_secs(60),
+            rtt_round_trips: 20,
         }
     }
 }

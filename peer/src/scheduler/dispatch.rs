@@ -196,8 +196,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let peer = &mut self.peers[ix as usize];
         let eta = peer.eta_for(now, cost);
         let expected = eta.saturating_sub(now) as f64 * self.config.deadline_factor;
-        let floor = to_micros(self.config.deadline_floor);
         let ceiling = to_micros(self.config.deadline_ceiling);
+        let floor = peer.deadline_floor(&self.config).min(ceiling);
         let allowed = if peer.trusted {
             ceiling
         } else {

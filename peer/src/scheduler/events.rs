@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use super::breaker::Tripped;
 use super::peers::PeerState;
 use super::types::{Action, JobFailure};
 use super::{from_micros, to_micros, Outcome, PeerIx, Scheduler};
@@ -52,6 +53,34 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.peers[ix as usize].connected = false;
         self.usable_changed(ix, was_usable);
         self.withdraw_all(ix, false, out);
+        self.refresh_peer(ix);
+    }
+
+    /// A ping answer: the peer's latest round trip (it sets its deadline floor).
+    pub(super) fn on_rtt(&mut self, key: P, rtt: std::time::Duration) {
+        if let Some(&ix) = self.index.get(&key) {
+            self.peers[ix as usize].rtt = Some(to_micros(rtt));
+        }
+    }
+
+    /// A ping went unanswered on an open connection: the breaker opens now and the
+    /// peer's copies go back to the queue (see [`Event::PeerUnresponsive`]).
+    ///
+    /// [`Event::PeerUnresponsive`]: super::types::Event::PeerUnresponsive
+    pub(super) fn on_unresponsive(&mut self, key: P, out: &mut Vec<Action<P>>) {
+        let Some(&ix) = self.index.get(&key) else {
+            return;
+        };
+        let now = self.now;
+        let peer = &mut self.peers[ix as usize];
+        if peer.trusted {
+            return;
+        }
+        if let Tripped::OpenUntil(until) = peer.breaker.trip(now, &self.config) {
+            peer.failures += 1;
+            self.queues.cooldowns.push(Reverse((until, ix)));
+            self.withdraw_all(ix, true, out);
+        }
         self.refresh_peer(ix);
     }
 

@@ -190,6 +190,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             } => self.on_done(peer, chunk, result, out),
             Event::ChunkFailed { peer, chunk, kind } => self.on_failed(peer, chunk, kind, out),
             Event::PeerSlots { peer, slots } => self.on_slots(peer, slots),
+            Event::PeerRtt { peer, rtt } => self.on_rtt(peer, rtt),
+            Event::PeerUnresponsive { peer } => self.on_unresponsive(peer, out),
             Event::Tick => self.on_tick(out),
         }
         if self.outcome.is_none() {

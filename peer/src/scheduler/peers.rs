@@ -50,6 +50,8 @@ pub struct PeerState<P> {
     pub hungry_key: Option<u64>,
     /// Copies it timed out on, with when they were assigned (the latest few).
     pub timed_out: Vec<(ChunkIndex, Micros)>,
+    /// Its latest ping round trip, once known.
+    pub rtt: Option<Micros>,
 }
 
 impl<P: Copy> PeerState<P> {
@@ -76,6 +78,7 @@ impl<P: Copy> PeerState<P> {
             voted: Vec::new(),
             hungry_key: None,
             timed_out: Vec::new(),
+            rtt: None,
         };
         peer.rejoin(score, weight);
         peer
@@ -111,6 +114,17 @@ impl<P: Copy> PeerState<P> {
     /// Wants another copy now.
     pub fn hungry(&self, config: &SchedulerConfig, mean_cost: f64) -> bool {
         self.usable() && (self.in_flight.len() as u32) < self.target(config, mean_cost)
+    }
+
+    /// Its shortest deadline: the configured floor, or more for a far peer (a chunk
+    /// costs a few round trips whatever its compute).
+    pub fn deadline_floor(&self, config: &SchedulerConfig) -> Micros {
+        let floor = super::to_micros(config.deadline_floor);
+        let rtts = self
+            .rtt
+            .unwrap_or(0)
+            .saturating_mul(u64::from(config.rtt_round_trips));
+        floor.max(rtts)
     }
 
     /// Microseconds it should take for `cost` work units.

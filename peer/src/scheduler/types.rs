@@ -62,9 +62,21 @@ pub enum Event<P> {
     /// `slots` times its share of it. Without this event a peer counts as one slot.
     /// Sent for an unknown peer, it is ignored (send it after `PeerJoined`).
     PeerSlots { peer: P, slots: u32 },
-    /// The peer disconnected or was lost (ping failure, connection closed). Its chunks
-    /// in flight go back to the queue; this does not count on its breaker.
+    /// The peer disconnected or was lost (connection closed). Its chunks in flight go
+    /// back to the queue; this does not count on its breaker.
     PeerLeft { peer: P },
+    /// The peer answered a ping in `rtt`. Its deadline floor becomes at least
+    /// [`crate::scheduler::SchedulerConfig::rtt_round_trips`] times the latest RTT.
+    /// Ignored for an unknown peer.
+    PeerRtt { peer: P, rtt: std::time::Duration },
+    /// The peer did not answer a ping (timeout or broken stream) on a connection that
+    /// is still open: it is frozen, overloaded or cut off. A connection that cannot
+    /// carry a ping carries no results either, so its breaker opens at once (one
+    /// failure; a later ping failure while open changes nothing) and its chunks in
+    /// flight go back to the queue now instead of at their deadlines. After the
+    /// cool-down one probe chunk decides, as for any open breaker. Ignored for the
+    /// trusted worker and for unknown peers.
+    PeerUnresponsive { peer: P },
     /// A peer answered a chunk with a result whose bytes the event loop has already
     /// hashed and found equal to `result`. (A mismatch is
     /// [`FailureKind::BadHash`].) Late answers, after a cancel or a timeout, are still

@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod lifecycle;
+mod ping;
 mod storm;
 mod verify;
 
