@@ -323,6 +323,9 @@ impl Worker {
     /// Fetches the inputs to disk, waits for a compute slot, loads them, runs the
     /// kernel, stores the result.
     async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
+        // Phase times for the debug log: where a chunk's time goes on this worker.
+        let accepted = std::time::Instant::now();
+        let chunk = spec.id();
         let gate = &self.config.gate;
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
         let fetch = async {
@@ -343,6 +346,7 @@ impl Worker {
             },
             () = gate.stopped() => return handed_back(),
         }
+        let fetched = accepted.elapsed();
         let slot = tokio::select! {
             slot = self.executor.slot() => match slot {
                 Ok(slot) => slot,
@@ -350,6 +354,7 @@ impl Worker {
             },
             () = gate.stopped() => return handed_back(),
         };
+        let slotted = accepted.elapsed();
         let mut inputs = Vec::with_capacity(spec.inputs.len());
         for cid in &spec.inputs {
             let store = self.store.clone();
@@ -385,6 +390,11 @@ impl Worker {
             () = gate.evicted() => return handed_back(),
         };
         drop(slot);
+        tracing::debug!(
+            "chunk {} for {peer}: inputs fetched after {fetched:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
+            chunk.short(),
+            accepted.elapsed()
+        );
         #[cfg(feature = "fault-injection")]
         if self.config.lie {
             // A consistent lie: the hash matches the wrong bytes, so only replication

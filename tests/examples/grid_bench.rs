@@ -283,6 +283,12 @@ async fn change_on(workers: usize, plan: &change::ChangePlan) -> Result<ChangeRu
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // `IDLEGRID_LOG=idlegrid=debug` shows where each chunk's time goes.
+    if let Ok(filter) = std::env::var("IDLEGRID_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
     let mut parts = Vec::new();
     let mut side = 6144u32;
     let mut repeat = 1usize;

@@ -142,8 +142,11 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     let doomed_id = doomed.peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let job = prepare(&submitter, &plan).await;
+    // Remote peers only: the submitter's own worker could finish this job before the
+    // doomed worker holds a chunk.
     let config = GridConfig {
         min_peers: 2,
+        compute_locally: false,
         show_progress: false,
         ..GridConfig::default()
     };

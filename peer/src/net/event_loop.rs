@@ -91,6 +91,10 @@ pub struct EventLoop {
     /// When each connected peer last answered a ping, and whether its silence since
     /// has been reported. Only peers that answered once are watched.
     pongs: HashMap<PeerId, (Instant, bool)>,
+    /// The RTT last published per peer: a new one is published only when it moved
+    /// (see `rtt_moved`), so pings do not flood the event channel and make a slow
+    /// subscriber miss the events that matter.
+    published_rtt: HashMap<PeerId, Duration>,
     /// Silence after which a peer is reported unresponsive: one ping interval plus
     /// the ping timeout.
     silence: Duration,
@@ -206,6 +210,7 @@ pub fn spawn(
         nat: autonat::NatStatus::Unknown,
         provided: Vec::new(),
         pongs: HashMap::new(),
+        published_rtt: HashMap::new(),
         silence: config.ping_interval + config.ping_timeout,
         ping_interval: config.ping_interval,
     };
@@ -329,6 +334,14 @@ fn circuit_addr(relay_addr: &Multiaddr, relay: PeerId, peer: PeerId) -> Multiadd
         .with(Protocol::P2p(relay))
         .with(Protocol::P2pCircuit)
         .with(Protocol::P2p(peer))
+}
+
+/// Whether a ping's RTT differs enough from the one last published to publish it:
+/// by a quarter and by more than a millisecond (LAN round trips jitter by fractions of
+/// one, which no deadline cares about).
+fn rtt_moved(last: Duration, now: Duration) -> bool {
+    let delta = last.abs_diff(now);
+    delta > Duration::from_millis(1) && delta.as_secs_f64() > last.as_secs_f64() / 4.0
 }
 
 fn outbound_error(peer: PeerId, error: OutboundFailure) -> NetError {
@@ -602,6 +615,11 @@ impl EventLoop {
                             entry.rtt = Some(rtt);
                         }
                         self.pongs.insert(peer, (Instant::now(), false));
+                        let last = self.published_rtt.get(&peer).copied();
+                        if !last.is_none_or(|last| rtt_moved(last, rtt)) {
+                            return;
+                        }
+                        self.published_rtt.insert(peer, rtt);
                         PeerEvent::Pinged { peer, rtt }
                     }
                     Err(e) => {
@@ -682,6 +700,7 @@ impl EventLoop {
                 self.update_route(peer_id);
                 if num_established == 0 {
                     self.pongs.remove(&peer_id);
+                    self.published_rtt.remove(&peer_id);
                     let _ = self.events.send(PeerEvent::Disconnected { peer: peer_id });
                 }
             }
@@ -1013,5 +1032,24 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rtts_that_moved_are_published() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        assert!(
+            !rtt_moved(us(300), us(900)),
+            "LAN jitter under a millisecond"
+        );
+        assert!(!rtt_moved(ms(100), ms(120)), "a fifth is not enough");
+        assert!(rtt_moved(ms(100), ms(130)));
+        assert!(rtt_moved(ms(100), ms(70)));
+        assert!(rtt_moved(us(500), ms(5)));
     }
 }

@@ -205,7 +205,8 @@ pub enum PeerEvent {
     Disconnected {
         peer: PeerId,
     },
-    /// A ping was answered in `rtt`.
+    /// A ping was answered in `rtt` (published when the RTT moved by a quarter and a
+    /// millisecond since the last one published, and for the first).
     Pinged {
         peer: PeerId,
         rtt: Duration,

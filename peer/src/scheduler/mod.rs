@@ -13,6 +13,9 @@
 //!   weights) and later ones are pulled as peers finish;
 //! - each copy has a deadline from the peer's speed (floor, ceiling); on expiry the
 //!   copy goes back to the queue and the peer's [`breaker`] counts a failure;
+//! - a peer that stops answering pings ([`Event::PeerUnresponsive`]) has its breaker
+//!   opened at once and its copies requeued; its ping RTT ([`Event::PeerRtt`]) raises
+//!   its deadline floor to a number of round trips;
 //! - when nothing is left to hand out, idle peers duplicate the outstanding chunks
 //!   expected to finish last (speculation); the first verified answer wins;
 //! - a chunk is verified by `replicas` agreeing distinct peers or by the trusted local
