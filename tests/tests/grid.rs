@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use idlegrid::grid::{self, GridConfig};
+use idlegrid::policy::Gate;
 use idlegrid::worker::WorkerConfig;
 
 /// Runs a job to its end, within the test timeout.
@@ -126,16 +127,11 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     let plan = change_plan(160, 4, 8);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
 
-    let (mut workers, addrs) = workers(2, |i| WorkerConfig {
-        // The doomed worker benchmarks fast, then is slow, so it surely holds
-        // chunks when it dies.
-        delay: if i == 0 {
-            Duration::from_secs(3)
-        } else {
-            Duration::ZERO
-        },
-        delay_from_chunk: 1,
-        ..WorkerConfig::default()
+    // The doomed worker benchmarks fast, then is slow, so it surely holds chunks when
+    // it dies.
+    let (mut workers, addrs) = workers(2, |i| match i {
+        0 => slow_after_bench(Duration::from_secs(3), Gate::open()),
+        _ => WorkerConfig::default(),
     })
     .await;
     let doomed = workers.remove(0);

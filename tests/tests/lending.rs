@@ -223,19 +223,9 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     // than its grace period, so a chunk it holds can only come back by hand-back.
     let grace = Duration::from_millis(300);
     let stopping_gate = Gate::new(None, Vec::new(), grace);
-    let (workers, addrs) = workers(2, |i| WorkerConfig {
-        gate: if i == 0 {
-            stopping_gate.clone()
-        } else {
-            Gate::open()
-        },
-        delay: if i == 0 {
-            Duration::from_secs(30)
-        } else {
-            Duration::ZERO
-        },
-        delay_from_chunk: 1,
-        ..WorkerConfig::default()
+    let (workers, addrs) = workers(2, |i| match i {
+        0 => slow_after_bench(Duration::from_secs(30), stopping_gate.clone()),
+        _ => WorkerConfig::default(),
     })
     .await;
     let stopping = workers[0].peer_id().to_string();

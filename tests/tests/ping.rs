@@ -100,19 +100,9 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
     // Worker 1 computes each job chunk slowly (after a full-speed benchmark), so it
     // holds chunks when it is frozen; worker 0 is normal.
     let slow_gate = Gate::open();
-    let (workers, addrs) = workers(2, |i| WorkerConfig {
-        gate: if i == 1 {
-            slow_gate.clone()
-        } else {
-            Gate::open()
-        },
-        delay: if i == 1 {
-            Duration::from_millis(300)
-        } else {
-            Duration::ZERO
-        },
-        delay_from_chunk: 1,
-        ..WorkerConfig::default()
+    let (workers, addrs) = workers(2, |i| match i {
+        1 => slow_after_bench(Duration::from_millis(300), slow_gate.clone()),
+        _ => WorkerConfig::default(),
     })
     .await;
     let frozen_peer = workers[1].peer_id();

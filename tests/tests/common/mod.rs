@@ -61,6 +61,17 @@ pub async fn start(name: &str, serve: bool, worker: WorkerConfig, peers: Vec<Mul
 
 /// Starts `n` workers (`make(i)` configures worker i) and returns them with their
 /// addresses.
+/// A worker that benchmarks at full speed, then holds every job chunk `delay` before
+/// computing it (so a test can strike while it surely holds one), behind `gate`.
+pub fn slow_after_bench(delay: Duration, gate: idlegrid::policy::Gate) -> WorkerConfig {
+    WorkerConfig {
+        gate,
+        delay,
+        delay_from_chunk: 1,
+        ..WorkerConfig::default()
+    }
+}
+
 pub async fn workers(
     n: usize,
     make: impl Fn(usize) -> WorkerConfig,
