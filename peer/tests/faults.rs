@@ -448,6 +448,18 @@ mod suite {
         logs: Vec<PathBuf>,
     }
 
+    impl Drop for Scenario {
+        fn drop(&mut self) {
+            // The peers' blob stores take over a gigabyte per scenario: kept only to
+            // look into a failure.
+            if std::thread::panicking() {
+                eprintln!("{}: files kept in {}", self.name, self.dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+    }
+
     #[derive(Clone)]
     struct Worker {
         proc: usize,
