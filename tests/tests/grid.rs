@@ -65,9 +65,7 @@ async fn distributed_output_equals_local_output() {
         ..GridConfig::default()
     };
     let outcome = run(&submitter, job, config).await;
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(
         mask, expected,
         "distributed mask differs from the local one"
@@ -109,16 +107,9 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
         ..GridConfig::default()
     };
     let outcome = run(&submitter, job, config).await;
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected, "a lie reached the output");
-    let liar_report = outcome
-        .report
-        .peers
-        .iter()
-        .find(|p| p.peer_id == liar)
-        .expect("liar joined");
+    let liar_report = peer_line(&outcome.report, &liar);
     assert!(liar_report.banned, "liar not banned: {:?}", outcome.report);
 }
 
@@ -158,16 +149,9 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     });
     let outcome = run(&submitter, job, config).await;
     killer.await.unwrap();
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected);
-    let dead = outcome
-        .report
-        .peers
-        .iter()
-        .find(|p| p.peer_id == doomed_id)
-        .expect("the killed worker took part");
+    let dead = peer_line(&outcome.report, &doomed_id);
     assert!(
         dead.left,
         "the report shows the worker left: {:?}",
@@ -201,9 +185,7 @@ async fn slow_worker_gets_fewer_chunks() {
         ..GridConfig::default()
     };
     let outcome = run(&submitter, job, config).await;
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected);
     let chunks = |id: &str| {
         outcome
@@ -335,12 +317,7 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
         join_mp4(&plan, &grid_mp4, &segments),
         join_mp4(&plan, &out_dir.join("local.mp4"), &local)
     );
-    let dead = outcome
-        .report
-        .peers
-        .iter()
-        .find(|p| p.peer_id == doomed_id)
-        .expect("the dying worker took part");
+    let dead = peer_line(&outcome.report, &doomed_id);
     assert!(dead.left, "{:?}", outcome.report);
     let _ = std::fs::remove_dir_all(&frames_dir);
 }

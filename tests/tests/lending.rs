@@ -187,9 +187,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
         .await
         .expect("job timed out")
         .expect("job succeeds without the picky worker");
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected);
     let picky_done: u64 = outcome
         .report
@@ -261,16 +259,9 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
         took < Duration::from_secs(10),
         "handed back within the grace period, not after the 30 s chunk: {took:?}"
     );
-    let mask = plan
-        .assemble(&fetch_results(&submitter, &outcome.results))
-        .unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected);
-    let report = outcome
-        .report
-        .peers
-        .iter()
-        .find(|p| p.peer_id == stopping)
-        .expect("the stopping worker took part");
+    let report = peer_line(&outcome.report, &stopping);
     // Whether the submitter still counts the hand-back as a failure is a race: a
     // speculative copy elsewhere may win the chunk first and its run is then cancelled.
     // What must hold is above (handed back within the grace, the mask exact) and here.

@@ -125,6 +125,28 @@ pub async fn prepare(node: &Node, plan: &ChangePlan) -> Job {
 }
 
 /// Reads the results of a grid job back from the submitter's store.
+/// The job's mask, assembled from the results the submitter verified.
+pub fn assembled(
+    node: &Node,
+    plan: &ChangePlan,
+    outcome: &idlegrid::grid::JobOutcome,
+) -> change::Mask {
+    plan.assemble(&fetch_results(node, &outcome.results))
+        .expect("assemble the mask")
+}
+
+/// The report's line for `peer`.
+pub fn peer_line<'a>(
+    report: &'a idlegrid::grid::JobReport,
+    peer: &str,
+) -> &'a idlegrid::grid::PeerReport {
+    report
+        .peers
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .unwrap_or_else(|| panic!("{peer} took no part in the job: {report:?}"))
+}
+
 pub fn fetch_results(node: &Node, results: &[idlegrid_protocol::Cid]) -> Vec<Vec<u8>> {
     results
         .iter()
