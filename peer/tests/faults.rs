@@ -672,6 +672,20 @@ mod suite {
         peer(report, s, w)["chunks_done"].as_u64().unwrap_or(0)
     }
 
+    impl Scenario {
+        /// Two workers that hold each chunk 300 ms (after a full-speed benchmark), a
+        /// job started on them, and worker 0 holding a chunk: ready to strike. Returns
+        /// the job and how many chunks were verified at that moment.
+        fn job_with_worker_0_busy(&mut self) -> (usize, usize) {
+            self.worker(&slow_after_bench("300ms"));
+            self.worker(&slow_after_bench("300ms"));
+            let job = self.start_job("job", &[]);
+            self.wait_worker_busy(0, 1);
+            let at = self.verified("job");
+            (job, at)
+        }
+    }
+
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -688,11 +702,7 @@ mod suite {
         let Some(mut s) = Scenario::new("killed", "k", 2) else {
             return;
         };
-        s.worker(&slow_after_bench("300ms"));
-        s.worker(&slow_after_bench("300ms"));
-        let job = s.start_job("job", &[]);
-        s.wait_worker_busy(0, 1);
-        let at = s.verified("job");
+        let (job, at) = s.job_with_worker_0_busy();
         s.lan.signal(s.workers[0].proc, libc::SIGKILL);
         let report = s.finish_job(job, "job");
         let victim = peer(&report, &s, 0);
@@ -709,11 +719,7 @@ mod suite {
         let Some(mut s) = Scenario::new("frozen", "f", 2) else {
             return;
         };
-        s.worker(&slow_after_bench("300ms"));
-        s.worker(&slow_after_bench("300ms"));
-        let job = s.start_job("job", &[]);
-        s.wait_worker_busy(0, 1);
-        let at = s.verified("job");
+        let (job, at) = s.job_with_worker_0_busy();
         s.lan.signal(s.workers[0].proc, libc::SIGSTOP);
         let frozen = Instant::now();
         // The job must go on without it: wait for progress, then thaw it mid-job.
@@ -742,11 +748,7 @@ mod suite {
         let Some(mut s) = Scenario::new("partition", "p", 2) else {
             return;
         };
-        s.worker(&slow_after_bench("300ms"));
-        s.worker(&slow_after_bench("300ms"));
-        let job = s.start_job("job", &[]);
-        s.wait_worker_busy(0, 1);
-        let at = s.verified("job");
+        let (job, at) = s.job_with_worker_0_busy();
         let host = s.workers[0].host;
         s.lan.link(host, false);
         let progressed = wait_until(Duration::from_secs(30), || s.verified("job") >= at + 32);

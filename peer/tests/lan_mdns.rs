@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{assert_same_as_local, can_make_namespaces, ip, temp_dir, BIN};
+use support::{assert_same_as_local, can_make_namespaces, ip, temp_dir, write_sample, BIN};
 
 /// Namespaces, veths and processes of one test, removed on drop.
 struct Lan {
@@ -129,19 +129,7 @@ fn peers_on_one_lan_find_each_other_by_mdns_and_share_a_job() {
         }
     };
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (before, after) = (path("before.png"), path("after.png"));
-    let out = Command::new(BIN)
-        .args([
-            "change",
-            "--write-sample",
-            &before,
-            &after,
-            "--sample-size",
-            "512x1536",
-        ])
-        .output()
-        .expect("write sample");
-    assert!(out.status.success(), "{out:?}");
+    let (before, after) = write_sample(&dir, "512x1536");
 
     for worker in 0..2 {
         let data = path(&format!("worker{worker}"));

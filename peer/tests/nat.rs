@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{assert_same_as_local, can_make_namespaces, ip, run, temp_dir, BIN};
+use support::{assert_same_as_local, can_make_namespaces, ip, run, temp_dir, write_sample, BIN};
 
 /// Runs `command` inside namespace `ns`.
 fn in_ns(ns: &str, command: &[&str]) -> Result<(), String> {
@@ -289,13 +289,7 @@ fn job_across_two_nats(tag: &str, routers_isolated: bool) -> Option<serde_json::
         }
     };
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (before, after) = (path("before.png"), path("after.png"));
-    let out = Command::new(BIN)
-        .args(["change", "--write-sample", &before, &after])
-        .args(["--sample-size", "512x1024"])
-        .output()
-        .expect("write sample");
-    assert!(out.status.success(), "{out:?}");
+    let (before, after) = write_sample(&dir, "512x1024");
 
     let relay_log = dir.join("relay.log");
     let relay_ns = net.ns("relay");

@@ -756,7 +756,7 @@ impl EventLoop {
             if let Some(addr) = dialled.or(info.listen_addrs.iter().find(direct)).cloned() {
                 tracing::debug!("{peer} relays for others, at {addr}");
                 self.relays.insert(peer, addr);
-                if !self.nat.is_public() && self.nat != autonat::NatStatus::Unknown {
+                if self.nat == autonat::NatStatus::Private {
                     self.reserve(peer);
                 }
             }

@@ -47,6 +47,25 @@ pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
     dir
 }
 
+/// Writes a generated before/after pair of `size` (e.g. `512x1024`) into `dir`.
+pub fn write_sample(dir: &std::path::Path, size: &str) -> (String, String) {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (before, after) = (path("before.png"), path("after.png"));
+    let out = Command::new(BIN)
+        .args([
+            "change",
+            "--write-sample",
+            &before,
+            &after,
+            "--sample-size",
+            size,
+        ])
+        .output()
+        .expect("write sample");
+    assert!(out.status.success(), "{out:?}");
+    (before, after)
+}
+
 /// Runs the same change job `--local` and asserts its mask equals `grid_mask`.
 pub fn assert_same_as_local(before: &str, after: &str, band_rows: &str, grid_mask: &str) {
     let local_mask = format!("{grid_mask}.local.png");
