@@ -7,11 +7,21 @@
 //! in order, so the link is not idle for a round trip per piece, while memory stays
 //! bounded by the pieces in flight. [`fetch_blob`] streams them through the store's
 //! [`BlobWriter`] (hashed and written as they come); [`fetch_bytes`] collects them.
+//!
+//! A worker's chunk inputs go through [`fetch_input`]: a large input that fits the
+//! worker's [`MemoryBudget`] is hashed as it arrives and kept in memory for the chunk,
+//! so it is never written to disk only to be read back a moment later (on a 2-core
+//! machine that write and read were a third of a worker's CPU outside the kernel);
+//! small inputs, which other chunks of the job often share (the change kernel's tables),
+//! and inputs the budget cannot hold go to the blob store as before.
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use idlegrid_protocol::{limits, BlobRequest, BlobResponse, Cid};
 use libp2p::PeerId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::net::{Client, NetError};
 use crate::store::{BlobStore, BlobWriter, StoreError};
@@ -47,6 +57,8 @@ pub enum FetchError {
         cid: Cid,
         reason: String,
     },
+    #[error("peer {peer} sent blob {cid} whose bytes hash to {actual}")]
+    Mismatch { peer: PeerId, cid: Cid, actual: Cid },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("storing blob {cid}: {reason}")]
@@ -204,6 +216,16 @@ pub async fn fetch_blob(
     }
     let mut pieces = Pieces::new(client, peer, cid, max_len);
     let first = pieces.next().await?.unwrap_or_default();
+    store_pieces(pieces, first, cid, store).await
+}
+
+/// Writes the rest of `pieces` (whose first piece is `first`) into `store`.
+async fn store_pieces(
+    mut pieces: Pieces,
+    first: Vec<u8>,
+    cid: Cid,
+    store: &BlobStore,
+) -> Result<u64, FetchError> {
     let len = pieces.total().unwrap_or(0);
     let on_disk = |e: tokio::task::JoinError| FetchError::Task {
         cid,
@@ -231,6 +253,94 @@ pub async fn fetch_blob(
         .await
         .map_err(on_disk)??;
     Ok(len)
+}
+
+/// Bytes of chunk inputs a worker may hold in memory at once (see [`fetch_input`]).
+/// Cloning shares it.
+#[derive(Clone)]
+pub struct MemoryBudget {
+    /// Free KiB (a permit a KiB: a semaphore takes at most `u32::MAX` permits at once).
+    kib: Arc<Semaphore>,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: u64) -> MemoryBudget {
+        let kib = (bytes / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        MemoryBudget {
+            kib: Arc::new(Semaphore::new(kib)),
+        }
+    }
+
+    /// A share of `bytes` if that much is free now; it returns when dropped.
+    fn try_take(&self, bytes: u64) -> Option<MemoryShare> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+        self.kib.clone().try_acquire_many_owned(kib).ok().map(MemoryShare)
+    }
+}
+
+/// Bytes taken from a [`MemoryBudget`], given back when this is dropped.
+pub struct MemoryShare(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Inputs smaller than this always go to the blob store: writing them costs little, and
+/// they are the ones other chunks share (the change kernel's tables, a calibration
+/// chunk's inputs), which then travel once per worker instead of once per chunk.
+pub const STORE_INPUTS_BELOW: u64 = 256 * 1024;
+
+/// Where [`fetch_input`] put an input.
+pub enum Fetched {
+    /// In the blob store (it was there already, or was written there).
+    Stored,
+    /// In memory, verified against its Cid.
+    Memory(MemoryInput),
+}
+
+/// A verified input held in memory, with its share of the [`MemoryBudget`]: keep the
+/// share as long as the bytes.
+pub struct MemoryInput {
+    pub bytes: Vec<u8>,
+    pub share: MemoryShare,
+}
+
+/// Fetches chunk input `cid` from `peer`, unless the store has it: into memory if it is
+/// at least [`STORE_INPUTS_BELOW`] bytes and fits what is left of `budget`, otherwise
+/// into `store`. Either way it is checked against its Cid before it is handed out.
+pub async fn fetch_input(
+    client: &Client,
+    peer: PeerId,
+    cid: Cid,
+    store: &BlobStore,
+    max_len: u64,
+    budget: &MemoryBudget,
+) -> Result<Fetched, FetchError> {
+    if store.len_of(&cid).is_some() {
+        return Ok(Fetched::Stored);
+    }
+    let mut pieces = Pieces::new(client, peer, cid, max_len);
+    let first = pieces.next().await?.unwrap_or_default();
+    let len = pieces.total().unwrap_or(0);
+    let share = if len >= STORE_INPUTS_BELOW {
+        budget.try_take(len)
+    } else {
+        None
+    };
+    let Some(share) = share else {
+        store_pieces(pieces, first, cid, store).await?;
+        return Ok(Fetched::Stored);
+    };
+    // `Pieces` checked the length against `max_len` and each piece against its offset.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&first);
+    let mut bytes = first;
+    bytes.reserve_exact((len as usize).saturating_sub(bytes.len()));
+    while let Some(piece) = pieces.next().await? {
+        hasher.update(&piece);
+        bytes.extend_from_slice(&piece);
+    }
+    let actual = Cid::from_hasher(&hasher);
+    if actual != cid {
+        return Err(FetchError::Mismatch { peer, cid, actual });
+    }
+    Ok(Fetched::Memory(MemoryInput { bytes, share }))
 }
 
 /// Downloads a blob into memory (not stored, not yet verified against `cid`).

@@ -3,7 +3,8 @@
 //!
 //! A `Run` is validated (kernel, version, params) and answered at once with `Accepted`
 //! or a `Refused` that says why; the chunk then fetches its missing inputs from the
-//! requester, waits for a compute slot and runs on the [`Executor`]. Each chunk's
+//! requester (large ones into memory while the [`MemoryBudget`] allows, the rest into
+//! the blob store), waits for a compute slot and runs on the [`Executor`]. Each chunk's
 //! status sits behind a `watch` channel, so a `Poll` is a long poll: it is answered the
 //! moment the chunk finishes, or after `keepalive` with `Running`. Every request thus
 //! completes within seconds even when a chunk computes for minutes.
@@ -19,7 +20,7 @@ use idlegrid_protocol::{limits, BlobResponse, Cid, TaskRequest, TaskResponse};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
-use crate::blobs::fetch_blob;
+use crate::blobs::{fetch_input, Fetched, MemoryBudget, MemoryInput, MemoryShare};
 use crate::executor::Executor;
 use crate::net::{agent_version, Client, Inbound};
 use crate::policy::Gate;
@@ -52,13 +53,18 @@ pub struct WorkerConfig {
     /// (it still serves blobs, so workers can fetch its inputs).
     pub serve: bool,
     /// Chunks accepted beyond those running, before new ones are refused as busy.
-    /// Waiting chunks hold their inputs on disk, not in memory. Default 64.
+    /// Waiting chunks hold their inputs on disk, or in memory within `memory_inputs`.
+    /// Default 64.
     pub queue: usize,
     /// How long a poll is held before answering `Running`. Default 2 s; must stay well
     /// under the request timeout.
     pub keepalive: Duration,
     /// Largest single input blob this peer will fetch. Default 512 MiB.
     pub max_input: u64,
+    /// Bytes of fetched chunk inputs held in memory at once, from their arrival until
+    /// their chunk has run, instead of being written to the blob store and read back.
+    /// Inputs beyond it go to the store. Default 256 MiB; 0 sends every input to disk.
+    pub memory_inputs: u64,
     /// Finished chunk statuses remembered for late polls. Default 4096.
     pub remember: usize,
     /// The owner's policy and access lists, asked before each chunk is accepted; its
@@ -87,6 +93,7 @@ impl Default for WorkerConfig {
             queue: 64,
             keepalive: Duration::from_secs(2),
             max_input: 512 * 1024 * 1024,
+            memory_inputs: 256 * 1024 * 1024,
             remember: 4096,
             gate: Gate::open(),
             run_grace: Duration::from_millis(50),
@@ -132,6 +139,8 @@ struct Worker {
     store: BlobStore,
     executor: Executor,
     config: WorkerConfig,
+    /// What is left of `config.memory_inputs`.
+    memory: MemoryBudget,
     chunks: Arc<Mutex<Chunks>>,
     traffic: Traffic,
     /// Chunks started (for the test-only delay).
@@ -152,6 +161,7 @@ pub async fn serve(
         client,
         store,
         executor,
+        memory: MemoryBudget::new(config.memory_inputs),
         config,
         traffic,
         #[cfg(feature = "fault-injection")]
@@ -320,8 +330,8 @@ impl Worker {
         TaskResponse::Accepted { chunk }
     }
 
-    /// Fetches the inputs to disk, waits for a compute slot, loads them, runs the
-    /// kernel, stores the result.
+    /// Fetches the inputs (into memory or the store), waits for a compute slot, loads
+    /// the stored ones, runs the kernel, keeps the result.
     async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
         // Phase times for the debug log: where a chunk's time goes on this worker.
         let accepted = std::time::Instant::now();
@@ -329,24 +339,34 @@ impl Worker {
         let gate = &self.config.gate;
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
         let fetch = async {
+            let mut fetched = Vec::with_capacity(spec.inputs.len());
             for cid in &spec.inputs {
-                fetch_blob(&self.client, peer, *cid, &self.store, self.config.max_input)
-                    .await
-                    .map_err(|e| format!("input {}: {e}", cid.short()))?;
+                let input = fetch_input(
+                    &self.client,
+                    peer,
+                    *cid,
+                    &self.store,
+                    self.config.max_input,
+                    &self.memory,
+                )
+                .await
+                .map_err(|e| format!("input {}: {e}", cid.short()))?;
+                fetched.push(input);
             }
-            Ok::<_, String>(())
+            Ok::<_, String>(fetched)
         };
         // A chunk still fetching its inputs has not started: a stop hands it back at
         // once, like a chunk waiting for a core, instead of holding it (and the stop)
         // until a slow transfer ends or times out. A dropped fetch removes its partial
-        // file.
-        tokio::select! {
-            fetched = fetch => if let Err(why) = fetched {
-                return Status::Failed(why);
+        // file and gives its memory back.
+        let fetched = tokio::select! {
+            fetched = fetch => match fetched {
+                Ok(fetched) => fetched,
+                Err(why) => return Status::Failed(why),
             },
             () = gate.stopped() => return handed_back(),
-        }
-        let fetched = accepted.elapsed();
+        };
+        let fetched_after = accepted.elapsed();
         let slot = tokio::select! {
             slot = self.executor.slot() => match slot {
                 Ok(slot) => slot,
@@ -355,17 +375,10 @@ impl Worker {
             () = gate.stopped() => return handed_back(),
         };
         let slotted = accepted.elapsed();
-        let mut inputs = Vec::with_capacity(spec.inputs.len());
-        for cid in &spec.inputs {
-            let store = self.store.clone();
-            let cid = *cid;
-            match tokio::task::spawn_blocking(move || store.get(&cid)).await {
-                Ok(Ok(Some(bytes))) => inputs.push(bytes),
-                Ok(Ok(None)) => return Status::Failed(format!("input {} vanished", cid.short())),
-                Ok(Err(e)) => return Status::Failed(e.to_string()),
-                Err(e) => return Status::Failed(e.to_string()),
-            }
-        }
+        let (inputs, memory_shares) = match self.load_inputs(&spec, fetched).await {
+            Ok(loaded) => loaded,
+            Err(why) => return Status::Failed(why),
+        };
         let work = async {
             #[cfg(feature = "fault-injection")]
             {
@@ -390,8 +403,10 @@ impl Worker {
             () = gate.evicted() => return handed_back(),
         };
         drop(slot);
+        // The kernel has dropped its inputs: their memory is free for the next chunks.
+        drop(memory_shares);
         tracing::debug!(
-            "chunk {} for {peer}: inputs fetched after {fetched:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
+            "chunk {} for {peer}: inputs fetched after {fetched_after:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
             chunk.short(),
             accepted.elapsed()
         );
@@ -423,6 +438,51 @@ impl Worker {
             Ok(Err(e)) => Status::Failed(e.to_string()),
             Err(e) => Status::Failed(e.to_string()),
         }
+    }
+
+    /// The chunk's inputs in order: those held in memory as they are, the stored ones
+    /// read from the store (on a blocking thread). The memory shares come back too, to
+    /// be held until the kernel has run.
+    async fn load_inputs(
+        &self,
+        spec: &idlegrid_protocol::TaskSpec,
+        fetched: Vec<Fetched>,
+    ) -> Result<(Vec<Vec<u8>>, Vec<MemoryShare>), String> {
+        let mut shares = Vec::new();
+        let mut slots: Vec<Option<Vec<u8>>> = Vec::with_capacity(fetched.len());
+        let mut to_read = Vec::new();
+        for (i, (input, cid)) in fetched.into_iter().zip(&spec.inputs).enumerate() {
+            match input {
+                Fetched::Memory(MemoryInput { bytes, share }) => {
+                    slots.push(Some(bytes));
+                    shares.push(share);
+                }
+                Fetched::Stored => {
+                    slots.push(None);
+                    to_read.push((i, *cid));
+                }
+            }
+        }
+        if !to_read.is_empty() {
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                to_read
+                    .into_iter()
+                    .map(|(i, cid)| match store.get(&cid) {
+                        Ok(Some(bytes)) => Ok((i, bytes)),
+                        Ok(None) => Err(format!("input {} vanished", cid.short())),
+                        Err(e) => Err(e.to_string()),
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            for (i, bytes) in read {
+                slots[i] = Some(bytes);
+            }
+        }
+        let inputs = slots.into_iter().map(Option::unwrap_or_default).collect();
+        Ok((inputs, shares))
     }
 
     /// The chunk's final answer if it finishes within `wait`; `None` while it is still

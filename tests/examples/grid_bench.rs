@@ -4,13 +4,18 @@
 //!    workers — chunks per second through probe, dispatch, long-poll and verification;
 //! 2. blob throughput: one 256 MiB blob fetched from a peer in 1 MiB pieces, into
 //!    memory (the figure), into the blob store, and dropped on arrival;
-//! 3. speedup of the change kernel on two workers of one core each over one worker.
+//! 3. speedup of the change kernel with two peers of one core each over one peer, two
+//!    ways: the submitter computing with one worker beside it against the submitter
+//!    alone (`peers`: what a user sees when a second machine joins), and two remote
+//!    workers against one, the submitter computing nothing (`workers`: every band
+//!    crosses the network).
 //!
 //! Run: `cargo run --release -p idlegrid-tests --example grid_bench`
 //!
 //! Arguments (all optional): the parts to run (`overhead`, `blob`, `change`; default
 //! all), `--side N` (the change pair's side, default 6144), `--repeat N` (change runs
-//! per worker count, default 1), `--band-rows N` (default 256: 24 bands of 6144 rows). For the change kernel it prints the whole job and the
+//! per set-up, default 1), `--band-rows N` (default 256: 24 bands of 6144 rows),
+//! `--setup peers|workers|both` (default both). For the change kernel it prints the whole job and the
 //! dispatch (first chunk out to last result in) and where the process's CPU time went:
 //! the workers' compute threads and everything else (network, hashing, disk, polling).
 
@@ -243,23 +248,52 @@ fn change_plan(side: u32, band_rows: u32) -> Result<change::ChangePlan> {
     )?)
 }
 
-async fn change_on(workers: usize, plan: &change::ChangePlan) -> Result<ChangeRun> {
+/// Runs the change job on `workers` remote workers of one core each; with
+/// `submitter_computes` the submitter computes too (on one core), else it only
+/// coordinates.
+async fn change_on(
+    workers: usize,
+    submitter_computes: bool,
+    plan: &change::ChangePlan,
+) -> Result<ChangeRun> {
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
+    let tag = if submitter_computes { "p" } else { "w" };
     for i in 0..workers {
-        let (node, addr) = start(&format!("change-{workers}-w{i}"), true).await?;
+        let (node, addr) = start(&format!("change-{tag}{workers}-w{i}"), true).await?;
         nodes.push(node);
         addrs.push(addr);
     }
-    let node = submitter(&format!("change-{workers}-s"), &addrs).await?;
+    let node = submitter(&format!("change-{tag}{workers}-s"), &addrs).await?;
     let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(plan);
     store_blobs(&node, blobs).await?;
+    // A computing submitter starts at once, as a user's job does (`--min-peers 0`),
+    // and the worker joins as soon as it has been benchmarked; a submitter that only
+    // coordinates waits for its workers.
+    let config = if submitter_computes {
+        GridConfig {
+            show_progress: false,
+            ..GridConfig::default()
+        }
+    } else {
+        remote_only(workers)
+    };
     let (compute_before, total_before) = cpu_seconds();
     let started = Instant::now();
-    let outcome = grid::run_job(&node, job, remote_only(workers)).await?;
+    let outcome = grid::run_job(&node, job, config).await?;
     let elapsed = started.elapsed();
     let (compute_after, total_after) = cpu_seconds();
     assert_eq!(outcome.results.len(), plan.chunks.len());
+    let remote_chunks: u64 = outcome
+        .report
+        .peers
+        .iter()
+        .filter(|p| p.role == "remote")
+        .map(|p| p.chunks_done)
+        .sum();
+    if workers > 0 && remote_chunks == 0 {
+        return Err("no worker computed a chunk: the figure would be of the submitter alone".into());
+    }
     let shares: Vec<String> = outcome
         .report
         .peers
@@ -268,8 +302,13 @@ async fn change_on(workers: usize, plan: &change::ChangePlan) -> Result<ChangeRu
         .collect();
     let compute = compute_after - compute_before;
     let other = (total_after - total_before) - compute;
+    let who = if submitter_computes {
+        format!("submitter + {workers} worker(s)")
+    } else {
+        format!("{workers} worker(s)")
+    };
     println!(
-        "  {workers} worker(s): {} chunks in {:.2} s, dispatch {:.2} s ({}); CPU: compute threads {compute:.2} s, everything else {other:.2} s",
+        "  {who}: {} chunks in {:.2} s, dispatch {:.2} s ({}); CPU: compute threads {compute:.2} s, everything else {other:.2} s",
         plan.chunks.len(),
         elapsed.as_secs_f64(),
         outcome.report.dispatch_seconds,
@@ -293,12 +332,14 @@ async fn main() -> Result<()> {
     let mut side = 6144u32;
     let mut repeat = 1usize;
     let mut band_rows = 256u32;
+    let mut setup = "both".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--side" => side = args.next().ok_or("--side N")?.parse()?,
             "--band-rows" => band_rows = args.next().ok_or("--band-rows N")?.parse()?,
             "--repeat" => repeat = args.next().ok_or("--repeat N")?.parse()?,
+            "--setup" => setup = args.next().ok_or("--setup peers|workers|both")?,
             "overhead" | "blob" | "change" => parts.push(arg),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -333,12 +374,13 @@ async fn main() -> Result<()> {
     }
 
     if wants("change") {
+        if !matches!(setup.as_str(), "peers" | "workers" | "both") {
+            return Err(format!("--setup {setup:?}: peers, workers or both").into());
+        }
         let plan = change_plan(side, band_rows)?;
-        for _ in 0..repeat {
-            let one = change_on(1, &plan).await?;
-            let two = change_on(2, &plan).await?;
+        let speedup = |what: &str, one: &ChangeRun, two: &ChangeRun| {
             println!(
-                "change kernel, {side}x{side}, bands of {band_rows} rows, 1 worker (1 core) -> 2 workers (1 core each): whole job {:.2} s -> {:.2} s, speedup {:.2}x; dispatch {:.2} s -> {:.2} s, speedup {:.2}x (target >= 1.8)",
+                "change kernel, {side}x{side}, bands of {band_rows} rows, {what}: whole job {:.2} s -> {:.2} s, speedup {:.2}x; dispatch {:.2} s -> {:.2} s, speedup {:.2}x (target >= 1.8)",
                 one.whole.as_secs_f64(),
                 two.whole.as_secs_f64(),
                 one.whole.as_secs_f64() / two.whole.as_secs_f64(),
@@ -346,6 +388,18 @@ async fn main() -> Result<()> {
                 two.dispatch.as_secs_f64(),
                 one.dispatch.as_secs_f64() / two.dispatch.as_secs_f64(),
             );
+        };
+        for _ in 0..repeat {
+            if setup != "workers" {
+                let one = change_on(0, true, &plan).await?;
+                let two = change_on(1, true, &plan).await?;
+                speedup("1 peer (the submitter, 1 core) -> 2 peers (the submitter and a worker, 1 core each)", &one, &two);
+            }
+            if setup != "peers" {
+                let one = change_on(1, false, &plan).await?;
+                let two = change_on(2, false, &plan).await?;
+                speedup("submitter not computing, 1 worker (1 core) -> 2 workers (1 core each)", &one, &two);
+            }
         }
     }
     Ok(())

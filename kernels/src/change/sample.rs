@@ -212,7 +212,7 @@ fn to_u8(v: f64) -> u8 {
 pub type Calibration = (TaskSpec, Vec<(Cid, Vec<u8>)>);
 
 /// Side of the calibration pair.
-const CALIBRATION_SIDE: u32 = 1024;
+const CALIBRATION_SIDE: u32 = 512;
 
 /// A fixed chunk (one band of a generated 1024 × 1024 pair, default `sa`: 35 M pixel
 /// updates, about 40 ms on one AVX-512 core, 100–150 ms on an older one) and its

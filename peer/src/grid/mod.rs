@@ -206,6 +206,17 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let mut actions = Vec::new();
     let now = |started: Instant| started.elapsed();
 
+    // Everyone already known is a candidate; so is everyone found from now on. Their
+    // probes and benchmarks start before this machine's own benchmark, so the two run
+    // at the same time instead of one after the other.
+    if let Ok(known) = node.client.peers().await {
+        for entry in known {
+            if let Some(peer) = entry.peer {
+                book.found_by.entry(peer).or_default().extend(entry.sources);
+                start_probe(node, &job, &config, &tx, &mut book, peer);
+            }
+        }
+    }
     // This machine computes too: benchmark it; it joins as the trusted worker when the
     // job starts.
     let mut joins: Vec<Event<PeerId>> = Vec::new();
@@ -227,15 +238,6 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
         });
     }
 
-    // Everyone already known is a candidate; so is everyone found from now on.
-    if let Ok(known) = node.client.peers().await {
-        for entry in known {
-            if let Some(peer) = entry.peer {
-                book.found_by.entry(peer).or_default().extend(entry.sources);
-                start_probe(node, &job, &config, &tx, &mut book, peer);
-            }
-        }
-    }
     tracing::debug!("looking for peers");
     let providers_key = kernel_key(&job.kernel, job.kernel_version);
     let mut dht_lookup = tokio::time::interval(Duration::from_secs(5));
