@@ -22,7 +22,15 @@ pub enum DecodeError {
 
 /// Encodes a wire value as CBOR.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| EncodeError(e.to_string()))
+    encode_sized(value, 0)
+}
+
+/// [`encode`] into a buffer made for about `size_hint` bytes: a value carrying a large
+/// byte field (a blob piece) is then written without the buffer growing, and being
+/// copied, a dozen times on the way.
+pub fn encode_sized<T: Serialize>(value: &T, size_hint: usize) -> Result<Vec<u8>, EncodeError> {
+    cbor4ii::serde::to_vec(Vec::with_capacity(size_hint), value)
+        .map_err(|e| EncodeError(e.to_string()))
 }
 
 /// Encoding failed (only possible for values that serde cannot represent, i.e. a bug).

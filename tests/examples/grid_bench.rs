@@ -227,6 +227,14 @@ fn cpu_seconds() -> (f64, f64) {
     (compute, total)
 }
 
+/// With `IDLEGRID_PERF_CTL=FIFO`, tells `perf record --control fifo:FIFO -D -1` to
+/// sample only while a change job runs (not while the bench makes the image pair).
+fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("IDLEGRID_PERF_CTL") {
+        let _ = std::fs::write(fifo, format!("{command}\n"));
+    }
+}
+
 struct ChangeRun {
     whole: Duration,
     dispatch: Duration,
@@ -278,10 +286,12 @@ async fn change_on(
     } else {
         remote_only(workers)
     };
+    perf_control("enable");
     let (compute_before, total_before) = cpu_seconds();
     let started = Instant::now();
     let outcome = grid::run_job(&node, job, config).await?;
     let elapsed = started.elapsed();
+    perf_control("disable");
     let (compute_after, total_after) = cpu_seconds();
     assert_eq!(outcome.results.len(), plan.chunks.len());
     let remote_chunks: u64 = outcome

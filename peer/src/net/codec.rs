@@ -21,7 +21,14 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + 'static {
     /// Largest encoded size accepted from a peer.
     const LIMIT: usize;
     fn validate(&self) -> Result<(), codec::DecodeError>;
+    /// About how many bytes the encoding takes, when it is large (0: no idea, small).
+    fn size_hint(&self) -> usize {
+        0
+    }
 }
+
+/// Room for a message's fields around its byte payload.
+const ENVELOPE: usize = 256;
 
 impl WireMessage for TaskRequest {
     const LIMIT: usize = limits::MAX_TASK_REQUEST;
@@ -34,6 +41,12 @@ impl WireMessage for TaskResponse {
     fn validate(&self) -> Result<(), codec::DecodeError> {
         TaskResponse::validate(self)
     }
+    fn size_hint(&self) -> usize {
+        match self {
+            TaskResponse::Done { inline, .. } if !inline.is_empty() => inline.len() + ENVELOPE,
+            _ => 0,
+        }
+    }
 }
 impl WireMessage for BlobRequest {
     const LIMIT: usize = limits::MAX_BLOB_REQUEST;
@@ -45,6 +58,12 @@ impl WireMessage for BlobResponse {
     const LIMIT: usize = limits::MAX_BLOB_RESPONSE;
     fn validate(&self) -> Result<(), codec::DecodeError> {
         BlobResponse::validate(self)
+    }
+    fn size_hint(&self) -> usize {
+        match self {
+            BlobResponse::Piece { bytes, .. } => bytes.len() + ENVELOPE,
+            _ => 0,
+        }
     }
 }
 
@@ -69,12 +88,18 @@ pub async fn read_message<M: WireMessage, T: AsyncRead + Unpin + Send>(
 ) -> io::Result<M> {
     // One byte over the limit is enough to refuse the message (in `decode_message`).
     let cap = M::LIMIT + 1;
-    let mut bytes: Vec<u8> = Vec::new();
+    // Small messages fit the first allocation; a message that outgrows it (a blob
+    // piece, an inline result) gets room for the largest one allowed at once instead of
+    // being copied as the buffer doubles. Untouched room costs no memory.
+    let mut bytes: Vec<u8> = Vec::with_capacity(FIRST_READ.min(cap));
     let mut filled = 0;
     loop {
         if filled == bytes.len() {
             if filled >= cap {
                 break;
+            }
+            if filled == bytes.capacity() {
+                bytes.reserve_exact(cap - filled);
             }
             // Zero only a step ahead of the data: `read_to_end` zeroes its whole
             // doubled capacity at each growth, a pass too many over a 1 MiB piece.
@@ -92,7 +117,10 @@ pub async fn read_message<M: WireMessage, T: AsyncRead + Unpin + Send>(
     decode_message(&bytes)
 }
 
-/// How far ahead of the data `read_message` grows its buffer: small messages stay
+/// The first allocation of `read_message`: every message but blob pieces and inline
+/// results fits it.
+const FIRST_READ: usize = 64 * 1024;
+/// How far ahead of the data `read_message` zeroes its buffer: small messages stay
 /// small, large ones grow in bounded steps.
 const MIN_READ_STEP: usize = 1024;
 const MAX_READ_STEP: usize = 64 * 1024;
@@ -109,7 +137,7 @@ pub fn decode_message<M: WireMessage>(bytes: &[u8]) -> io::Result<M> {
 
 /// Encodes a message, refusing to produce what the other side would refuse to read.
 fn encode_message<M: WireMessage>(message: &M) -> io::Result<Vec<u8>> {
-    let bytes = codec::encode(message).map_err(io::Error::other)?;
+    let bytes = codec::encode_sized(message, message.size_hint()).map_err(io::Error::other)?;
     if bytes.len() > M::LIMIT {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
