@@ -274,7 +274,11 @@ impl MemoryBudget {
     /// A share of `bytes` if that much is free now; it returns when dropped.
     fn try_take(&self, bytes: u64) -> Option<MemoryShare> {
         let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
-        self.kib.clone().try_acquire_many_owned(kib).ok().map(MemoryShare)
+        self.kib
+            .clone()
+            .try_acquire_many_owned(kib)
+            .ok()
+            .map(MemoryShare)
     }
 }
 

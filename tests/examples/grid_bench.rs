@@ -32,8 +32,26 @@ use libp2p::Multiaddr;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// Prefix of this run's node directories in the temp dir (removed at the end).
+fn node_dir_prefix() -> String {
+    format!("idlegrid-bench-{}-", std::process::id())
+}
+
+/// Removes the node directories this run made (each node's blob store holds copies of
+/// the job's inputs: tens of megabytes a node).
+fn remove_node_dirs() {
+    let prefix = node_dir_prefix();
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 async fn start(name: &str, serve: bool) -> Result<(Node, Multiaddr)> {
-    let dir = std::env::temp_dir().join(format!("idlegrid-bench-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{}{name}", node_dir_prefix()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = NodeConfig::new(dir);
     config.net = NetConfig {
@@ -302,7 +320,9 @@ async fn change_on(
         .map(|p| p.chunks_done)
         .sum();
     if workers > 0 && remote_chunks == 0 {
-        return Err("no worker computed a chunk: the figure would be of the submitter alone".into());
+        return Err(
+            "no worker computed a chunk: the figure would be of the submitter alone".into(),
+        );
     }
     let shares: Vec<String> = outcome
         .report
@@ -332,6 +352,12 @@ async fn change_on(
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let outcome = run().await;
+    remove_node_dirs();
+    outcome
+}
+
+async fn run() -> Result<()> {
     // `IDLEGRID_LOG=idlegrid=debug` shows where each chunk's time goes.
     if let Ok(filter) = std::env::var("IDLEGRID_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -408,7 +434,11 @@ async fn main() -> Result<()> {
             if setup != "peers" {
                 let one = change_on(1, false, &plan).await?;
                 let two = change_on(2, false, &plan).await?;
-                speedup("submitter not computing, 1 worker (1 core) -> 2 workers (1 core each)", &one, &two);
+                speedup(
+                    "submitter not computing, 1 worker (1 core) -> 2 workers (1 core each)",
+                    &one,
+                    &two,
+                );
             }
         }
     }

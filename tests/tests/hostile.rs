@@ -184,16 +184,17 @@ async fn hostile_messages_are_refused_and_the_worker_keeps_serving() {
     still_serves(&honest.client, worker).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
+/// A submitter whose store serves `served` under the id of other bytes, and a
+/// worker: the chunk that names that input must fail on the worker with a hash error,
+/// and the bytes must not land in the worker's store.
+async fn mismatched_input_fails(name: &str, served: Vec<u8>) {
     let (workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
     let worker = workers[0].peer_id();
 
-    // A submitter whose store serves the bytes of B under the id of A.
-    let dir = temp_dir("liar-store");
+    let dir = temp_dir(name);
     let claimed = Cid::of(b"what the chunk asks for");
     std::fs::create_dir_all(dir.join("blobs")).unwrap();
-    std::fs::write(dir.join("blobs").join(claimed.to_hex()), b"something else").unwrap();
+    std::fs::write(dir.join("blobs").join(claimed.to_hex()), served).unwrap();
     let mut config = idlegrid::node::NodeConfig::new(dir);
     config.net = idlegrid::net::NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -204,22 +205,7 @@ async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
     config.worker.serve = false;
     let liar = idlegrid::node::Node::start(config).await.unwrap();
 
-    let spec = noop::task(7, vec![claimed]);
-    let chunk = spec.id();
-    let mut request = TaskRequest::Run { spec };
-    let answer = loop {
-        let answer = tokio::time::timeout(TIMEOUT, liar.client.task(worker, request.clone()))
-            .await
-            .expect("timed out")
-            .expect("answered");
-        match answer {
-            TaskResponse::Accepted { .. } | TaskResponse::Running { .. } => {
-                request = TaskRequest::Poll { chunk };
-            }
-            other => break other,
-        }
-    };
-    match answer {
+    match run_to_end(&liar.client, worker, noop::task(7, vec![claimed])).await {
         TaskResponse::Failed { reason, .. } => {
             assert!(reason.contains("hash"), "{reason}")
         }
@@ -227,6 +213,61 @@ async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
     }
     assert!(!workers[0].store.has(&claimed), "bad bytes were stored");
     still_serves(&liar.client, worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_blob_that_does_not_match_its_cid_fails_the_chunk() {
+    // Small: fetched into the worker's blob store.
+    mismatched_input_fails("liar-store", b"something else".to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_input_that_does_not_match_its_cid_fails_the_chunk() {
+    // Large: fetched into the worker's memory, in several pieces.
+    let size = idlegrid::blobs::STORE_INPUTS_BELOW as usize * 2 + 3 * 1024 * 1024 + 17;
+    mismatched_input_fails("liar-memory", vec![0x5a; size]).await;
+}
+
+/// A chunk with large inputs computes the same result whether the worker keeps them in
+/// memory (the default) or in its blob store (no memory for inputs, or less than the
+/// input needs); only the store leaves them on the worker's disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_inputs_travel_in_memory_or_through_the_store_alike() {
+    let memory = [256 << 20, 0, 1 << 20];
+    let (workers, addrs) = workers(memory.len(), |i| WorkerConfig {
+        memory_inputs: memory[i],
+        ..WorkerConfig::default()
+    })
+    .await;
+    let node = start("inputs", false, WorkerConfig::default(), addrs).await;
+    let big: Vec<u8> = (0..5 * 1024 * 1024 + 11)
+        .map(|i: u32| (i * 7 + i / 1000) as u8)
+        .collect();
+    let small = b"a small input".to_vec();
+    let big_cid = node.store.put(&big).unwrap();
+    let small_cid = node.store.put(&small).unwrap();
+    let spec = noop::task(11, vec![big_cid, small_cid]);
+    let expected = idlegrid_kernels::run(&spec, &[big, small]).unwrap();
+    for (i, worker) in workers.iter().enumerate() {
+        match run_to_end(&node.client, worker.peer_id(), spec.clone()).await {
+            TaskResponse::Done { result, .. } => {
+                assert_eq!(result, Cid::of(&expected), "worker {i}")
+            }
+            other => panic!("worker {i}: expected a result, got {other:?}"),
+        }
+        assert!(
+            worker.store.has(&small_cid),
+            "worker {i}: small inputs are stored"
+        );
+    }
+    assert!(
+        !workers[0].store.has(&big_cid),
+        "a large input held in memory reached the disk"
+    );
+    assert!(
+        workers[1].store.has(&big_cid),
+        "without memory for inputs they go to the store"
+    );
 }
 
 /// Runs `spec` on `worker` from `client` until it is answered with something other

@@ -123,6 +123,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .policy
         .max_memory
         .and_then(|m| usize::try_from(m).ok());
+    // Inputs held in memory count against the owner's cap: at most a quarter of it, the
+    // rest goes through the blob store on disk.
+    if let Some(max_memory) = settings.policy.max_memory {
+        config.worker.memory_inputs = config.worker.memory_inputs.min(max_memory / 4);
+    }
     let gate = Gate::new(
         settings.accept_from.clone(),
         settings.deny.clone(),
