@@ -367,6 +367,17 @@ impl Worker {
             () = gate.stopped() => return handed_back(),
         };
         let fetched_after = accepted.elapsed();
+        let in_memory: usize = fetched
+            .iter()
+            .map(|f| match f {
+                Fetched::Memory(input) => input.bytes.len(),
+                Fetched::Stored => 0,
+            })
+            .sum();
+        tracing::debug!(
+            "chunk {} for {peer}: has its inputs after {fetched_after:.1?} ({in_memory} bytes in memory)",
+            chunk.short()
+        );
         let slot = tokio::select! {
             slot = self.executor.slot() => match slot {
                 Ok(slot) => slot,

@@ -165,6 +165,11 @@ mod suite {
             let child = Command::new("ip")
                 .args(["netns", "exec", &self.hosts[host], BIN])
                 .args(args)
+                // The worker's debug lines tell when it holds a chunk (`wait_worker_busy`).
+                .env(
+                    "IDLEGRID_LOG",
+                    "warn,libp2p_kad=error,idlegrid::worker=debug",
+                )
                 .stdout(Stdio::from(out))
                 .stderr(Stdio::from(err))
                 .spawn()
@@ -464,7 +469,7 @@ mod suite {
     struct Worker {
         proc: usize,
         host: usize,
-        data: PathBuf,
+        log: PathBuf,
         peer_id: String,
         dial: String,
     }
@@ -545,7 +550,7 @@ mod suite {
             self.workers.push(Worker {
                 proc,
                 host,
-                data,
+                log,
                 dial: format!("/ip4/{}/tcp/{PORT}", addr(host)),
                 peer_id,
             });
@@ -600,16 +605,21 @@ mod suite {
             files_in(&self.dir.join(format!("{tag}-data/submit/results")))
         }
 
-        /// Blobs worker `w` holds (calibration inputs, job tables, one per band fetched).
-        fn worker_blobs(&self, w: usize) -> usize {
-            files_in(&self.workers[w].data.join("blobs"))
+        /// Chunks worker `w` has fetched the inputs of (its calibration chunk first), by
+        /// its log. Inputs can be held in memory, so its blob store does not tell.
+        fn worker_chunks_held(&self, w: usize) -> usize {
+            std::fs::read_to_string(&self.workers[w].log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("has its inputs"))
+                .count()
         }
 
-        /// Waits until worker `w` is computing job chunks: it holds the calibration's two
-        /// blobs, the job's tables and at least `bands` bands.
+        /// Waits until worker `w` is computing job chunks: it has fetched the inputs of
+        /// its calibration chunk and of at least `bands` bands.
         fn wait_worker_busy(&self, w: usize, bands: usize) {
             let busy = wait_until(Duration::from_secs(60), || {
-                self.worker_blobs(w) >= 3 + bands
+                self.worker_chunks_held(w) > bands
             });
             assert!(
                 busy,
