@@ -312,13 +312,7 @@ async fn change_on(
     perf_control("disable");
     let (compute_after, total_after) = cpu_seconds();
     assert_eq!(outcome.results.len(), plan.chunks.len());
-    let remote_chunks: u64 = outcome
-        .report
-        .peers
-        .iter()
-        .filter(|p| p.role == "remote")
-        .map(|p| p.chunks_done)
-        .sum();
+    let remote_chunks: u64 = outcome.report.remote_chunks();
     if workers > 0 && remote_chunks == 0 {
         return Err(
             "no worker computed a chunk: the figure would be of the submitter alone".into(),

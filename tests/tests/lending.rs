@@ -197,13 +197,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
         .map(|p| p.chunks_done)
         .sum();
     assert_eq!(picky_done, 0, "{:?}", outcome.report);
-    let others: u64 = outcome
-        .report
-        .peers
-        .iter()
-        .filter(|p| p.role == "remote")
-        .map(|p| p.chunks_done)
-        .sum();
+    let others: u64 = outcome.report.remote_chunks();
     assert!(
         others > 0,
         "the allowed workers computed: {:?}",

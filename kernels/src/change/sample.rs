@@ -214,9 +214,11 @@ pub type Calibration = (TaskSpec, Vec<(Cid, Vec<u8>)>);
 /// Side of the calibration pair.
 const CALIBRATION_SIDE: u32 = 512;
 
-/// A fixed chunk (one band of a generated 1024 × 1024 pair, default `sa`: 35 M pixel
-/// updates, about 40 ms on one AVX-512 core, 100–150 ms on an older one) and its
-/// input blobs, used to time a peer on this kernel. The same on every call and machine.
+/// A fixed chunk (the one band of a generated 512 × 512 pair, default `sa`: 8.7 M pixel
+/// updates, about 9 ms on one AVX-512 core, 25–40 ms on an older one) and its input
+/// blobs, used to time a peer on this kernel. The same on every call and machine. Small
+/// on purpose: every benchmark is work on the critical path of a short job, and the
+/// scheduler follows each peer's measured chunks once they come in.
 pub fn calibration_task() -> Calibration {
     static TASK: OnceLock<Calibration> = OnceLock::new();
     TASK.get_or_init(|| {

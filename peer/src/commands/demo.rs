@@ -148,13 +148,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("\nwho computed what:");
     print!("{}", outcome.report.table());
-    let remote: u64 = outcome
-        .report
-        .peers
-        .iter()
-        .filter(|p| p.role == "remote")
-        .map(|p| p.chunks_done)
-        .sum();
+    let remote: u64 = outcome.report.remote_chunks();
     println!(
         "{} chunks in {:.2} s, {} of them by remote peers; changed {:.1}% of the pixels",
         plan.chunks.len(),

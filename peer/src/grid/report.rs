@@ -53,6 +53,15 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// Chunks computed by remote peers (all but this machine).
+    pub fn remote_chunks(&self) -> u64 {
+        self.peers
+            .iter()
+            .filter(|p| p.role == "remote")
+            .map(|p| p.chunks_done)
+            .sum()
+    }
+
     /// Writes the JSON report atomically.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
