@@ -10,9 +10,9 @@
 //!
 //! A worker's chunk inputs go through [`fetch_input`]: a large input that fits the
 //! worker's [`MemoryBudget`] is hashed as it arrives and kept in memory for the chunk,
-//! so it is never written to disk only to be read back a moment later (on a 2-core
-//! machine that write and read were a third of a worker's CPU outside the kernel);
-//! small inputs, which other chunks of the job often share (the change kernel's tables),
+//! so it is never written to disk only to be read back a moment later (the page-cache
+//! write was the largest kernel item in a worker's profile outside the compute); small
+//! inputs, which other chunks of the job often share (the change kernel's tables),
 //! and inputs the budget cannot hold go to the blob store as before.
 
 use std::sync::Arc;
