@@ -321,3 +321,55 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
     assert!(dead.left, "{:?}", outcome.report);
     let _ = std::fs::remove_dir_all(&frames_dir);
 }
+
+/// A worker whose owner's policy says no when the job starts is probed again, and
+/// joins in once the policy lets it lend: a machine that becomes idle mid-job helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
+    let plan = change_plan(160, 4, 4);
+    let expected = plan.assemble(&local_results(&plan)).unwrap();
+
+    let late_gate = Gate::open();
+    let mut no = idlegrid::policy::Decision::always();
+    no.lend = false;
+    no.stop_reasons = vec!["the test's owner is at the keyboard".into()];
+    late_gate.set(no);
+    let gates = [Gate::open(), late_gate.clone()];
+    // The worker that lends from the start holds each chunk 200 ms: alone it needs 8 s
+    // for the 40 chunks. The other opens after 3 s, past the moments other events
+    // (identify after autonat's first round) would make the submitter look again.
+    let (workers, addrs) = workers(2, |i| {
+        slow_after_bench(
+            if i == 0 {
+                Duration::from_millis(200)
+            } else {
+                Duration::ZERO
+            },
+            gates[i].clone(),
+        )
+    })
+    .await;
+    let late = workers[1].peer_id().to_string();
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let job = prepare(&submitter, &plan).await;
+    let config = GridConfig {
+        min_peers: 1,
+        compute_locally: false,
+        show_progress: false,
+        reprobe_after: Duration::from_millis(200),
+        ..GridConfig::default()
+    };
+    let opener = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        late_gate.set(idlegrid::policy::Decision::always());
+    });
+    let outcome = run(&submitter, job, config).await;
+    opener.await.unwrap();
+    let mask = assembled(&submitter, &plan, &outcome);
+    assert_eq!(mask, expected);
+    assert!(
+        peer_line(&outcome.report, &late).chunks_done > 0,
+        "the worker that became free computed nothing ({late}): {:?}",
+        outcome.report
+    );
+}

@@ -70,6 +70,10 @@ pub struct GridConfig {
     pub compute_locally: bool,
     /// Show the live progress display (on a terminal).
     pub show_progress: bool,
+    /// A peer found busy (its owner's policy said no), silent or failing its benchmark
+    /// is probed again after this long, so a machine that becomes idle mid-job joins
+    /// in. Default 15 s.
+    pub reprobe_after: Duration,
     pub scheduler: SchedulerConfig,
 }
 
@@ -84,6 +88,7 @@ impl Default for GridConfig {
             weights: HashMap::new(),
             compute_locally: true,
             show_progress: true,
+            reprobe_after: Duration::from_secs(15),
             scheduler: SchedulerConfig::default(),
         }
     }
@@ -124,6 +129,8 @@ enum Report {
     Unusable {
         peer: PeerId,
         why: String,
+        /// Worth probing again later ([`remote::Unusable::may_change`]).
+        retry: bool,
     },
     Done {
         peer: PeerId,
@@ -153,6 +160,8 @@ struct PeerBook {
     joined: HashSet<PeerId>,
     /// Last reason a peer was not used (shown with --min-peers failures).
     unusable: HashMap<PeerId, String>,
+    /// When each unusable peer that may change is probed again.
+    reprobe_at: HashMap<PeerId, Instant>,
 }
 
 /// Runs `job` on the grid and returns its verified results in chunk order.
@@ -367,6 +376,8 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                     Report::Ready { peer, score, slots } => {
                         tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
                         book.probing.remove(&peer);
+                        book.unusable.remove(&peer);
+                        book.reprobe_at.remove(&peer);
                         book.scores.insert(peer, score);
                         book.joined.insert(peer);
                         let join = Event::PeerJoined {
@@ -385,10 +396,16 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                             Some(slots)
                         }
                     }
-                    Report::Unusable { peer, why } => {
+                    Report::Unusable { peer, why, retry } => {
                         book.probing.remove(&peer);
-                        tracing::info!("not using peer {peer}: {why}");
+                        // Said once per peer and reason, not at every probe again.
+                        if book.unusable.get(&peer) != Some(&why) {
+                            tracing::info!("not using peer {peer} for now: {why}");
+                        }
                         book.unusable.insert(peer, why);
+                        if retry {
+                            book.reprobe_at.insert(peer, Instant::now() + config.reprobe_after);
+                        }
                         None
                     }
                     Report::Done { peer, chunk, result, bytes } => {
@@ -452,6 +469,17 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
             }
             _ = tick.tick() => {
                 progress.update(&sched, &book);
+                let now = Instant::now();
+                let due: Vec<PeerId> = book
+                    .reprobe_at
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                for peer in due {
+                    book.reprobe_at.remove(&peer);
+                    start_probe(node, &job, &config, &tx, &mut book, peer);
+                }
             }
         }
     }
@@ -570,6 +598,7 @@ fn start_probe(
             Err(e) => Report::Unusable {
                 peer,
                 why: e.to_string(),
+                retry: e.may_change(),
             },
         });
     });

@@ -34,6 +34,15 @@ pub enum Unusable {
     Bench(FailureKind),
 }
 
+impl Unusable {
+    /// Whether asking again later may find the peer usable: its owner's policy may open,
+    /// a slow or unreachable peer may come back. A peer that does not run the kernel, or
+    /// does not speak the protocol, will not change within a job.
+    pub fn may_change(&self) -> bool {
+        !matches!(self, Unusable::NoKernel { .. } | Unusable::Confused)
+    }
+}
+
 /// Liveness and capability probe, answered within `timeout` or the peer is skipped.
 pub async fn probe(client: &Client, peer: PeerId, timeout: Duration) -> Result<PeerInfo, Unusable> {
     match tokio::time::timeout(timeout, client.task(peer, TaskRequest::Probe)).await {
