@@ -492,7 +492,15 @@ impl Worker {
                 slots[i] = Some(bytes);
             }
         }
-        let inputs = slots.into_iter().map(Option::unwrap_or_default).collect();
+        // Every slot is filled above; an empty one must fail the chunk, never run it on
+        // empty bytes.
+        let inputs = slots
+            .into_iter()
+            .zip(&spec.inputs)
+            .map(|(bytes, cid)| {
+                bytes.ok_or_else(|| format!("input {} was not loaded", cid.short()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok((inputs, shares))
     }
 
