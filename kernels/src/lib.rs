@@ -41,7 +41,7 @@ pub fn supported() -> Vec<(String, u32)> {
 }
 
 /// A kernel's run function: one chunk and its inputs to the output bytes.
-type RunFn = fn(&TaskSpec, &[Vec<u8>]) -> Result<Vec<u8>, KernelError>;
+type RunFn = fn(&TaskSpec, &[&[u8]]) -> Result<Vec<u8>, KernelError>;
 
 /// One registered kernel: its validation and its run function.
 struct Registered {
@@ -57,7 +57,7 @@ const KERNELS: &[Registered] = &[
         name: change::KERNEL,
         version: change::VERSION,
         validate: change::validate,
-        run: change::run,
+        run: change::chunk::run_band,
     },
     Registered {
         name: video::NAME,
@@ -99,8 +99,9 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
 }
 
 /// Runs one chunk on its input blobs (in `spec.inputs` order). Deterministic: the same
-/// spec and input bytes give the same output bytes on every machine.
-pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+/// spec and input bytes give the same output bytes on every machine. The blobs may be
+/// owned or shared (a worker hands the same cached input to neighbouring chunks).
+pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, KernelError> {
     validate(spec)?;
     if inputs.len() != spec.inputs.len() {
         return Err(KernelError::InvalidInput(format!(
@@ -109,5 +110,6 @@ pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> 
             spec.inputs.len()
         )));
     }
-    (lookup(spec)?.run)(spec, inputs)
+    let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
+    (lookup(spec)?.run)(spec, &inputs)
 }

@@ -22,7 +22,7 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
 }
 
 /// blake3 over the tag and every input, in order.
-pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+pub fn run(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&spec.params);
     for input in inputs {

@@ -83,8 +83,9 @@ proptest! {
     }
 }
 
-/// A valid one-chunk plan of a small image and its blobs.
-fn small_plan() -> (TaskSpec, Vec<u8>, Vec<u8>) {
+/// The middle chunk of a small plan and its input blobs in order: the tables, then the
+/// band's pieces (the halo reaches the whole 30-row image, so its 3 bands' pieces).
+fn small_plan() -> (TaskSpec, Vec<Vec<u8>>) {
     let diff = diff_image(20, 30, 1);
     let plan = change::plan(
         &diff,
@@ -95,7 +96,9 @@ fn small_plan() -> (TaskSpec, Vec<u8>, Vec<u8>) {
     )
     .unwrap();
     let spec = plan.chunks[1].clone();
-    (spec, plan.blobs[0].1.clone(), plan.blobs[2].1.clone())
+    let blobs: HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    let inputs = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
+    (spec, inputs)
 }
 
 fn with_params(spec: &TaskSpec, edit: impl FnOnce(&mut BandParams)) -> TaskSpec {
@@ -109,9 +112,36 @@ fn with_params(spec: &TaskSpec, edit: impl FnOnce(&mut BandParams)) -> TaskSpec 
 
 #[test]
 fn valid_chunk_runs() {
-    let (spec, tables, band) = small_plan();
-    let out = idlegrid_kernels::run(&spec, &[tables, band]).unwrap();
+    let (spec, inputs) = small_plan();
+    assert_eq!(spec.inputs.len(), 4, "tables and 3 pieces");
+    let out = idlegrid_kernels::run(&spec, &inputs).unwrap();
     assert_eq!(out.len(), 10 * 20 / 8, "one bit per pixel");
+}
+
+/// X travels once: the pieces cover the image exactly, each band's pieces are its rows
+/// with halo and nothing else, and a band's halo pieces are its neighbours' own.
+#[test]
+fn pieces_tile_the_image_once_and_neighbours_share_their_halo() {
+    let (w, h) = (16u32, 700u32);
+    let diff = diff_image(w, h, 5);
+    let plan = change::plan(&diff, &ChangeParams { band_rows: 256, ..ChangeParams::default() }).unwrap();
+    let halo = 67u32;
+    let piece_bytes: usize = plan.blobs[1..].iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(piece_bytes, diff.x.len(), "every row of X in exactly one piece");
+    let blobs: HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    for (spec, &(start, end)) in plan.chunks.iter().zip(&plan.bands) {
+        let p: BandParams = codec::decode(&spec.params, 1 << 16).unwrap();
+        let (xs, xe) = (start.saturating_sub(halo), (end + halo).min(h));
+        assert_eq!((p.ext_start, p.ext_end), (xs, xe));
+        let rows: Vec<u8> = spec.inputs[1..].iter().flat_map(|c| blobs[c].clone()).collect();
+        assert_eq!(rows, diff.x[(xs * w) as usize..(xe * w) as usize]);
+    }
+    for pair in plan.chunks.windows(2) {
+        let shared = pair[0].inputs[1..].iter().filter(|c| pair[1].inputs.contains(c)).count();
+        // Below: the upper band's last halo piece, its own bottom rows; above: the lower
+        // band's top rows and its top halo piece.
+        assert!(shared >= 2, "neighbouring bands share {shared} pieces");
+    }
 }
 
 #[test]
@@ -145,7 +175,7 @@ fn packed_masks_round_trip_and_are_strict() {
 
 #[test]
 fn wrong_halo_or_geometry_is_refused() {
-    let (spec, tables, band) = small_plan();
+    let (spec, inputs) = small_plan();
     type Edit = Box<dyn Fn(&mut BandParams)>;
     let edits: Vec<Edit> = vec![
         Box::new(|p| p.ext_start += 1),
@@ -157,10 +187,17 @@ fn wrong_halo_or_geometry_is_refused() {
         Box::new(|p| p.radius = 3),
         Box::new(|p| p.window = Some(100)),
         Box::new(|p| p.anneal_sweeps = 1_000_000),
+        // Pieces that do not add up to the band's rows, or an empty one.
+        Box::new(|p| p.piece_rows[0] += 1),
+        Box::new(|p| {
+            p.piece_rows[2] -= 1;
+            p.piece_rows.push(1);
+        }),
+        Box::new(|p| p.piece_rows.insert(1, 0)),
     ];
     for (i, e) in edits.iter().enumerate() {
         let bad = with_params(&spec, e);
-        let err = idlegrid_kernels::run(&bad, &[tables.clone(), band.clone()]);
+        let err = idlegrid_kernels::run(&bad, &inputs);
         assert!(
             matches!(err, Err(KernelError::InvalidParams(_))),
             "edit {i}: {err:?}"
@@ -170,38 +207,47 @@ fn wrong_halo_or_geometry_is_refused() {
 
 #[test]
 fn wrong_blobs_are_refused() {
-    let (spec, tables, band) = small_plan();
-    // Band of the wrong length (with a matching content id).
-    let short = band[..band.len() - 1].to_vec();
+    let (spec, inputs) = small_plan();
+    // A piece of the wrong length (with a matching content id).
+    let mut short = inputs.clone();
+    short[2].pop();
     let spec2 = TaskSpec {
-        inputs: vec![spec.inputs[0], Cid::of(&short)],
+        inputs: short.iter().map(|b| Cid::of(b)).collect(),
         ..spec.clone()
     };
     assert!(matches!(
-        idlegrid_kernels::run(&spec2, &[tables.clone(), short]),
+        idlegrid_kernels::run(&spec2, &short),
         Err(KernelError::InvalidInput(_))
     ));
-    // Blob that does not match its id.
-    let mut flipped = band.clone();
-    flipped[0] ^= 1;
-    assert!(idlegrid_kernels::run(&spec, &[tables.clone(), flipped]).is_err());
+    // A blob that does not match its id.
+    let mut flipped = inputs.clone();
+    flipped[3][0] ^= 1;
+    assert!(matches!(
+        idlegrid_kernels::run(&spec, &flipped),
+        Err(KernelError::InvalidInput(_))
+    ));
+    // Pieces swapped (each matches some id, not the one in its place).
+    let mut swapped = inputs.clone();
+    swapped.swap(1, 3);
+    assert!(idlegrid_kernels::run(&spec, &swapped).is_err());
     // Wrong number of blobs.
-    assert!(idlegrid_kernels::run(&spec, std::slice::from_ref(&tables)).is_err());
+    assert!(idlegrid_kernels::run(&spec, &inputs[..2]).is_err());
     // Tables that are not tables.
-    let junk = vec![0xA5u8; 64];
+    let mut junk = inputs.clone();
+    junk[0] = vec![0xA5u8; 64];
     let spec3 = TaskSpec {
-        inputs: vec![Cid::of(&junk), spec.inputs[1]],
+        inputs: junk.iter().map(|b| Cid::of(b)).collect(),
         ..spec.clone()
     };
     assert!(matches!(
-        idlegrid_kernels::run(&spec3, &[junk, band]),
+        idlegrid_kernels::run(&spec3, &junk),
         Err(KernelError::InvalidInput(_))
     ));
 }
 
 #[test]
 fn tables_for_other_sweep_counts_are_refused() {
-    let (spec, tables, band) = small_plan();
+    let (spec, inputs) = small_plan();
     let bad = with_params(&spec, |p| {
         p.anneal_sweeps -= 1;
         let halo =
@@ -210,7 +256,7 @@ fn tables_for_other_sweep_counts_are_refused() {
         p.ext_end = (p.row_end + halo).min(p.height);
     });
     assert!(matches!(
-        idlegrid_kernels::run(&bad, &[tables, band]),
+        idlegrid_kernels::run(&bad, &inputs),
         Err(KernelError::InvalidInput(_))
     ));
 }

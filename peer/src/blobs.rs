@@ -9,13 +9,17 @@
 //! [`BlobWriter`] (hashed and written as they come); [`fetch_bytes`] collects them.
 //!
 //! A worker's chunk inputs go through [`fetch_input`]: a large input that fits the
-//! worker's [`MemoryBudget`] is hashed as it arrives and kept in memory for the chunk,
-//! so it is never written to disk only to be read back a moment later (the page-cache
-//! write was the largest kernel item in a worker's profile outside the compute); small
-//! inputs, which other chunks of the job often share (the change kernel's tables),
-//! and inputs the budget cannot hold go to the blob store as before.
+//! worker's [`MemoryBudget`] is hashed as it arrives and kept in memory, so it is never
+//! written to disk only to be read back a moment later (the page-cache write was the
+//! largest kernel item in a worker's profile outside the compute); small inputs, which
+//! other chunks of the job often share (the change kernel's tables), and inputs the
+//! budget cannot hold go to the blob store as before. A large input stays in
+//! [`RecentInputs`] after its chunk, as long as the budget has room, because the next
+//! chunks often name it too (the change kernel's neighbouring bands share their halo
+//! rows); two chunks that want the same input at once fetch it once.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -295,19 +299,134 @@ pub enum Fetched {
     /// In the blob store (it was there already, or was written there).
     Stored,
     /// In memory, verified against its Cid.
-    Memory(MemoryInput),
+    Memory(Arc<MemoryInput>),
 }
 
-/// A verified input held in memory, with its share of the [`MemoryBudget`]: keep the
-/// share as long as the bytes.
+/// A chunk input ready for its kernel: shared from memory, or read from the store.
+pub enum Input {
+    Memory(Arc<MemoryInput>),
+    Read(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Input {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Input::Memory(input) => input.bytes(),
+            Input::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// A verified input held in memory with its share of the [`MemoryBudget`], shared by
+/// the chunks using it and [`RecentInputs`]: the share goes back to the budget when
+/// the last of them lets go.
 pub struct MemoryInput {
-    pub bytes: Vec<u8>,
-    pub share: MemoryShare,
+    bytes: Vec<u8>,
+    _share: MemoryShare,
 }
 
-/// Fetches chunk input `cid` from `peer`, unless the store has it: into memory if it is
-/// at least [`STORE_INPUTS_BELOW`] bytes and fits what is left of `budget`, otherwise
-/// into `store`. Either way it is checked against its Cid before it is handed out.
+impl MemoryInput {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for MemoryInput {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The large inputs a worker fetched lately, kept in memory for the next chunks that
+/// name them, oldest dropped first when the budget needs room. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct RecentInputs {
+    inner: Arc<Mutex<Recent>>,
+}
+
+#[derive(Default)]
+struct Recent {
+    inputs: HashMap<Cid, Arc<MemoryInput>>,
+    /// Least recently used first.
+    order: VecDeque<Cid>,
+    /// Inputs being fetched: a second chunk wanting one waits for the first's fetch.
+    fetching: HashMap<Cid, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl RecentInputs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // The map stays consistent whatever a panicking holder did (every update is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The input, if it is held; it becomes the most recently used.
+    fn get(&self, cid: &Cid) -> Option<Arc<MemoryInput>> {
+        let mut recent = self.lock();
+        let input = recent.inputs.get(cid).cloned()?;
+        if let Some(at) = recent.order.iter().position(|c| c == cid) {
+            recent.order.remove(at);
+        }
+        recent.order.push_back(*cid);
+        Some(input)
+    }
+
+    fn insert(&self, cid: Cid, input: Arc<MemoryInput>) {
+        let mut recent = self.lock();
+        if recent.inputs.insert(cid, input).is_none() {
+            recent.order.push_back(cid);
+        }
+    }
+
+    /// Forgets the least recently used input; false if none is held. Its memory returns
+    /// to the budget once no chunk is using it.
+    fn evict_oldest(&self) -> bool {
+        let mut recent = self.lock();
+        let Some(cid) = recent.order.pop_front() else {
+            return false;
+        };
+        recent.inputs.remove(&cid);
+        true
+    }
+
+    /// Bytes held (some may also be in use by running chunks).
+    pub fn bytes(&self) -> u64 {
+        self.lock().inputs.values().map(|i| i.bytes.len() as u64).sum()
+    }
+
+    /// The lock that makes concurrent fetches of `cid` one fetch.
+    fn fetch_lock(&self, cid: Cid) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock().fetching.entry(cid).or_default().clone()
+    }
+
+    /// Drops `cid`'s fetch lock `lock` once its fetch is over (waiters keep their
+    /// clones), unless a later fetch has made a new one.
+    fn fetched(&self, cid: &Cid, lock: &Arc<tokio::sync::Mutex<()>>) {
+        let mut recent = self.lock();
+        if recent.fetching.get(cid).is_some_and(|l| Arc::ptr_eq(l, lock)) {
+            recent.fetching.remove(cid);
+        }
+    }
+
+    /// A share of `bytes` of `budget`, dropping held inputs, oldest first, until the
+    /// budget has room; None if it has none even with nothing held.
+    fn make_room(&self, budget: &MemoryBudget, bytes: u64) -> Option<MemoryShare> {
+        loop {
+            if let Some(share) = budget.try_take(bytes) {
+                return Some(share);
+            }
+            if !self.evict_oldest() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Fetches chunk input `cid` from `peer`, unless this worker holds it already (in
+/// `recent` or the store): into memory if it is at least [`STORE_INPUTS_BELOW`] bytes
+/// and fits `budget` (after dropping older inputs from `recent` if need be), otherwise
+/// into `store`. Either way it is checked against its Cid before it is handed out, and
+/// one held in memory joins `recent`.
 pub async fn fetch_input(
     client: &Client,
     peer: PeerId,
@@ -315,7 +434,29 @@ pub async fn fetch_input(
     store: &BlobStore,
     max_len: u64,
     budget: &MemoryBudget,
+    recent: &RecentInputs,
 ) -> Result<Fetched, FetchError> {
+    let lock = recent.fetch_lock(cid);
+    let fetching = lock.lock().await;
+    let outcome = fetch_new_input(client, peer, cid, store, max_len, budget, recent).await;
+    drop(fetching);
+    recent.fetched(&cid, &lock);
+    outcome
+}
+
+/// [`fetch_input`] under `cid`'s fetch lock.
+async fn fetch_new_input(
+    client: &Client,
+    peer: PeerId,
+    cid: Cid,
+    store: &BlobStore,
+    max_len: u64,
+    budget: &MemoryBudget,
+    recent: &RecentInputs,
+) -> Result<Fetched, FetchError> {
+    if let Some(input) = recent.get(&cid) {
+        return Ok(Fetched::Memory(input));
+    }
     if store.len_of(&cid).is_some() {
         return Ok(Fetched::Stored);
     }
@@ -323,7 +464,7 @@ pub async fn fetch_input(
     let first = pieces.next().await?.unwrap_or_default();
     let len = pieces.total().unwrap_or(0);
     let share = if len >= STORE_INPUTS_BELOW {
-        budget.try_take(len)
+        recent.make_room(budget, len)
     } else {
         None
     };
@@ -344,7 +485,12 @@ pub async fn fetch_input(
     if actual != cid {
         return Err(FetchError::Mismatch { peer, cid, actual });
     }
-    Ok(Fetched::Memory(MemoryInput { bytes, share }))
+    let input = Arc::new(MemoryInput {
+        bytes,
+        _share: share,
+    });
+    recent.insert(cid, input.clone());
+    Ok(Fetched::Memory(input))
 }
 
 /// Downloads a blob into memory (not stored, not yet verified against `cid`).

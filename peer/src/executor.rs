@@ -70,16 +70,20 @@ impl Executor {
     }
 
     /// Runs one chunk on the pool once a slot is free.
-    pub async fn run(&self, spec: TaskSpec, inputs: Vec<Vec<u8>>) -> Result<Vec<u8>, KernelError> {
+    pub async fn run<B: AsRef<[u8]> + Send + 'static>(
+        &self,
+        spec: TaskSpec,
+        inputs: Vec<B>,
+    ) -> Result<Vec<u8>, KernelError> {
         let _slot = self.slot().await?;
         self.run_in_slot(spec, inputs).await
     }
 
     /// Runs one chunk on the pool; the caller holds a [`Executor::slot`].
-    pub async fn run_in_slot(
+    pub async fn run_in_slot<B: AsRef<[u8]> + Send + 'static>(
         &self,
         spec: TaskSpec,
-        inputs: Vec<Vec<u8>>,
+        inputs: Vec<B>,
     ) -> Result<Vec<u8>, KernelError> {
         // Straight onto a pool thread (one hand-off, not two), with the answer on a
         // oneshot. A kernel must not panic; if one ever does, the chunk fails instead of

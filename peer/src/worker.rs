@@ -20,7 +20,7 @@ use idlegrid_protocol::{limits, BlobResponse, Cid, TaskRequest, TaskResponse};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
-use crate::blobs::{fetch_input, Fetched, MemoryBudget, MemoryInput, MemoryShare};
+use crate::blobs::{fetch_input, Fetched, Input, MemoryBudget, RecentInputs};
 use crate::executor::Executor;
 use crate::net::{agent_version, Client, Inbound};
 use crate::policy::Gate;
@@ -61,9 +61,11 @@ pub struct WorkerConfig {
     pub keepalive: Duration,
     /// Largest single input blob this peer will fetch. Default 512 MiB.
     pub max_input: u64,
-    /// Bytes of fetched chunk inputs held in memory at once, from their arrival until
-    /// their chunk has run, instead of being written to the blob store and read back.
-    /// Inputs beyond it go to the store. Default 256 MiB; 0 sends every input to disk.
+    /// Bytes of fetched chunk inputs held in memory at once, instead of being written
+    /// to the blob store and read back: from their arrival until their chunk has run,
+    /// and after that for the next chunks that name them, until newer inputs need the
+    /// room. Inputs beyond it go to the store. Default 256 MiB; 0 sends every input to
+    /// disk.
     pub memory_inputs: u64,
     /// Finished chunk statuses remembered for late polls. Default 4096.
     pub remember: usize,
@@ -141,6 +143,8 @@ struct Worker {
     config: WorkerConfig,
     /// What is left of `config.memory_inputs`.
     memory: MemoryBudget,
+    /// Inputs kept in memory for the next chunks that name them.
+    recent: RecentInputs,
     chunks: Arc<Mutex<Chunks>>,
     traffic: Traffic,
     /// Chunks started (for the test-only delay).
@@ -162,6 +166,7 @@ pub async fn serve(
         store,
         executor,
         memory: MemoryBudget::new(config.memory_inputs),
+        recent: RecentInputs::default(),
         config,
         traffic,
         #[cfg(feature = "fault-injection")]
@@ -348,6 +353,7 @@ impl Worker {
                     &self.store,
                     self.config.max_input,
                     &self.memory,
+                    &self.recent,
                 )
                 .await
                 .map_err(|e| format!("input {}: {e}", cid.short()))?;
@@ -370,7 +376,7 @@ impl Worker {
         let in_memory: usize = fetched
             .iter()
             .map(|f| match f {
-                Fetched::Memory(input) => input.bytes.len(),
+                Fetched::Memory(input) => input.bytes().len(),
                 Fetched::Stored => 0,
             })
             .sum();
@@ -386,7 +392,7 @@ impl Worker {
             () = gate.stopped() => return handed_back(),
         };
         let slotted = accepted.elapsed();
-        let (inputs, memory_shares) = match self.load_inputs(&spec, fetched).await {
+        let inputs = match self.load_inputs(&spec, fetched).await {
             Ok(loaded) => loaded,
             Err(why) => return Status::Failed(why),
         };
@@ -414,8 +420,6 @@ impl Worker {
             () = gate.evicted() => return handed_back(),
         };
         drop(slot);
-        // The kernel has dropped its inputs: their memory is free for the next chunks.
-        drop(memory_shares);
         tracing::debug!(
             "chunk {} for {peer}: inputs fetched after {fetched_after:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
             chunk.short(),
@@ -451,23 +455,19 @@ impl Worker {
         }
     }
 
-    /// The chunk's inputs in order: those held in memory as they are, the stored ones
-    /// read from the store (on a blocking thread). The memory shares come back too, to
-    /// be held until the kernel has run.
+    /// The chunk's inputs in order: those held in memory as they are (their memory is
+    /// given back when the kernel and [`RecentInputs`] have both let go), the stored
+    /// ones read from the store (on a blocking thread).
     async fn load_inputs(
         &self,
         spec: &idlegrid_protocol::TaskSpec,
         fetched: Vec<Fetched>,
-    ) -> Result<(Vec<Vec<u8>>, Vec<MemoryShare>), String> {
-        let mut shares = Vec::new();
-        let mut slots: Vec<Option<Vec<u8>>> = Vec::with_capacity(fetched.len());
+    ) -> Result<Vec<Input>, String> {
+        let mut slots: Vec<Option<Input>> = Vec::with_capacity(fetched.len());
         let mut to_read = Vec::new();
         for (i, (input, cid)) in fetched.into_iter().zip(&spec.inputs).enumerate() {
             match input {
-                Fetched::Memory(MemoryInput { bytes, share }) => {
-                    slots.push(Some(bytes));
-                    shares.push(share);
-                }
+                Fetched::Memory(input) => slots.push(Some(Input::Memory(input))),
                 Fetched::Stored => {
                     slots.push(None);
                     to_read.push((i, *cid));
@@ -489,7 +489,7 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())??;
             for (i, bytes) in read {
-                slots[i] = Some(bytes);
+                slots[i] = Some(Input::Read(bytes));
             }
         }
         // Every slot is filled above; an empty one must fail the chunk, never run it on
@@ -501,7 +501,7 @@ impl Worker {
                 bytes.ok_or_else(|| format!("input {} was not loaded", cid.short()))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok((inputs, shares))
+        Ok(inputs)
     }
 
     /// The chunk's final answer if it finishes within `wait`; `None` while it is still

@@ -138,10 +138,10 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
         ..GridConfig::default()
     };
     // Killed as soon as it has fetched the inputs of a chunk it accepted.
-    let bands: Vec<_> = plan.chunks.iter().map(|c| c.inputs[1]).collect();
+    let pieces: Vec<_> = plan.chunks.iter().flat_map(|c| c.inputs[1..].to_vec()).collect();
     let killer = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while !bands.iter().any(|cid| doomed.store.has(cid)) {
+        while !pieces.iter().any(|cid| doomed.store.has(cid)) {
             assert!(tokio::time::Instant::now() < deadline, "never got a chunk");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

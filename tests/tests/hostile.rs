@@ -270,6 +270,62 @@ async fn large_inputs_travel_in_memory_or_through_the_store_alike() {
     );
 }
 
+/// A large input stays in the worker's memory for the next chunks that name it (the
+/// change kernel's neighbouring bands share their halo rows): two chunks wanting it at
+/// once, and one wanting it later, cost one transfer. When the memory budget needs the
+/// room for another input, the oldest is dropped, and fetched again if named again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_input_is_fetched_once_for_the_chunks_that_share_it() {
+    // Room for one of the two large inputs at a time.
+    let (workers, addrs) = workers(1, |_| WorkerConfig {
+        memory_inputs: 8 << 20,
+        ..WorkerConfig::default()
+    })
+    .await;
+    let worker = &workers[0];
+    let node = start("shared-inputs", false, WorkerConfig::default(), addrs).await;
+    let large = |seed: u32| -> Vec<u8> {
+        (0..5 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(seed) >> 7) as u8)
+            .collect()
+    };
+    let (a, b) = (large(7), large(13));
+    let a_cid = node.store.put(&a).unwrap();
+    let b_cid = node.store.put(&b).unwrap();
+    let sent = || {
+        node.traffic
+            .snapshot()
+            .get(&worker.peer_id())
+            .copied()
+            .unwrap_or(0)
+    };
+    let run = |tag: u64, input: Cid, bytes: &Vec<u8>| {
+        let spec = noop::task(tag, vec![input]);
+        let expected = Cid::of(&idlegrid_kernels::run(&spec, std::slice::from_ref(bytes)).unwrap());
+        let client = node.client.clone();
+        let peer = worker.peer_id();
+        async move {
+            match run_to_end(&client, peer, spec).await {
+                TaskResponse::Done { result, .. } => assert_eq!(result, expected, "chunk {tag}"),
+                other => panic!("chunk {tag}: expected a result, got {other:?}"),
+            }
+        }
+    };
+    let len = a.len() as u64;
+    tokio::join!(run(1, a_cid, &a), run(2, a_cid, &a));
+    assert_eq!(sent(), len, "two chunks at once on one input fetch it once");
+    run(3, a_cid, &a).await;
+    assert_eq!(sent(), len, "a chunk naming a held input does not fetch it");
+    run(4, b_cid, &b).await;
+    assert_eq!(sent(), 2 * len);
+    assert!(
+        !worker.store.has(&a_cid) && !worker.store.has(&b_cid),
+        "making room in memory must not send an input to disk"
+    );
+    run(5, a_cid, &a).await;
+    assert_eq!(sent(), 3 * len, "the input dropped for room is fetched again");
+}
+
 /// Runs `spec` on `worker` from `client` until it is answered with something other
 /// than `Accepted`/`Running`.
 async fn run_to_end(

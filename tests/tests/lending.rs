@@ -230,12 +230,12 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     };
     let gate = stopping_gate.clone();
     let store = workers[0].store.clone();
-    let bands: Vec<_> = plan.chunks.iter().map(|c| c.inputs[1]).collect();
+    let pieces: Vec<_> = plan.chunks.iter().flat_map(|c| c.inputs[1..].to_vec()).collect();
     let stopper = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         // Past the benchmark (its calibration chunk has other inputs), with a chunk of
-        // the job in hand: it has fetched that chunk's band.
-        while !bands.iter().any(|cid| store.has(cid)) || gate.working() == 0 {
+        // the job in hand: it has fetched a piece of that chunk's band.
+        while !pieces.iter().any(|cid| store.has(cid)) || gate.working() == 0 {
             assert!(tokio::time::Instant::now() < deadline, "never got a chunk");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -6,10 +6,15 @@
 //! mask equals the whole-image mask for any band height.
 //!
 //! Blobs: ONE tables blob per job (the integer tables of [`super::model`], shared by all
-//! its chunks, fetched once per worker) and one blob per band (the band's X rows with
-//! halo, row-major bytes). The chunk is
-//! `TaskSpec { kernel: "change", kernel_version: 2, params: CBOR(BandParams),
-//! inputs: [tables, band] }`.
+//! its chunks, fetched once per worker) and the *pieces* of X: the image cut into row
+//! ranges at every band boundary and at every band's halo edge, row-major bytes. A
+//! band's rows with their halo are then exactly a run of consecutive pieces, and the
+//! halo rows it shares with its neighbours are the same blobs as theirs: a worker given
+//! neighbouring bands fetches each shared row once instead of once per band (the halo
+//! is a third of a 256-row band's bytes at the default sweeps), and no row is sent
+//! that the band does not use. The chunk is
+//! `TaskSpec { kernel: "change", kernel_version: 3, params: CBOR(BandParams),
+//! inputs: [tables, piece, piece, …] }`, the pieces top to bottom.
 //!
 //! A chunk's result is its own rows' mask packed one bit per pixel ([`pack_mask`]):
 //! pixels row-major as one bit stream, least significant bit first, 1 = changed, the
@@ -32,9 +37,10 @@ use crate::KernelError;
 
 /// Kernel name in a [`TaskSpec`].
 pub const KERNEL: &str = "change";
-/// Kernel version: bump when a chunk's output bytes could change. 2: the result is the
-/// bit-packed mask (version 1 sent one byte per pixel).
-pub const VERSION: u32 = 2;
+/// Kernel version: bump when a chunk's output bytes or its inputs' layout change. 2:
+/// the result is the bit-packed mask (version 1 sent one byte per pixel). 3: a band's
+/// rows come in pieces shared with its neighbours (version 2 sent one blob per band).
+pub const VERSION: u32 = 3;
 /// Largest tables blob (1000 sweeps of 5×5 tables at the largest β fit).
 pub const MAX_TABLES_BLOB: usize = 64 * 1024 * 1024;
 /// Largest |F|: the data-term clamp, 16 nats at 64 units per nat.
@@ -51,9 +57,12 @@ pub struct BandParams {
     /// The band's own rows, `row_start..row_end`: the rows it returns.
     pub row_start: u32,
     pub row_end: u32,
-    /// Rows held in the band blob, own rows plus halo clipped at the image.
+    /// Rows the band computes, own rows plus halo clipped at the image.
     pub ext_start: u32,
     pub ext_end: u32,
+    /// Rows in each input piece after the tables, top to bottom: they add up to
+    /// `ext_end - ext_start`.
+    pub piece_rows: Vec<u32>,
     /// Neighbourhood radius (1 or 2).
     pub radius: u32,
     /// Initialisation window radius, or None to start from the sign of F.
@@ -137,7 +146,7 @@ impl Mask {
 pub struct ChangePlan {
     pub width: u32,
     pub height: u32,
-    /// Tables blob first, then one blob per band (each named by its blake3).
+    /// Tables blob first, then the pieces of X, each once (each named by its blake3).
     pub blobs: Vec<(Cid, Vec<u8>)>,
     /// One chunk per band, top to bottom.
     pub chunks: Vec<TaskSpec>,
@@ -312,14 +321,42 @@ pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, Kern
         bands: Vec::new(),
         classes,
     };
+    // Own rows and computed rows (own + halo, clipped) of every band.
+    let mut bands = Vec::new();
     let mut start = 0u32;
     while start < h {
         let end = start.saturating_add(params.band_rows).min(h);
         let ext_start = (start as u64).saturating_sub(halo) as u32;
         let ext_end = (end as u64 + halo).min(h as u64) as u32;
-        let rows = &diff.x[ext_start as usize * w as usize..ext_end as usize * w as usize];
-        let band = rows.to_vec();
-        let band_cid = Cid::of(&band);
+        bands.push((start, end, ext_start, ext_end));
+        start = end;
+    }
+    // The pieces: X cut at every band boundary and every halo edge, so that each band's
+    // computed rows are a run of whole pieces (`cuts` holds 0 and h).
+    let cuts: Vec<u32> = bands
+        .iter()
+        .flat_map(|&(s, e, xs, xe)| [s, e, xs, xe])
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let row_bytes = |rows: std::ops::Range<u32>| {
+        &diff.x[rows.start as usize * w as usize..rows.end as usize * w as usize]
+    };
+    let mut piece_cids = Vec::with_capacity(cuts.len().saturating_sub(1));
+    let mut published = std::collections::HashSet::new();
+    for piece in cuts.windows(2) {
+        let bytes = row_bytes(piece[0]..piece[1]);
+        let cid = Cid::of(bytes);
+        // Two pieces of equal bytes (a flat region) are one blob.
+        if published.insert(cid) {
+            plan.blobs.push((cid, bytes.to_vec()));
+        }
+        piece_cids.push(cid);
+    }
+    for (start, end, ext_start, ext_end) in bands {
+        // Pieces `first..last` of `cuts` tile ext_start..ext_end exactly.
+        let first = cuts.partition_point(|&c| c < ext_start);
+        let last = cuts.partition_point(|&c| c < ext_end);
         let bp = BandParams {
             width: w,
             height: h,
@@ -327,21 +364,23 @@ pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, Kern
             row_end: end,
             ext_start,
             ext_end,
+            piece_rows: cuts[first..=last].windows(2).map(|p| p[1] - p[0]).collect(),
             radius: params.radius,
             window,
             anneal_sweeps: anneal,
             icm_sweeps: icm,
             seed: params.seed,
         };
+        let mut inputs = Vec::with_capacity(1 + last - first);
+        inputs.push(tables_cid);
+        inputs.extend_from_slice(&piece_cids[first..last]);
         plan.chunks.push(TaskSpec {
             kernel: KERNEL.into(),
             kernel_version: VERSION,
             params: encode(&bp)?,
-            inputs: vec![tables_cid, band_cid],
+            inputs,
         });
         plan.bands.push((start, end));
-        plan.blobs.push((band_cid, band));
-        start = end;
     }
     Ok(plan)
 }
@@ -354,10 +393,12 @@ fn invalid(msg: impl Into<String>) -> KernelError {
 pub fn band_params(spec: &TaskSpec) -> Result<BandParams, KernelError> {
     let p: BandParams = codec::decode(&spec.params, idlegrid_protocol::limits::MAX_TASK_PARAMS)
         .map_err(|e| invalid(format!("params: {e}")))?;
-    if spec.inputs.len() != 2 {
+    if spec.inputs.len() != 1 + p.piece_rows.len() {
         return Err(invalid(format!(
-            "{} inputs, a change chunk has 2 (tables, band)",
-            spec.inputs.len()
+            "{} inputs, a change chunk with {} pieces has {} (tables, then the pieces)",
+            spec.inputs.len(),
+            p.piece_rows.len(),
+            1 + p.piece_rows.len()
         )));
     }
     if p.width == 0 || p.height == 0 || p.width as u64 * p.height as u64 > MAX_PIXELS {
@@ -392,6 +433,16 @@ pub fn band_params(spec: &TaskSpec) -> Result<BandParams, KernelError> {
         return Err(invalid(format!(
             "band rows {}..{} but own rows {}..{} with halo {halo} need {want_start}..{want_end}",
             p.ext_start, p.ext_end, p.row_start, p.row_end
+        )));
+    }
+    if p.piece_rows.contains(&0) {
+        return Err(invalid("an input piece of 0 rows"));
+    }
+    let piece_total: u64 = p.piece_rows.iter().map(|&r| r as u64).sum();
+    if piece_total != (p.ext_end - p.ext_start) as u64 {
+        return Err(invalid(format!(
+            "pieces of {piece_total} rows for band rows {}..{}",
+            p.ext_start, p.ext_end
         )));
     }
     Ok(p)
@@ -472,28 +523,53 @@ fn decode_tables(bytes: &[u8], p: &BandParams) -> Result<Tables, KernelError> {
     })
 }
 
-/// Runs one band chunk: `inputs` = [tables blob, band blob]. Returns the band's own
-/// rows of the mask, packed ([`pack_mask`]).
-pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+/// Runs one band chunk: `inputs` = [tables blob, the band's pieces top to bottom].
+/// Returns the band's own rows of the mask, packed ([`pack_mask`]).
+pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, KernelError> {
+    let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
+    run_band(spec, &inputs)
+}
+
+/// [`run`] on borrowed blobs (the registry's entry).
+pub(crate) fn run_band(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
     let p = band_params(spec)?;
-    let [tables, band] = inputs else {
-        return Err(bad_input(format!("{} input blobs, need 2", inputs.len())));
+    let Some((tables, pieces)) = inputs.split_first() else {
+        return Err(bad_input("no input blobs"));
     };
-    if Cid::of(tables) != spec.inputs[0] || Cid::of(band) != spec.inputs[1] {
+    if pieces.len() != p.piece_rows.len() {
+        return Err(bad_input(format!(
+            "{} input pieces, the params name {}",
+            pieces.len(),
+            p.piece_rows.len()
+        )));
+    }
+    if inputs.iter().zip(&spec.inputs).any(|(b, cid)| Cid::of(b) != *cid) {
         return Err(bad_input("an input blob does not match its content id"));
     }
     let t = decode_tables(tables, &p)?;
     let w = p.width as usize;
     let rows = (p.ext_end - p.ext_start) as usize;
-    if band.len() != rows * w {
-        return Err(bad_input(format!(
-            "band blob of {} bytes, rows {}..{} of width {w} need {}",
-            band.len(),
-            p.ext_start,
-            p.ext_end,
-            rows * w
-        )));
+    let mut row = p.ext_start;
+    for (i, (piece, &n)) in pieces.iter().zip(&p.piece_rows).enumerate() {
+        if piece.len() != n as usize * w {
+            return Err(bad_input(format!(
+                "input piece {i} (rows {row}..{}) of {} bytes, width {w} needs {}",
+                row + n,
+                piece.len(),
+                n as usize * w
+            )));
+        }
+        row += n;
     }
+    // The engine reads the band as one slice; one piece is used as it is.
+    let joined: Vec<u8>;
+    let band: &[u8] = match pieces {
+        [one] => one,
+        _ => {
+            joined = pieces.concat();
+            &joined
+        }
+    };
     let prog = Program {
         f: &t.f,
         q16: &t.q16,

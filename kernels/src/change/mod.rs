@@ -10,7 +10,7 @@
 //! - submitter: [`prep`] turns the images into grey levels, the difference image X and its
 //!   histogram; [`model`] turns the histogram into integer tables (all floating point of
 //!   the job happens there, once); [`chunk::plan`] cuts X into fixed-height row bands with
-//!   the exact halo and makes one shared tables blob plus one blob per band;
+//!   the exact halo and makes one shared tables blob plus the pieces of X the bands share;
 //! - worker: [`chunk::run`] validates a band and its tables and runs [`engine`] (integer
 //!   only, [`sweep`] is its hot loop, [`rng`] its random numbers) on it, returning only
 //!   the band's own rows of the mask;

@@ -127,6 +127,6 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
 }
 
 /// Registry entry: encodes one segment from its frame blobs (in `spec.inputs` order).
-pub fn run(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, KernelError> {
+pub fn run(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
     Ok(worker::run_blobs(spec, inputs)?)
 }

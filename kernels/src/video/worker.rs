@@ -25,7 +25,7 @@ const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
 /// Encodes the chunk `spec` from its input blobs, in `spec.inputs` order (what a peer
 /// runs for the grid).
-pub fn run_blobs(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, VideoError> {
+pub fn run_blobs(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, VideoError> {
     let params = SegmentParams::from_spec(spec)?;
     if inputs.len() != spec.inputs.len() {
         return Err(VideoError::InvalidSettings(format!(
@@ -34,7 +34,7 @@ pub fn run_blobs(spec: &TaskSpec, inputs: &[Vec<u8>]) -> Result<Vec<u8>, VideoEr
             spec.inputs.len()
         )));
     }
-    encode_segment(spec, &params, |i| Ok(Cow::Borrowed(&inputs[i])), &|| {})
+    encode_segment(spec, &params, |i| Ok(Cow::Borrowed(inputs[i])), &|| {})
 }
 
 /// Encodes `chunk` of `plan` reading its frames from their files one at a time (the

@@ -278,6 +278,10 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                     let Some(&job_index) = todo.get(chunk as usize) else {
                         continue;
                     };
+                    tracing::trace!(
+                        "{:.3} s: chunk {job_index} to {peer}",
+                        started.elapsed().as_secs_f64()
+                    );
                     let spec = job.chunks[job_index].clone();
                     let handle = spawn_run(node, &tx, me, peer, chunk, spec);
                     if let Some(old) = running.insert((peer, chunk), handle) {
@@ -409,6 +413,11 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                         None
                     }
                     Report::Done { peer, chunk, result, bytes } => {
+                        tracing::trace!(
+                            "{:.3} s: chunk {} from {peer}",
+                            started.elapsed().as_secs_f64(),
+                            todo.get(chunk as usize).copied().unwrap_or(usize::MAX)
+                        );
                         running.remove(&(peer, chunk));
                         *book.received.entry(peer).or_default() += bytes;
                         Some(Event::ChunkDone { peer, chunk, result })

@@ -1,8 +1,15 @@
-//! Handing out copies: the pull (a hungry peer takes the first pending chunk it does not
-//! already hold, retries first), the trusted worker's own queue (spot checks and
+//! Handing out copies: the pull (a hungry peer takes a pending chunk it does not already
+//! hold: retries first, then the chunk after its last one, or else the middle of the
+//! longest run of free chunks), the trusted worker's own queue (spot checks and
 //! disputes before anything else), and speculation once nothing is pending (an idle
 //! peer duplicates the most overdue outstanding chunk, or the one expected to finish
 //! last if it would finish it clearly sooner).
+//!
+//! Why runs: neighbouring chunks often share inputs (the change kernel's bands share
+//! their halo rows, a third of a band's bytes), and a worker keeps recent inputs, so a
+//! peer that works through consecutive chunks fetches each shared input once. Peers
+//! start far from each other (the first at the first chunk, each next one in the middle
+//! of the longest free run) and meet only where their runs end.
 //!
 //! Also the bookkeeping every state change ends with: [`Scheduler::refresh_chunk`]
 //! puts a chunk in the queue its state calls for, [`Scheduler::refresh_peer`] does the
@@ -18,6 +25,14 @@ use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 /// Pending chunks a peer looks at before giving up (it holds all of them: it answered
 /// or is computing them). Keeps a pull O(log n) even in odd corners.
 const SCAN_LIMIT: usize = 64;
+
+/// Fresh pending chunks looked at to find the longest free run, when a peer starts or
+/// its run has been taken: bounded, so a jump costs O(this) on a huge job (the runs
+/// beyond are found as the first ones are used up).
+const RUN_SCAN_LIMIT: usize = 4096;
+
+/// The pending queue's class of fresh chunks (0 is retries, served first).
+const FRESH: u8 = 1;
 
 /// Expected time left of an outstanding chunk: until its eta, or — overdue — as long
 /// as it is already late (see `pick_speculative`).
@@ -105,12 +120,57 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
         }
         let others = self.usable_peers > 1;
+        let retries_waiting = self
+            .queues
+            .pending
+            .first()
+            .is_some_and(|&(class, _)| class < FRESH);
+        if !retries_waiting {
+            if let Some(chunk) = self.next_in_run(ix) {
+                if !self.chunks[chunk as usize].shuns(ix, others) {
+                    return Some(chunk);
+                }
+            }
+        }
         self.queues
             .pending
             .iter()
             .take(SCAN_LIMIT)
             .map(|&(_, c)| c)
             .find(|&c| !self.chunks[c as usize].shuns(ix, others))
+    }
+
+    /// Where peer `ix` goes on among the fresh chunks: the one after its last pick if
+    /// that is still pending, else the start of the longest run of consecutive pending
+    /// chunks if nothing before it was handed out (the job's first chunks), else that
+    /// run's middle — another peer is working its way into it from below.
+    fn next_in_run(&self, ix: PeerIx) -> Option<ChunkIndex> {
+        let pending = &self.queues.pending;
+        if let Some(last) = self.peers[ix as usize].last_pick {
+            let next = last.checked_add(1)?;
+            if pending.contains(&(FRESH, next)) {
+                return Some(next);
+            }
+        }
+        // Longest run among the first fresh pending chunks: (start, length).
+        let mut best: Option<(ChunkIndex, u64)> = None;
+        let mut run: Option<(ChunkIndex, u64)> = None;
+        for &(_, chunk) in pending.range((FRESH, 0)..).take(RUN_SCAN_LIMIT) {
+            run = match run {
+                Some((start, len)) if start as u64 + len == chunk as u64 => Some((start, len + 1)),
+                _ => Some((chunk, 1)),
+            };
+            if let Some(current) = run {
+                if best.is_none_or(|(_, len)| current.1 > len) {
+                    best = Some(current);
+                }
+            }
+        }
+        let (start, len) = best?;
+        if start == 0 {
+            return Some(0);
+        }
+        ChunkIndex::try_from(start as u64 + len / 2).ok()
     }
 
     /// The trusted worker's own queues: a spot check whose remote answer is in, then
@@ -205,6 +265,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         };
         let deadline = now.saturating_add(allowed);
         peer.add_copy(chunk, cost, now);
+        if !speculative {
+            peer.last_pick = Some(chunk);
+        }
         let trusted = peer.trusted;
         let key = peer.key;
         let id = self.next_copy_id;

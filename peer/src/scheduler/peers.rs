@@ -36,6 +36,9 @@ pub struct PeerState<P> {
     pub breaker: Breaker,
     /// Chunks it has a copy of.
     pub in_flight: Vec<ChunkIndex>,
+    /// The last chunk it was handed from the pending queue: it goes on with the next
+    /// one while that is free (see `Scheduler::pick_pending`).
+    pub last_pick: Option<ChunkIndex>,
     /// Sum of their costs.
     pub in_flight_work: u64,
     /// When its queue of copies is expected to drain.
@@ -70,6 +73,7 @@ impl<P: Copy> PeerState<P> {
             connected: true,
             breaker: Breaker::new(trusted),
             in_flight: Vec::new(),
+            last_pick: None,
             in_flight_work: 0,
             busy_until: 0,
             last_done: 0,

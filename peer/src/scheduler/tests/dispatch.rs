@@ -34,19 +34,36 @@ fn first_assignment_is_weighted_by_score_and_hand_weights_override() {
         weight: Some(0.0),
     });
     assert!(assigned(&d, 4).is_empty());
-    // Chunks go out in plan order, each once.
-    let mut all: Vec<ChunkIndex> = [a, b, c]
-        .iter()
-        .flat_map(|x| {
-            assigned(x, 0)
-                .into_iter()
-                .chain(assigned(x, 1))
-                .chain(assigned(x, 2))
-                .chain(assigned(x, 3))
-        })
-        .collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..90).collect::<Vec<_>>());
+    // Each peer works on a run of consecutive chunks of its own: the first from the
+    // start, each next one from the middle of the longest free run.
+    assert_eq!(assigned(&a, 1), (0..20).collect::<Vec<_>>());
+    assert_eq!(assigned(&b, 2), (510..570).collect::<Vec<_>>());
+    assert_eq!(assigned(&c, 3), (265..275).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_peer_goes_on_with_the_next_chunk_and_jumps_when_its_run_is_taken() {
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 8]);
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    let b = h.join(2, 10.0);
+    assert_eq!(assigned(&b, 2), vec![5, 6], "the middle of the free run 2..=7");
+    h.now = secs(10);
+    assert_eq!(assigned(&h.done(1, 0, good(0)), 1), vec![2]);
+    assert_eq!(assigned(&h.done(2, 5, good(5)), 2), vec![7]);
+    h.now = secs(20);
+    assert_eq!(assigned(&h.done(1, 1, good(1)), 1), vec![3]);
+    // Peer 2's run ends at the last chunk: it jumps into what is left.
+    assert_eq!(assigned(&h.done(2, 6, good(6)), 2), vec![4]);
+    // A retry goes before any run.
+    h.now = secs(30);
+    let out = h.ev(Event::ChunkFailed {
+        peer: 1,
+        chunk: 2,
+        kind: FailureKind::Transport,
+    });
+    assert!(assigned(&out, 1).is_empty() && assigned(&out, 2).is_empty());
+    assert_eq!(assigned(&h.done(2, 7, good(7)), 2), vec![2]);
 }
 
 #[test]
@@ -84,9 +101,10 @@ fn an_expired_deadline_requeues_the_chunk_and_counts_a_failure() {
         .expect("chunk 0 assigned");
     assert_eq!(deadline, secs(30));
     let b = h.join(2, 10.0);
-    assert_eq!(assigned(&b, 2), vec![2, 3]);
+    // The middle of the free run 2..=3 first (peer 1 goes on into 2), then what is left.
+    assert_eq!(assigned(&b, 2), vec![3, 2]);
     h.now = secs(10);
-    h.done(2, 2, good(2));
+    h.done(2, 3, good(3));
     assert_eq!(h.s.next_wakeup(), Some(secs(30)));
     assert!(h.tick_at(secs(29)).is_empty());
     let out = h.tick_at(secs(30));
@@ -206,7 +224,8 @@ fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
-    assert_eq!(assigned(&b, 2), vec![2, 3]);
+    // The middle of the free run 2..=3 first (peer 1 goes on into 2), then what is left.
+    assert_eq!(assigned(&b, 2), vec![3, 2]);
     h.now = secs(1);
     let out = h.ev(Event::PeerLeft { peer: 1 });
     assert!(assigned(&out, 1).is_empty());
