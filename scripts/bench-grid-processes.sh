@@ -4,6 +4,7 @@
 #
 #   scripts/bench-grid-processes.sh                  # 6144x6144 pair, bands of 256 rows, 5 rounds
 #   SIZE=8192x8192 BAND_ROWS=512 REPEAT=3 scripts/bench-grid-processes.sh
+#   PIN=1 scripts/bench-grid-processes.sh            # each peer on a CPU of its own
 #
 # Each round runs the same job twice with a fresh data dir each time:
 #   1 peer:  `idlegrid change BEFORE AFTER --cores 1` with nobody else around;
@@ -12,11 +13,21 @@
 # benchmarks and the chunks, not the image decoding before it), the ratio, who computed
 # how many chunks, and whether the two masks are the same bytes. Every round uses its own
 # seed, so no peer can answer from an earlier round. The last line is the median ratio.
+#
+# With PIN=1 each peer is a one-core machine: the submitter (alone and with the worker)
+# runs on CPU 0 only and the worker on CPU 1 only (`taskset`), its network, hashing and
+# compute threads alike, as on two one-core machines of a LAN. Without it, `--cores 1`
+# limits each peer's compute threads to one, and everything else of both peers runs on
+# whichever CPU is free.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 SIZE="${SIZE:-6144x6144}"
 BAND_ROWS="${BAND_ROWS:-256}"
 REPEAT="${REPEAT:-5}"
+PIN="${PIN:-0}"
+on_cpu() {
+    if [ "$PIN" = 1 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi
+}
 
 cargo build --release -q -p idlegrid --manifest-path "$here/Cargo.toml"
 bin="$here/target/release/idlegrid"
@@ -34,10 +45,10 @@ ratios=()
 for round in $(seq 1 "$REPEAT"); do
     seed=$((1000 + round))
     rm -rf "$work/one" "$work/two" "$work/worker"
-    "$bin" change "$work/before.png" "$work/after.png" -o "$work/one.png" "${common[@]}" \
+    on_cpu 0 "$bin" change "$work/before.png" "$work/after.png" -o "$work/one.png" "${common[@]}" \
         --seed "$seed" --data-dir "$work/one" --report "$work/one.json" >/dev/null 2>&1
 
-    "$bin" serve --cores 1 --no-mdns --normal-priority --listen /ip4/127.0.0.1/tcp/0 \
+    on_cpu 1 "$bin" serve --cores 1 --no-mdns --normal-priority --listen /ip4/127.0.0.1/tcp/0 \
         --data-dir "$work/worker" >"$work/worker.log" 2>&1 &
     worker_pid=$!
     addr=""
@@ -51,7 +62,7 @@ for round in $(seq 1 "$REPEAT"); do
         cat "$work/worker.log" >&2
         exit 1
     fi
-    "$bin" change "$work/before.png" "$work/after.png" -o "$work/two.png" "${common[@]}" \
+    on_cpu 0 "$bin" change "$work/before.png" "$work/after.png" -o "$work/two.png" "${common[@]}" \
         --seed "$seed" --data-dir "$work/two" --peer "$addr" --report "$work/two.json" >/dev/null 2>&1
     kill "$worker_pid"
     wait "$worker_pid" 2>/dev/null || true
@@ -75,4 +86,4 @@ EOF
     ratios+=("$ratio")
 done
 median="$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}')"
-echo "change kernel, $SIZE, bands of $BAND_ROWS rows, real processes: median speed-up of 2 peers over 1: ${median}x over $REPEAT rounds (target >= 1.8)"
+echo "change kernel, $SIZE, bands of $BAND_ROWS rows, real processes$([ "$PIN" = 1 ] && echo ", one CPU each"): median speed-up of 2 peers over 1: ${median}x over $REPEAT rounds (target >= 1.8)"

@@ -89,7 +89,11 @@ fn profile(diff: &prep::Difference, params: &ChangeParams, repeat: usize) -> Res
     let plan_t = (thread_cpu() - t0) / repeat as f64;
     let plan = change::plan(diff, &p).map_err(|e| e.to_string())?;
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
-    let inputs: Vec<Vec<u8>> = plan.chunks[0].inputs.iter().map(|c| blobs[c].clone()).collect();
+    let inputs: Vec<Vec<u8>> = plan.chunks[0]
+        .inputs
+        .iter()
+        .map(|c| blobs[c].clone())
+        .collect();
     let t0 = thread_cpu();
     for _ in 0..repeat {
         std::hint::black_box(change::run(&plan.chunks[0], &inputs).map_err(|e| e.to_string())?);

@@ -124,20 +124,37 @@ fn valid_chunk_runs() {
 fn pieces_tile_the_image_once_and_neighbours_share_their_halo() {
     let (w, h) = (16u32, 700u32);
     let diff = diff_image(w, h, 5);
-    let plan = change::plan(&diff, &ChangeParams { band_rows: 256, ..ChangeParams::default() }).unwrap();
+    let plan = change::plan(
+        &diff,
+        &ChangeParams {
+            band_rows: 256,
+            ..ChangeParams::default()
+        },
+    )
+    .unwrap();
     let halo = 67u32;
     let piece_bytes: usize = plan.blobs[1..].iter().map(|(_, b)| b.len()).sum();
-    assert_eq!(piece_bytes, diff.x.len(), "every row of X in exactly one piece");
+    assert_eq!(
+        piece_bytes,
+        diff.x.len(),
+        "every row of X in exactly one piece"
+    );
     let blobs: HashMap<_, _> = plan.blobs.iter().cloned().collect();
     for (spec, &(start, end)) in plan.chunks.iter().zip(&plan.bands) {
         let p: BandParams = codec::decode(&spec.params, 1 << 16).unwrap();
         let (xs, xe) = (start.saturating_sub(halo), (end + halo).min(h));
         assert_eq!((p.ext_start, p.ext_end), (xs, xe));
-        let rows: Vec<u8> = spec.inputs[1..].iter().flat_map(|c| blobs[c].clone()).collect();
+        let rows: Vec<u8> = spec.inputs[1..]
+            .iter()
+            .flat_map(|c| blobs[c].clone())
+            .collect();
         assert_eq!(rows, diff.x[(xs * w) as usize..(xe * w) as usize]);
     }
     for pair in plan.chunks.windows(2) {
-        let shared = pair[0].inputs[1..].iter().filter(|c| pair[1].inputs.contains(c)).count();
+        let shared = pair[0].inputs[1..]
+            .iter()
+            .filter(|c| pair[1].inputs.contains(c))
+            .count();
         // Below: the upper band's last halo piece, its own bottom rows; above: the lower
         // band's top rows and its top halo piece.
         assert!(shared >= 2, "neighbouring bands share {shared} pieces");

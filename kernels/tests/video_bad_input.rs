@@ -244,7 +244,10 @@ fn video_hostile_chunks_are_refused_without_panicking() {
         idlegrid_kernels::run(&spec, &[other]).is_err(),
         "wrong content"
     );
-    assert!(idlegrid_kernels::run(&spec, &[] as &[Vec<u8>]).is_err(), "missing blob");
+    assert!(
+        idlegrid_kernels::run(&spec, &[] as &[Vec<u8>]).is_err(),
+        "missing blob"
+    );
     // A frame of another size than declared, with consistent size and Cid.
     let big = sample::sample_png(0, 48, 32).unwrap();
     let spec_big = TaskSpec {

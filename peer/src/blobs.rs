@@ -338,15 +338,22 @@ impl AsRef<[u8]> for MemoryInput {
 }
 
 /// The large inputs a worker fetched lately, kept in memory for the next chunks that
-/// name them, oldest dropped first when the budget needs room. Cloning shares it.
+/// name them: the least recently used is dropped first when the budget needs room, and
+/// any left unused for [`RECENT_INPUTS_IDLE`] is dropped by [`RecentInputs::expire`],
+/// so a machine lent for one job does not keep its inputs in memory after it. Cloning
+/// shares it.
 #[derive(Clone, Default)]
 pub struct RecentInputs {
     inner: Arc<Mutex<Recent>>,
 }
 
+/// How long an input unused by any new chunk stays in [`RecentInputs`].
+pub const RECENT_INPUTS_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Default)]
 struct Recent {
-    inputs: HashMap<Cid, Arc<MemoryInput>>,
+    /// Each input with the last time a chunk asked for it.
+    inputs: HashMap<Cid, (Arc<MemoryInput>, std::time::Instant)>,
     /// Least recently used first.
     order: VecDeque<Cid>,
     /// Inputs being fetched: a second chunk wanting one waits for the first's fetch.
@@ -363,7 +370,9 @@ impl RecentInputs {
     /// The input, if it is held; it becomes the most recently used.
     fn get(&self, cid: &Cid) -> Option<Arc<MemoryInput>> {
         let mut recent = self.lock();
-        let input = recent.inputs.get(cid).cloned()?;
+        let (input, used) = recent.inputs.get_mut(cid)?;
+        *used = std::time::Instant::now();
+        let input = input.clone();
         if let Some(at) = recent.order.iter().position(|c| c == cid) {
             recent.order.remove(at);
         }
@@ -373,9 +382,21 @@ impl RecentInputs {
 
     fn insert(&self, cid: Cid, input: Arc<MemoryInput>) {
         let mut recent = self.lock();
-        if recent.inputs.insert(cid, input).is_none() {
+        let entry = (input, std::time::Instant::now());
+        if recent.inputs.insert(cid, entry).is_none() {
             recent.order.push_back(cid);
         }
+    }
+
+    /// Drops the inputs no chunk has asked for in the last `idle`.
+    pub fn expire(&self, idle: std::time::Duration) {
+        let mut recent = self.lock();
+        let now = std::time::Instant::now();
+        recent
+            .inputs
+            .retain(|_, (_, used)| now.saturating_duration_since(*used) < idle);
+        let Recent { inputs, order, .. } = &mut *recent;
+        order.retain(|cid| inputs.contains_key(cid));
     }
 
     /// Forgets the least recently used input; false if none is held. Its memory returns
@@ -391,7 +412,11 @@ impl RecentInputs {
 
     /// Bytes held (some may also be in use by running chunks).
     pub fn bytes(&self) -> u64 {
-        self.lock().inputs.values().map(|i| i.bytes.len() as u64).sum()
+        self.lock()
+            .inputs
+            .values()
+            .map(|(input, _)| input.bytes.len() as u64)
+            .sum()
     }
 
     /// The lock that makes concurrent fetches of `cid` one fetch.
@@ -403,7 +428,11 @@ impl RecentInputs {
     /// clones), unless a later fetch has made a new one.
     fn fetched(&self, cid: &Cid, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut recent = self.lock();
-        if recent.fetching.get(cid).is_some_and(|l| Arc::ptr_eq(l, lock)) {
+        if recent
+            .fetching
+            .get(cid)
+            .is_some_and(|l| Arc::ptr_eq(l, lock))
+        {
             recent.fetching.remove(cid);
         }
     }
@@ -511,4 +540,47 @@ pub async fn fetch_bytes(
         bytes.extend_from_slice(&piece);
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(recent: &RecentInputs, budget: &MemoryBudget, seed: u8, len: usize) -> Cid {
+        let bytes = vec![seed; len];
+        let cid = Cid::of(&bytes);
+        let share = recent.make_room(budget, len as u64).expect("room");
+        recent.insert(
+            cid,
+            Arc::new(MemoryInput {
+                bytes,
+                _share: share,
+            }),
+        );
+        cid
+    }
+
+    #[test]
+    fn recent_inputs_make_room_oldest_first_and_expire() {
+        let budget = MemoryBudget::new(3 << 20);
+        let recent = RecentInputs::default();
+        let a = held(&recent, &budget, 1, 1 << 20);
+        let b = held(&recent, &budget, 2, 1 << 20);
+        let _c = held(&recent, &budget, 3, 1 << 20);
+        // `a` used again: `b` is now the oldest and goes for `d`.
+        let in_use = recent.get(&a).expect("held");
+        let d = held(&recent, &budget, 4, 1 << 20);
+        assert!(recent.get(&b).is_none() && recent.get(&d).is_some());
+        assert_eq!(recent.bytes(), 3 << 20);
+        // Dropped from the cache while a chunk still uses it: its memory stays taken
+        // until the chunk lets go.
+        recent.expire(std::time::Duration::ZERO);
+        assert_eq!(recent.bytes(), 0);
+        assert!(budget.try_take(3 << 20).is_none());
+        drop(in_use);
+        assert!(budget.try_take(3 << 20).is_some());
+        // Nothing held and no room: no share, no loop.
+        let _all = budget.try_take(3 << 20);
+        assert!(recent.make_room(&budget, 1).is_none());
+    }
 }

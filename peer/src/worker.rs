@@ -16,11 +16,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use idlegrid_protocol::{limits, BlobResponse, Cid, TaskRequest, TaskResponse};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
-use crate::blobs::{fetch_input, Fetched, Input, MemoryBudget, RecentInputs};
+use crate::blobs::{fetch_input, Fetched, Input, MemoryBudget, RecentInputs, RECENT_INPUTS_IDLE};
 use crate::executor::Executor;
 use crate::net::{agent_version, Client, Inbound};
 use crate::policy::Gate;
@@ -152,6 +153,9 @@ struct Worker {
     computed: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Inputs of one chunk fetched at once (each with its own pieces in flight).
+const INPUTS_IN_FLIGHT: usize = 8;
+
 /// Serves inbound requests until the event loop closes the channel.
 pub async fn serve(
     client: Client,
@@ -177,6 +181,15 @@ pub async fn serve(
             working: 0,
         })),
     };
+    // Inputs kept for the next chunks go once no chunk has wanted them for a while.
+    let recent = worker.recent.clone();
+    let expiry = tokio::spawn(async move {
+        let mut every = tokio::time::interval(RECENT_INPUTS_IDLE / 3);
+        loop {
+            every.tick().await;
+            recent.expire(RECENT_INPUTS_IDLE);
+        }
+    });
     while let Some(request) = inbound.recv().await {
         match request {
             Inbound::Task {
@@ -229,6 +242,7 @@ pub async fn serve(
             }
         }
     }
+    expiry.abort();
 }
 
 impl Worker {
@@ -343,24 +357,25 @@ impl Worker {
         let chunk = spec.id();
         let gate = &self.config.gate;
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
-        let fetch = async {
-            let mut fetched = Vec::with_capacity(spec.inputs.len());
-            for cid in &spec.inputs {
-                let input = fetch_input(
+        // Several inputs at once: a chunk naming many small ones (the change kernel's
+        // pieces of a band, a video segment's frames) would otherwise pay a round trip
+        // per input, seconds on a far link.
+        let fetch = futures::stream::iter(spec.inputs.iter().copied())
+            .map(|cid| async move {
+                fetch_input(
                     &self.client,
                     peer,
-                    *cid,
+                    cid,
                     &self.store,
                     self.config.max_input,
                     &self.memory,
                     &self.recent,
                 )
                 .await
-                .map_err(|e| format!("input {}: {e}", cid.short()))?;
-                fetched.push(input);
-            }
-            Ok::<_, String>(fetched)
-        };
+                .map_err(|e| format!("input {}: {e}", cid.short()))
+            })
+            .buffered(INPUTS_IN_FLIGHT)
+            .try_collect::<Vec<Fetched>>();
         // A chunk still fetching its inputs has not started: a stop hands it back at
         // once, like a chunk waiting for a core, instead of holding it (and the stop)
         // until a slow transfer ends or times out. A dropped fetch removes its partial

@@ -322,7 +322,17 @@ async fn change_on(
         .report
         .peers
         .iter()
-        .map(|p| format!("{} chunks", p.chunks_done))
+        .map(|p| {
+            if p.role == "remote" {
+                format!(
+                    "{} chunks, {:.1} MB sent to it",
+                    p.chunks_done,
+                    p.bytes_sent as f64 / 1e6
+                )
+            } else {
+                format!("{} chunks", p.chunks_done)
+            }
+        })
         .collect();
     let compute = compute_after - compute_before;
     let other = (total_after - total_before) - compute;

@@ -138,7 +138,11 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
         ..GridConfig::default()
     };
     // Killed as soon as it has fetched the inputs of a chunk it accepted.
-    let pieces: Vec<_> = plan.chunks.iter().flat_map(|c| c.inputs[1..].to_vec()).collect();
+    let pieces: Vec<_> = plan
+        .chunks
+        .iter()
+        .flat_map(|c| c.inputs[1..].to_vec())
+        .collect();
     let killer = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while !pieces.iter().any(|cid| doomed.store.has(cid)) {

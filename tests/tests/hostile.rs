@@ -323,7 +323,11 @@ async fn a_large_input_is_fetched_once_for_the_chunks_that_share_it() {
         "making room in memory must not send an input to disk"
     );
     run(5, a_cid, &a).await;
-    assert_eq!(sent(), 3 * len, "the input dropped for room is fetched again");
+    assert_eq!(
+        sent(),
+        3 * len,
+        "the input dropped for room is fetched again"
+    );
 }
 
 /// Runs `spec` on `worker` from `client` until it is answered with something other

@@ -230,7 +230,11 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     };
     let gate = stopping_gate.clone();
     let store = workers[0].store.clone();
-    let pieces: Vec<_> = plan.chunks.iter().flat_map(|c| c.inputs[1..].to_vec()).collect();
+    let pieces: Vec<_> = plan
+        .chunks
+        .iter()
+        .flat_map(|c| c.inputs[1..].to_vec())
+        .collect();
     let stopper = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         // Past the benchmark (its calibration chunk has other inputs), with a chunk of

@@ -150,7 +150,11 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
     // Freeze the relay once the slow worker holds a chunk of the job.
     let gate = slow_gate.clone();
     let store = workers[1].store.clone();
-    let pieces: Vec<_> = plan.chunks.iter().flat_map(|c| c.inputs[1..].to_vec()).collect();
+    let pieces: Vec<_> = plan
+        .chunks
+        .iter()
+        .flat_map(|c| c.inputs[1..].to_vec())
+        .collect();
     let freezer = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while !pieces.iter().any(|cid| store.has(cid)) || gate.working() == 0 {

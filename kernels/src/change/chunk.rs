@@ -543,7 +543,11 @@ pub(crate) fn run_band(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, Ker
             p.piece_rows.len()
         )));
     }
-    if inputs.iter().zip(&spec.inputs).any(|(b, cid)| Cid::of(b) != *cid) {
+    if inputs
+        .iter()
+        .zip(&spec.inputs)
+        .any(|(b, cid)| Cid::of(b) != *cid)
+    {
         return Err(bad_input("an input blob does not match its content id"));
     }
     let t = decode_tables(tables, &p)?;

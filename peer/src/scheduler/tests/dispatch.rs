@@ -47,7 +47,11 @@ fn a_peer_goes_on_with_the_next_chunk_and_jumps_when_its_run_is_taken() {
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
-    assert_eq!(assigned(&b, 2), vec![5, 6], "the middle of the free run 2..=7");
+    assert_eq!(
+        assigned(&b, 2),
+        vec![5, 6],
+        "the middle of the free run 2..=7"
+    );
     h.now = secs(10);
     assert_eq!(assigned(&h.done(1, 0, good(0)), 1), vec![2]);
     assert_eq!(assigned(&h.done(2, 5, good(5)), 2), vec![7]);
