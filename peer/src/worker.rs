@@ -3,8 +3,9 @@
 //!
 //! A `Run` is validated (kernel, version, params) and answered at once with `Accepted`
 //! or a `Refused` that says why; the chunk then fetches its missing inputs from the
-//! requester (large ones into memory while the [`MemoryBudget`] allows, the rest into
-//! the blob store), waits for a compute slot and runs on the [`Executor`]. Each chunk's
+//! requester, several at once (large ones into memory while the [`MemoryBudget`]
+//! allows, kept there for the next chunks that name them; the rest into the blob
+//! store), waits for a compute slot and runs on the [`Executor`]. Each chunk's
 //! status sits behind a `watch` channel, so a `Poll` is a long poll: it is answered the
 //! moment the chunk finishes, or after `keepalive` with `Running`. Every request thus
 //! completes within seconds even when a chunk computes for minutes.

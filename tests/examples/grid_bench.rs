@@ -16,8 +16,10 @@
 //! all), `--side N` (the change pair's side, default 6144), `--repeat N` (change runs
 //! per set-up, default 1), `--band-rows N` (default 256: 24 bands of 6144 rows),
 //! `--setup peers|workers|both` (default both). For the change kernel it prints the whole job and the
-//! dispatch (first chunk out to last result in) and where the process's CPU time went:
-//! the workers' compute threads and everything else (network, hashing, disk, polling).
+//! dispatch (first chunk out to last result in), the chunks and bytes each worker got,
+//! and where the process's CPU time went: the workers' compute threads and everything
+//! else (network, hashing, disk, polling). `IDLEGRID_LOG=idlegrid::grid=trace` logs a
+//! timeline: when each chunk went out to which peer and when its result came back.
 
 use std::time::{Duration, Instant};
 
