@@ -317,6 +317,19 @@ impl AsRef<[u8]> for Input {
     }
 }
 
+/// Drops a fetch lock from [`RecentInputs`] when its fetch is over.
+struct ForgetFetchLock<'a> {
+    recent: &'a RecentInputs,
+    cid: Cid,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for ForgetFetchLock<'_> {
+    fn drop(&mut self) {
+        self.recent.fetched(&self.cid, &self.lock);
+    }
+}
+
 /// A verified input held in memory with its share of the [`MemoryBudget`], shared by
 /// the chunks using it and [`RecentInputs`]: the share goes back to the budget when
 /// the last of them lets go.
@@ -466,23 +479,14 @@ pub async fn fetch_input(
     recent: &RecentInputs,
 ) -> Result<Fetched, FetchError> {
     let lock = recent.fetch_lock(cid);
-    let fetching = lock.lock().await;
-    let outcome = fetch_new_input(client, peer, cid, store, max_len, budget, recent).await;
-    drop(fetching);
-    recent.fetched(&cid, &lock);
-    outcome
-}
-
-/// [`fetch_input`] under `cid`'s fetch lock.
-async fn fetch_new_input(
-    client: &Client,
-    peer: PeerId,
-    cid: Cid,
-    store: &BlobStore,
-    max_len: u64,
-    budget: &MemoryBudget,
-    recent: &RecentInputs,
-) -> Result<Fetched, FetchError> {
+    // Declared before the guard of the lock, so dropped after it: the lock leaves
+    // `recent` once this fetch is over, however it ends (dropped mid-way too).
+    let _forget = ForgetFetchLock {
+        recent,
+        cid,
+        lock: lock.clone(),
+    };
+    let _fetching = lock.lock().await;
     if let Some(input) = recent.get(&cid) {
         return Ok(Fetched::Memory(input));
     }
