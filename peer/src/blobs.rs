@@ -344,12 +344,6 @@ impl MemoryInput {
     }
 }
 
-impl AsRef<[u8]> for MemoryInput {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
 /// The large inputs a worker fetched lately, kept in memory for the next chunks that
 /// name them: the least recently used is dropped first when the budget needs room, and
 /// any left unused for [`RECENT_INPUTS_IDLE`] is dropped by [`RecentInputs::expire`],

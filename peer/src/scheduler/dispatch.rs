@@ -26,10 +26,10 @@ use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 /// or is computing them). Keeps a pull O(log n) even in odd corners.
 const SCAN_LIMIT: usize = 64;
 
-/// Fresh pending chunks looked at to find the longest free run, when a peer starts or
-/// its run has been taken: bounded, so a jump costs O(this) on a huge job (the runs
-/// beyond are found as the first ones are used up).
-const RUN_SCAN_LIMIT: usize = 4096;
+/// Up to this many pending chunks, a peer that starts or whose run has been taken looks
+/// at all of them for the longest free run; past it (a large job, thousands of peers)
+/// it takes the middle of the pending range instead, so a jump stays O(log n).
+const RUN_SCAN_LIMIT: usize = 64;
 
 /// The pending queue's class of fresh chunks (0 is retries, served first).
 const FRESH: u8 = 1;
@@ -143,7 +143,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Where peer `ix` goes on among the fresh chunks: the one after its last pick if
     /// that is still pending, else the start of the longest run of consecutive pending
     /// chunks if nothing before it was handed out (the job's first chunks), else that
-    /// run's middle — another peer is working its way into it from below.
+    /// run's middle — another peer is working its way into it from below. (With more
+    /// than [`RUN_SCAN_LIMIT`] pending, the pending range stands for the run.)
     fn next_in_run(&self, ix: PeerIx) -> Option<ChunkIndex> {
         let pending = &self.queues.pending;
         if let Some(last) = self.peers[ix as usize].last_pick {
@@ -152,10 +153,23 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 return Some(next);
             }
         }
-        // Longest run among the first fresh pending chunks: (start, length).
+        let fresh = || pending.range((FRESH, 0)..).map(|&(_, chunk)| chunk);
+        let first = fresh().next()?;
+        if first == 0 {
+            return Some(0);
+        }
+        if pending.len() > RUN_SCAN_LIMIT {
+            let last = pending.last().map_or(first, |&(_, chunk)| chunk);
+            let middle = first + (last - first) / 2;
+            return pending
+                .range((FRESH, middle)..)
+                .next()
+                .map(|&(_, chunk)| chunk);
+        }
+        // Longest run of the fresh pending chunks: (start, length).
         let mut best: Option<(ChunkIndex, u64)> = None;
         let mut run: Option<(ChunkIndex, u64)> = None;
-        for &(_, chunk) in pending.range((FRESH, 0)..).take(RUN_SCAN_LIMIT) {
+        for chunk in fresh() {
             run = match run {
                 Some((start, len)) if start as u64 + len == chunk as u64 => Some((start, len + 1)),
                 _ => Some((chunk, 1)),
@@ -167,9 +181,6 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
         }
         let (start, len) = best?;
-        if start == 0 {
-            return Some(0);
-        }
         ChunkIndex::try_from(start as u64 + len / 2).ok()
     }
 
