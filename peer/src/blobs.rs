@@ -18,7 +18,7 @@
 //! chunks often name it too (the change kernel's neighbouring bands share their halo
 //! rows); two chunks that want the same input at once fetch it once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -359,10 +359,8 @@ pub const RECENT_INPUTS_IDLE: std::time::Duration = std::time::Duration::from_se
 
 #[derive(Default)]
 struct Recent {
-    /// Each input with the last time a chunk asked for it.
+    /// Each input with the last time a chunk asked for it (the oldest goes first).
     inputs: HashMap<Cid, (Arc<MemoryInput>, std::time::Instant)>,
-    /// Least recently used first.
-    order: VecDeque<Cid>,
     /// Inputs being fetched: a second chunk wanting one waits for the first's fetch.
     fetching: HashMap<Cid, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -379,20 +377,13 @@ impl RecentInputs {
         let mut recent = self.lock();
         let (input, used) = recent.inputs.get_mut(cid)?;
         *used = std::time::Instant::now();
-        let input = input.clone();
-        if let Some(at) = recent.order.iter().position(|c| c == cid) {
-            recent.order.remove(at);
-        }
-        recent.order.push_back(*cid);
-        Some(input)
+        Some(input.clone())
     }
 
     fn insert(&self, cid: Cid, input: Arc<MemoryInput>) {
-        let mut recent = self.lock();
-        let entry = (input, std::time::Instant::now());
-        if recent.inputs.insert(cid, entry).is_none() {
-            recent.order.push_back(cid);
-        }
+        self.lock()
+            .inputs
+            .insert(cid, (input, std::time::Instant::now()));
     }
 
     /// Drops the inputs no chunk has asked for in the last `idle`.
@@ -402,23 +393,23 @@ impl RecentInputs {
         recent
             .inputs
             .retain(|_, (_, used)| now.saturating_duration_since(*used) < idle);
-        let Recent { inputs, order, .. } = &mut *recent;
-        order.retain(|cid| inputs.contains_key(cid));
     }
 
     /// Forgets the least recently used input; false if none is held. Its memory returns
     /// to the budget once no chunk is using it.
     fn evict_oldest(&self) -> bool {
         let mut recent = self.lock();
-        let Some(cid) = recent.order.pop_front() else {
-            return false;
-        };
-        recent.inputs.remove(&cid);
-        true
+        let oldest = recent
+            .inputs
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(cid, _)| *cid);
+        oldest.is_some_and(|cid| recent.inputs.remove(&cid).is_some())
     }
 
     /// Bytes held (some may also be in use by running chunks).
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
         self.lock()
             .inputs
             .values()
