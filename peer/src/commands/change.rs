@@ -205,13 +205,15 @@ pub fn execute_local(
             .par_iter()
             .enumerate()
             .map(|(i, spec)| {
-                let inputs: Vec<Vec<u8>> = spec
+                // Borrowed from the plan: the kernel reads its inputs, copying them
+                // here would be a second pass over the image per job.
+                let inputs: Vec<&[u8]> = spec
                     .inputs
                     .iter()
                     .map(|c| {
                         blobs
                             .get(c)
-                            .map(|b| b.to_vec())
+                            .map(|b| b.as_slice())
                             .with_context(|| format!("chunk {i}: blob {} missing", c.short()))
                     })
                     .collect::<anyhow::Result<_>>()?;
