@@ -9,6 +9,11 @@
 //!
 //! A size cap bounds the blob directory: when a write would pass it, the least recently
 //! written blobs that no running job has pinned are evicted first.
+//!
+//! A submitter also keeps the blobs its planner made in memory while their job runs
+//! ([`BlobStore::put_resident`]): its own chunks and the pieces it serves to workers are
+//! then read from memory, not from their files. The files are still written, for a
+//! resumed job and for a serve on the same data dir.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -62,6 +67,62 @@ struct Index {
     owned_bytes: u64,
     /// Blobs a running job needs: never evicted.
     pinned: HashSet<Cid>,
+    /// Blobs also held in memory, with how many [`Resident`] sets hold each.
+    resident: HashMap<Cid, (Arc<[u8]>, usize)>,
+}
+
+/// A blob's bytes: shared from memory if the blob is resident, else read from its file.
+#[derive(Clone, Debug)]
+pub enum StoredBytes {
+    Memory(Arc<[u8]>),
+    Read(Vec<u8>),
+}
+
+impl AsRef<[u8]> for StoredBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            StoredBytes::Memory(bytes) => bytes,
+            StoredBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// Blobs kept in memory by [`BlobStore::put_resident`] until this is dropped.
+#[must_use = "the blobs leave memory when this is dropped: hold it while their job runs"]
+pub struct Resident {
+    store: BlobStore,
+    cids: Vec<Cid>,
+    bytes: u64,
+}
+
+impl Resident {
+    /// An empty set, to add blobs to.
+    pub fn new(store: &BlobStore) -> Resident {
+        Resident {
+            store: store.clone(),
+            cids: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes this set keeps in memory.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let mut index = self.store.index();
+        for cid in &self.cids {
+            if let Some((_, holders)) = index.resident.get_mut(cid) {
+                *holders -= 1;
+                if *holders == 0 {
+                    index.resident.remove(cid);
+                }
+            }
+        }
+    }
 }
 
 /// A cloneable handle to the store; all methods are blocking file I/O (call them from
@@ -122,6 +183,28 @@ impl BlobStore {
         let cid = Cid::of(bytes);
         self.write_owned(cid, bytes)?;
         Ok(cid)
+    }
+
+    /// Stores `bytes` and keeps them in memory as part of `set`, until it is dropped.
+    pub fn put_resident(&self, bytes: Vec<u8>, set: &mut Resident) -> Result<Cid, StoreError> {
+        let cid = self.put(&bytes)?;
+        let len = bytes.len() as u64;
+        let mut index = self.index();
+        let entry = index
+            .resident
+            .entry(cid)
+            .or_insert_with(|| (Arc::from(bytes), 0));
+        entry.1 += 1;
+        set.cids.push(cid);
+        set.bytes += len;
+        Ok(cid)
+    }
+
+    fn resident(&self, cid: &Cid) -> Option<Arc<[u8]>> {
+        self.index()
+            .resident
+            .get(cid)
+            .map(|(bytes, _)| bytes.clone())
     }
 
     /// Stores `bytes` that a peer claims are blob `cid`, after checking the claim.
@@ -275,8 +358,20 @@ impl BlobStore {
         })
     }
 
+    /// The whole blob, shared from memory when it is resident, or `None` if it is not
+    /// held.
+    pub fn get_shared(&self, cid: &Cid) -> Result<Option<StoredBytes>, StoreError> {
+        if let Some(bytes) = self.resident(cid) {
+            return Ok(Some(StoredBytes::Memory(bytes)));
+        }
+        Ok(self.get(cid)?.map(StoredBytes::Read))
+    }
+
     /// The whole blob, or `None` if it is not held.
     pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(bytes) = self.resident(cid) {
+            return Ok(Some(bytes.to_vec()));
+        }
         let Some((path, _)) = self.location(cid) else {
             return Ok(None);
         };
@@ -297,6 +392,11 @@ impl BlobStore {
         offset: u64,
         max: usize,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        if let Some(bytes) = self.resident(cid) {
+            let start = (offset.min(bytes.len() as u64)) as usize;
+            let end = start + (bytes.len() - start).min(max);
+            return Ok(Some((bytes.len() as u64, bytes[start..end].to_vec())));
+        }
         let Some((path, total)) = self.location(cid) else {
             return Ok(None);
         };
@@ -453,6 +553,43 @@ mod tests {
             std::env::temp_dir().join(format!("idlegrid-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn resident_blobs_are_read_from_memory_until_their_set_is_dropped() {
+        let dir = temp_dir("resident");
+        let store = BlobStore::open(&dir, 1 << 20).unwrap();
+        let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let mut set = Resident::new(&store);
+        let cid = store.put_resident(bytes.clone(), &mut set).unwrap();
+        assert_eq!(set.bytes(), 3000);
+        // A second job holding the same blob keeps it resident after the first ends.
+        let mut other = Resident::new(&store);
+        assert_eq!(store.put_resident(bytes.clone(), &mut other).unwrap(), cid);
+        let piece = |store: &BlobStore| store.read_piece(&cid, 2990, 100).unwrap().unwrap();
+        for _ in 0..2 {
+            match store.get_shared(&cid).unwrap().unwrap() {
+                StoredBytes::Memory(shared) => assert_eq!(&shared[..], &bytes[..]),
+                StoredBytes::Read(_) => panic!("a resident blob was read from its file"),
+            }
+            assert_eq!(piece(&store), (3000, bytes[2990..].to_vec()));
+            assert_eq!(
+                store.read_piece(&cid, 5000, 10).unwrap().unwrap(),
+                (3000, vec![])
+            );
+            drop(std::mem::replace(&mut set, Resident::new(&store)));
+        }
+        drop(other);
+        // Gone from memory, still in the store (its file was written all along).
+        assert!(
+            matches!(store.get_shared(&cid).unwrap(), Some(StoredBytes::Read(b)) if b == bytes)
+        );
+        assert_eq!(piece(&store), (3000, bytes[2990..].to_vec()));
+        assert_eq!(
+            BlobStore::open(&dir, 1 << 20).unwrap().get(&cid).unwrap(),
+            Some(bytes)
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -294,7 +294,8 @@ async fn change_on(
     }
     let node = submitter(&format!("change-{tag}{workers}-s"), &addrs).await?;
     let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(plan);
-    store_blobs(&node, blobs).await?;
+    // Held while the job runs, as the `change` command holds it.
+    let _resident = store_blobs(&node, blobs).await?;
     // A computing submitter starts at once, as a user's job does (`--min-peers 0`),
     // and the worker joins as soon as it has been benchmarked; a submitter that only
     // coordinates waits for its workers.

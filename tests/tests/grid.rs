@@ -55,7 +55,7 @@ async fn distributed_output_equals_local_output() {
 
     let (_workers, addrs) = workers(3, |_| WorkerConfig::default()).await;
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     // Only the three workers compute (the submitter's own worker would finish a job
     // this small alone); the other tests mix in the local worker.
     let config = GridConfig {
@@ -96,7 +96,7 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
     .await;
     let liar = workers[0].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     // Only remote peers compute, so every chunk needs two of them to agree and the
     // liar's answers are votes (a trusted local result would settle chunks alone).
     let config = GridConfig {
@@ -128,7 +128,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     let doomed = workers.remove(0);
     let doomed_id = doomed.peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     // Remote peers only: the submitter's own worker could finish this job before the
     // doomed worker holds a chunk.
     let config = GridConfig {
@@ -181,7 +181,7 @@ async fn slow_worker_gets_fewer_chunks() {
     let slow = workers[0].peer_id().to_string();
     let fast = workers[1].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
         min_peers: 2,
         compute_locally: false,
@@ -228,7 +228,7 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
     let (_workers, addrs) = workers(2, |_| WorkerConfig::default()).await;
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, blobs) = idlegrid::jobs::video_job(&plan).unwrap();
-    idlegrid::commands::common::store_blobs(&submitter, blobs)
+    let _resident = idlegrid::commands::common::store_blobs(&submitter, blobs)
         .await
         .unwrap();
     let config = GridConfig {
@@ -292,7 +292,7 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, blobs) = idlegrid::jobs::video_job(&plan).unwrap();
     let frame_cids: Vec<_> = plan.frames.iter().map(|f| f.cid).collect();
-    idlegrid::commands::common::store_blobs(&submitter, blobs)
+    let _resident = idlegrid::commands::common::store_blobs(&submitter, blobs)
         .await
         .unwrap();
     let killer = tokio::spawn(async move {
@@ -355,7 +355,7 @@ async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
     .await;
     let late = workers[1].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
         min_peers: 1,
         compute_locally: false,

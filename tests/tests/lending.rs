@@ -174,7 +174,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
     assert_eq!(refusals.len(), 1);
     assert_eq!(refusals[0].peer, submitter.peer_id());
 
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     // Only remote peers compute: a job this small would otherwise be done by the
     // submitter's own worker before the others get a chunk.
     let config = GridConfig {
@@ -222,7 +222,7 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     .await;
     let stopping = workers[0].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
         min_peers: 2,
         show_progress: false,

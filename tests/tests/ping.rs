@@ -132,7 +132,7 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
             .expect("node start timed out")
             .expect("node starts"),
     );
-    let job = prepare(&submitter, &plan).await;
+    let (job, _resident) = prepare(&submitter, &plan).await;
     let grid_config = GridConfig {
         min_peers: 2,
         compute_locally: false,

@@ -143,7 +143,7 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
     };
     let (before, after) = prep::load_pair(&args.before, &args.after)?;
     let diff = prep::difference_of(&before, &after);
-    let plan = change::plan(&diff, &params).context("cannot plan the job")?;
+    let mut plan = change::plan(&diff, &params).context("cannot plan the job")?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -151,6 +151,9 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
         (execute_local(&plan, threads, started)?, None)
     } else {
         let (job, blobs) = crate::jobs::change_job(&plan);
+        // The job's blobs now hold the planner's bytes (kept in memory while the job
+        // runs); assembling needs only the plan's bands.
+        plan.blobs = Vec::new();
         let (results, outcome) = run_on_grid(&args.net, &args.grid, blobs, job)?;
         (results, Some(outcome))
     };

@@ -12,6 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 use crate::grid::{self, GridConfig, Job, JobOutcome};
 use crate::net::NetConfig;
 use crate::node::{Node, NodeConfig};
+use crate::store::Resident;
 
 /// Flags of every command that starts a peer.
 #[derive(clap::Args, Debug, Clone)]
@@ -254,7 +255,7 @@ pub async fn submit(
     let node = Node::start(node_config)
         .await
         .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
-    store_blobs(&node, blobs).await?;
+    let _resident = store_blobs(&node, blobs).await?;
     let outcome = grid::run_job(&node, job, config).await?;
     save_peer_memory(&data_dir, &outcome.report);
     Ok((outcome, node))
@@ -305,12 +306,26 @@ pub fn load_peer_memory(data_dir: &Path) -> HashMap<String, RememberedPeer> {
         .unwrap_or_default()
 }
 
-/// Puts a job's blobs into the node's store.
-pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<()> {
+/// Most bytes of a job's planner-made blobs a submitter keeps in memory while the job
+/// runs (see [`store_blobs`]); past it they are read from the store's files.
+pub const RESIDENT_BUDGET: u64 = 1 << 30;
+
+/// Puts a job's blobs into the node's store. The planner's blobs (the change kernel's
+/// tables and pieces: already in memory) stay in memory too, within
+/// [`RESIDENT_BUDGET`], until the returned set is dropped: hold it while the job runs,
+/// and this machine's own chunks and the pieces it serves are read from memory, not
+/// from their files.
+pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<Resident> {
     let store = node.store.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Resident> {
+        let mut resident = Resident::new(&store);
         for blob in blobs {
             match blob {
+                JobBlob::Bytes(bytes)
+                    if resident.bytes() + bytes.len() as u64 <= RESIDENT_BUDGET =>
+                {
+                    store.put_resident(bytes, &mut resident)?;
+                }
                 JobBlob::Bytes(bytes) => {
                     store.put(&bytes)?;
                 }
@@ -319,10 +334,9 @@ pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<()>
                 }
             }
         }
-        Ok(())
+        Ok(resident)
     })
-    .await??;
-    Ok(())
+    .await?
 }
 
 /// Runs a planned job on the grid from a synchronous command: starts a runtime and a

@@ -121,7 +121,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         submitter.peer_id()
     );
     let (job, blobs) = crate::jobs::change_job(&plan);
-    store_blobs(&submitter, blobs).await?;
+    let _resident = store_blobs(&submitter, blobs).await?;
     let config = GridConfig {
         min_peers: args.workers,
         discover_timeout: Duration::from_secs(60),

@@ -52,13 +52,18 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
     tokio::time::sleep(args.wait).await;
 
     let (calibration, blobs) = idlegrid_kernels::change::calibration_task();
-    if args.bench {
-        store_blobs(
-            &node,
-            blobs.into_iter().map(|(_, b)| JobBlob::Bytes(b)).collect(),
+    // The calibration chunk's inputs stay in memory while the peers are benchmarked.
+    let _resident = if args.bench {
+        Some(
+            store_blobs(
+                &node,
+                blobs.into_iter().map(|(_, b)| JobBlob::Bytes(b)).collect(),
+            )
+            .await?,
         )
-        .await?;
-    }
+    } else {
+        None
+    };
     let memory = load_peer_memory(&data_dir);
     let entries = node.client.peers().await?;
     let mut probes = Vec::new();

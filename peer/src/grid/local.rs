@@ -9,7 +9,7 @@ use super::Job;
 use crate::executor::Executor;
 use crate::node::Node;
 use crate::scheduler::FailureKind;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, StoredBytes};
 
 /// Times the calibration chunk on this machine.
 pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {
@@ -46,12 +46,14 @@ pub(super) async fn run_local(
     Ok((result, 0))
 }
 
-async fn local_inputs(store: &BlobStore, spec: &TaskSpec) -> Result<Vec<Vec<u8>>, String> {
+/// A chunk's inputs from this machine's store: shared from memory when they are the
+/// job's resident blobs (see `store_blobs`), else read from their files.
+async fn local_inputs(store: &BlobStore, spec: &TaskSpec) -> Result<Vec<StoredBytes>, String> {
     let store = store.clone();
     let cids = spec.inputs.clone();
     tokio::task::spawn_blocking(move || {
         cids.iter()
-            .map(|cid| match store.get(cid) {
+            .map(|cid| match store.get_shared(cid) {
                 Ok(Some(bytes)) => Ok(bytes),
                 Ok(None) => Err(format!("input blob {} is not in the store", cid.short())),
                 Err(e) => Err(e.to_string()),

@@ -11,6 +11,7 @@ use idlegrid::commands::common::{store_blobs, JobBlob};
 use idlegrid::grid::Job;
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
+use idlegrid::store::Resident;
 use idlegrid::worker::WorkerConfig;
 use idlegrid_kernels::change::{self, ChangeParams, ChangePlan};
 use libp2p::Multiaddr;
@@ -117,11 +118,12 @@ pub fn local_results(plan: &ChangePlan) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Puts a job's blobs into a submitter's store.
-pub async fn prepare(node: &Node, plan: &ChangePlan) -> Job {
+/// Puts a job's blobs into a submitter's store; they stay in its memory too until the
+/// returned set is dropped (hold it while the job runs, as the `change` command does).
+pub async fn prepare(node: &Node, plan: &ChangePlan) -> (Job, Resident) {
     let (job, blobs): (Job, Vec<JobBlob>) = idlegrid::jobs::change_job(plan);
-    store_blobs(node, blobs).await.expect("store blobs");
-    job
+    let resident = store_blobs(node, blobs).await.expect("store blobs");
+    (job, resident)
 }
 
 /// Reads the results of a grid job back from the submitter's store.
