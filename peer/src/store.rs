@@ -364,7 +364,7 @@ impl BlobStore {
         if let Some(bytes) = self.resident(cid) {
             return Ok(Some(StoredBytes::Memory(bytes)));
         }
-        Ok(self.get(cid)?.map(StoredBytes::Read))
+        Ok(self.read_file(cid)?.map(StoredBytes::Read))
     }
 
     /// The whole blob, or `None` if it is not held.
@@ -372,6 +372,11 @@ impl BlobStore {
         if let Some(bytes) = self.resident(cid) {
             return Ok(Some(bytes.to_vec()));
         }
+        self.read_file(cid)
+    }
+
+    /// The whole blob from its file (owned or registered), or `None` if it is not held.
+    fn read_file(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let Some((path, _)) = self.location(cid) else {
             return Ok(None);
         };
