@@ -47,19 +47,35 @@ fn reference_params(name: &str) -> ChangeParams {
     }
 }
 
-/// Runs a job through plan → registry run → assemble, as the grid does.
+/// Runs a job through plan → registry run → assemble, as the grid does, twice: on a
+/// one-thread pool (each band in wavefront order, as a `--cores 1` peer runs it) and on
+/// a two-thread pool (phase by phase, its rows on both threads). Both must be the mask.
 fn detect(diff: &prep::Difference, params: &ChangeParams) -> Vec<u8> {
     let plan = change::plan(diff, params).unwrap();
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
-    let results: Vec<Vec<u8>> = plan
-        .chunks
-        .iter()
-        .map(|spec| {
-            let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
-            idlegrid_kernels::run(spec, &inputs).unwrap()
-        })
-        .collect();
-    plan.assemble(&results).unwrap().pixels
+    let on_threads = |threads: usize| -> Vec<u8> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let results: Vec<Vec<u8>> = pool.install(|| {
+            plan.chunks
+                .iter()
+                .map(|spec| {
+                    let inputs: Vec<Vec<u8>> =
+                        spec.inputs.iter().map(|c| blobs[c].clone()).collect();
+                    idlegrid_kernels::run(spec, &inputs).unwrap()
+                })
+                .collect()
+        });
+        plan.assemble(&results).unwrap().pixels
+    };
+    let one_thread = on_threads(1);
+    assert!(
+        on_threads(2) == one_thread,
+        "the wavefront and phase-by-phase orders disagree"
+    );
+    one_thread
 }
 
 fn load_diff(a: &Path, b: &Path) -> prep::Difference {

@@ -6,7 +6,9 @@
 //! made of colour phases (a, b) with global row class a and column class b, in which every
 //! pixel takes one Metropolis step (annealing sweeps) or one ICM step (T = 0). Pixels of a
 //! phase never neighbour each other, so the order inside a phase is free: rows of a phase
-//! run on rayon threads and columns are vectorised, without changing a bit.
+//! run on rayon threads and columns are vectorised, without changing a bit. On one thread
+//! the phases instead sweep down the band a group at a time, each a few rows behind the
+//! one before (`Sweeps::run_wavefront`), which keeps the rows in work in the cache.
 //!
 //! Layout: spins are stored *de-interleaved by column class*: row `y`, class `c` holds the
 //! pixels `x = j·m + c` contiguously, with one zero guard cell on each side and `r` zero
@@ -129,8 +131,43 @@ impl Spins {
     }
 }
 
+/// In which order a band's pixel updates run. Both give the same bits: the pixels of a
+/// phase never neighbour each other, and each draw is keyed by its pixel and sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// Each phase over the whole band before the next, the rows of a phase on the rayon
+    /// threads: for a band that has several threads to itself.
+    PhaseByPhase,
+    /// On the calling thread, a group of phases swept down the band together (see
+    /// [`Sweeps::run_wavefront`]): the rows in work stay in the core's cache instead of
+    /// the whole band streaming through it once per phase. On one core of the
+    /// development machine (2 MiB L2): 4–7 % faster for the 256-row bands of a
+    /// 6144-wide image (7 MB of spins and data term each), 35–40 % for a whole-image
+    /// band.
+    Wavefront,
+}
+
+impl Order {
+    /// Wavefront when the rayon pool this runs on has one thread (a `--cores 1` peer,
+    /// `--local --cores 1`), else phase by phase, which spreads one band over the pool
+    /// (two threads on one band beat two bands in wavefront order at the end of a job).
+    fn for_current_pool() -> Order {
+        if rayon::current_num_threads() == 1 {
+            Order::Wavefront
+        } else {
+            Order::PhaseByPhase
+        }
+    }
+}
+
 /// Labels a band: returns its spins (all rows, halo included).
 pub fn solve(band: &Band, prog: &Program) -> Spins {
+    let order = Order::for_current_pool();
+    solve_grouped(band, prog, order, wavefront_group(band.width, prog.radius))
+}
+
+/// [`solve`] in `order`, with `group` phases per wavefront group.
+fn solve_grouped(band: &Band, prog: &Program, order: Order, group: usize) -> Spins {
     let (w, rows, r) = (band.width, band.rows, prog.radius);
     let mut sp = Spins::new(w, rows, r);
     let m = sp.m;
@@ -152,53 +189,149 @@ pub fn solve(band: &Band, prog: &Program) -> Spins {
     let anneal = prog.thresholds.len();
     let total = anneal + prog.icm_sweeps as usize;
     let engine = sweep::Engine::detect();
-    let mut scratch = vec![0i8; rows.div_ceil(m) * cw];
-    for k in 0..total {
-        let thr = prog.thresholds.get(k).map(|t| t.as_slice());
-        for a in 0..m {
-            let ly0 = (a + m - band.y0 % m) % m;
+    let phases: Vec<Phase> = (0..total)
+        .flat_map(|k| (0..m).flat_map(move |a| (0..m.min(w)).map(move |b| Phase { k, a, b })))
+        .collect();
+    let ctx = Sweeps {
+        band,
+        prog,
+        fd: &fd,
+        cw,
+        rng: &rng,
+        npix,
+        engine,
+    };
+    match order {
+        Order::Wavefront => ctx.run_wavefront(&mut sp, &phases, group),
+        Order::PhaseByPhase => ctx.run_phase_by_phase(&mut sp, &phases),
+    }
+    if let Some(g) = prog.gauge {
+        apply_gauge(&mut sp, band, g);
+    }
+    sp
+}
+
+/// One colour phase: sweep `k`, global row class `a`, column class `b`.
+#[derive(Clone, Copy)]
+struct Phase {
+    k: usize,
+    a: usize,
+    b: usize,
+}
+
+/// What every phase of a band reads.
+struct Sweeps<'a> {
+    band: &'a Band<'a>,
+    prog: &'a Program<'a>,
+    fd: &'a [i16],
+    cw: usize,
+    rng: &'a Rng,
+    npix: u64,
+    engine: sweep::Engine,
+}
+
+impl Sweeps<'_> {
+    fn job<'s>(&'s self, sp: &'s Spins, ph: Phase, ly: usize) -> RowJob<'s> {
+        let (m, w) = (sp.m, self.band.width);
+        let cnt = sp.count(ph.b);
+        RowJob {
+            s: &sp.s,
+            m,
+            r: sp.r,
+            pw: sp.pw,
+            ly,
+            b: ph.b,
+            cnt,
+            f: &self.fd[(ly * m + ph.b) * self.cw..][..cnt],
+            coupling: self.prog.b,
+            thr: self.prog.thresholds.get(ph.k).map(|t| t.as_slice()),
+            rng: self.rng,
+            counter0: Rng::counter(
+                ph.k as u64,
+                self.npix,
+                ((self.band.y0 + ly) * w + ph.b) as u64,
+            ),
+            stride: m as u64,
+        }
+    }
+
+    /// Local row of the first row of class `a`.
+    fn first_row(&self, m: usize, a: usize) -> usize {
+        (a + m - self.band.y0 % m) % m
+    }
+
+    /// Each phase over the whole band before the next, rows on rayon threads.
+    fn run_phase_by_phase(&self, sp: &mut Spins, phases: &[Phase]) {
+        let (m, rows, cw) = (sp.m, self.band.rows, self.cw);
+        let mut scratch = vec![0i8; rows.div_ceil(m) * cw];
+        for &ph in phases {
+            let ly0 = self.first_row(m, ph.a);
             if ly0 >= rows {
                 continue;
             }
             let lys: Vec<usize> = (ly0..rows).step_by(m).collect();
             // A few tasks per thread: a phase is only tens of microseconds of work.
             let min_len = lys.len().div_ceil(2 * rayon::current_num_threads()).max(4);
-            for b in 0..m.min(w) {
-                let cnt = sp.count(b);
-                let out = &mut scratch[..lys.len() * cw];
-                let spins = &sp;
-                out.par_chunks_mut(cw)
-                    .zip(lys.par_iter())
-                    .with_min_len(min_len)
-                    .for_each(|(dst, &ly)| {
-                        let job = RowJob {
-                            s: &spins.s,
-                            m,
-                            r,
-                            pw: spins.pw,
-                            ly,
-                            b,
-                            cnt,
-                            f: &fd[(ly * m + b) * cw..][..cnt],
-                            coupling: prog.b,
-                            thr,
-                            rng: &rng,
-                            counter0: Rng::counter(k as u64, npix, ((band.y0 + ly) * w + b) as u64),
-                            stride: m as u64,
-                        };
-                        engine.row(&job, &mut dst[..cnt]);
-                    });
-                for (i, &ly) in lys.iter().enumerate() {
-                    let start = sp.at(ly, b);
-                    sp.s[start..start + cnt].copy_from_slice(&out[i * cw..i * cw + cnt]);
+            let cnt = sp.count(ph.b);
+            let out = &mut scratch[..lys.len() * cw];
+            let spins = &*sp;
+            out.par_chunks_mut(cw)
+                .zip(lys.par_iter())
+                .with_min_len(min_len)
+                .for_each(|(dst, &ly)| {
+                    self.engine.row(&self.job(spins, ph, ly), &mut dst[..cnt]);
+                });
+            for (i, &ly) in lys.iter().enumerate() {
+                let start = sp.at(ly, ph.b);
+                sp.s[start..start + cnt].copy_from_slice(&out[i * cw..i * cw + cnt]);
+            }
+        }
+    }
+
+    /// The same updates on one thread, `group` phases at a time swept down the band
+    /// together: at each step, phase g of the group updates the row `r` rows above the
+    /// one phase g − 1 has just updated. When phase g updates row y it reads rows
+    /// y − r ..= y + r: phase g − 1 has passed row y + r and will not come back (so they
+    /// hold what phase g − 1 left, as phase by phase), and phase g + 1 has updated rows
+    /// up to y − r − 1 only, reading nothing beyond row y − 1 (so it has not seen row y
+    /// before phase g changes it). The rows in flight, about `group · r`, stay in the
+    /// core's cache instead of the whole band streaming through it once per phase.
+    fn run_wavefront(&self, sp: &mut Spins, phases: &[Phase], group: usize) {
+        let (m, r, rows) = (sp.m, sp.r, self.band.rows);
+        let lag = r;
+        let mut row_out = vec![0i8; self.cw];
+        for chunk in phases.chunks(group.max(1)) {
+            let steps = rows + (chunk.len() - 1) * lag;
+            for step in 0..steps {
+                for (g, &ph) in chunk.iter().enumerate() {
+                    let Some(ly) = step.checked_sub(g * lag) else {
+                        break;
+                    };
+                    if ly >= rows || ly % m != self.first_row(m, ph.a) % m {
+                        continue;
+                    }
+                    let cnt = sp.count(ph.b);
+                    self.engine.row(&self.job(sp, ph, ly), &mut row_out[..cnt]);
+                    let start = sp.at(ly, ph.b);
+                    sp.s[start..start + cnt].copy_from_slice(&row_out[..cnt]);
                 }
             }
         }
     }
-    if let Some(g) = prog.gauge {
-        apply_gauge(&mut sp, band, g);
-    }
-    sp
+}
+
+/// Bytes of rows a wavefront group keeps in flight: well inside the L2 cache of one core
+/// of any x86-64 or ARM server of the last years (1–2 MiB), with room for the rest.
+/// Budgets of 256 KiB to 3 MiB measured the same within the noise on the development
+/// machine (2 MiB L2); the whole band phase by phase (7 MB here) is what costs.
+const WAVEFRONT_BYTES: usize = 768 * 1024;
+
+/// Phases swept together by [`Sweeps::run_wavefront`]: as many as keep the rows in
+/// flight (`group · r` plus the `2r` rows read around them; spins and data term, about
+/// 3 bytes a pixel) within [`WAVEFRONT_BYTES`].
+fn wavefront_group(width: usize, r: usize) -> usize {
+    let rows_in_flight = WAVEFRONT_BYTES / (3 * width.max(1));
+    (rows_in_flight.saturating_sub(2 * r) / r.max(1)).max(1)
 }
 
 /// Initial spins, then τ = p·s for doc_literal.
@@ -268,5 +401,96 @@ fn apply_gauge(sp: &mut Spins, band: &Band, g: &[i8; 256]) {
                 *d *= g[v as usize];
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::rng::mix64;
+
+    /// A random band and program; `salt` varies everything.
+    struct Case {
+        x: Vec<u8>,
+        f: [i32; 256],
+        q16: [u32; 256],
+        gauge: [i8; 256],
+        thresholds: Vec<Vec<u32>>,
+    }
+
+    fn case(salt: u64, pixels: usize) -> Case {
+        let mut n = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || {
+            n = n.wrapping_add(1);
+            mix64(n)
+        };
+        let x = (0..pixels).map(|_| next() as u8).collect();
+        let f = std::array::from_fn(|_| (next() % 2049) as i32 - 1024);
+        let q16 = std::array::from_fn(|_| (next() % 65536) as u32);
+        let gauge = std::array::from_fn(|_| if next() & 1 == 0 { 1 } else { -1 });
+        // Tables of assorted lengths and acceptance levels, one per annealing sweep.
+        let thresholds = (0..3)
+            .map(|k| {
+                let len = [0usize, 40, 3000][k];
+                (0..len)
+                    .map(|_| (next() >> 32) as u32 >> (next() % 4))
+                    .collect()
+            })
+            .collect();
+        Case {
+            x,
+            f,
+            q16,
+            gauge,
+            thresholds,
+        }
+    }
+
+    /// Every order and wavefront group gives the spins of phase by phase: both radii,
+    /// both initialisations, with and without the gauge, bands that start on either
+    /// row class, widths below and above the colour period, groups from one phase to
+    /// more than the band has.
+    #[test]
+    fn the_wavefront_computes_what_phase_by_phase_does() {
+        let mut checked = 0;
+        for (salt, (width, rows, y0)) in
+            [(1, 9, 0), (7, 13, 3), (300, 23, 5), (2, 4, 1), (64, 1, 2)]
+                .into_iter()
+                .enumerate()
+        {
+            for radius in 1..=2 {
+                for (init, gauged) in [(Init::Sign, false), (Init::Window(1), true)] {
+                    let c = case(salt as u64 * 10 + radius as u64, width * rows);
+                    let prog = Program {
+                        f: &c.f,
+                        q16: &c.q16,
+                        gauge: gauged.then_some(&c.gauge),
+                        b: 100,
+                        radius,
+                        init,
+                        thresholds: &c.thresholds,
+                        icm_sweeps: 2,
+                        seed: 42 + salt as u64,
+                    };
+                    let band = Band {
+                        x: &c.x,
+                        width,
+                        rows,
+                        y0,
+                        height: y0 + rows + 7,
+                    };
+                    let want = solve_grouped(&band, &prog, Order::PhaseByPhase, 1);
+                    for group in [1, 2, 3, 7, 1000] {
+                        let got = solve_grouped(&band, &prog, Order::Wavefront, group);
+                        assert_eq!(
+                            got.s, want.s,
+                            "width {width}, rows {rows}, y0 {y0}, r {radius}, group {group}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 2 * 2 * 5);
     }
 }
