@@ -166,7 +166,7 @@ fn packed_masks_round_trip_and_are_strict() {
     for pixels in [0usize, 1, 7, 8, 9, 200, 203] {
         let mask: Vec<u8> = (0..pixels)
             .map(|i| {
-                if change::rng::mix64(i as u64) % 3 == 0 {
+                if change::rng::mix64(i as u64).is_multiple_of(3) {
                     255
                 } else {
                     0

@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod commands;
+pub mod datadir;
 pub mod executor;
 pub mod grid;
 pub mod jobs;

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use libp2p::{Multiaddr, PeerId};
 use tokio::task::JoinHandle;
 
+use crate::datadir::{DataDirError, DataDirLock};
 use crate::executor::{Executor, ExecutorError};
 use crate::net::{self, Client, NetConfig, NetError, PeerEvent};
 use crate::store::{BlobStore, StoreError};
@@ -51,6 +52,8 @@ impl NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
     Identity(#[from] idlegrid_bootstrap::IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,10 +71,13 @@ pub struct Node {
     /// Blob bytes served to each peer.
     pub traffic: Traffic,
     tasks: Vec<JoinHandle<()>>,
+    /// This peer's hold on its data dir, let go when it stops.
+    _data_dir: DataDirLock,
 }
 
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let data_dir = DataDirLock::acquire(&config.data_dir)?;
         let key = idlegrid_bootstrap::load_or_create_identity(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir, config.store_cap)?;
         let executor = Executor::new(config.cores, config.low_priority)?;
@@ -106,6 +112,7 @@ impl Node {
             executor,
             traffic,
             tasks,
+            _data_dir: data_dir,
         })
     }
 

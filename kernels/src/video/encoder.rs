@@ -64,8 +64,8 @@ pub fn codec_version() -> (u32, u32, u32) {
 
 impl Encoder {
     pub fn new(config: EncoderConfig) -> Result<Encoder, VideoError> {
-        if config.width % 2 != 0
-            || config.height % 2 != 0
+        if !config.width.is_multiple_of(2)
+            || !config.height.is_multiple_of(2)
             || config.width == 0
             || config.height == 0
         {

@@ -69,7 +69,7 @@ fn frame(t: u32, width: u32, height: u32, noisy: bool) -> RgbImage {
         if dx * dx + dy * dy < r * r {
             px = [230, 190 + (dx * 40 / r) as i32, 40];
         } else if y > h * 3 / 4 && y < h * 7 / 8 {
-            let on = ((x + t * 3) / 16 + y / 16) % 2 == 0;
+            let on = ((x + t * 3) / 16 + y / 16).is_multiple_of(2);
             px = if on { [20, 20, 30] } else { [220, 220, 210] };
         }
         image::Rgb(px.map(|c| (c + noise).clamp(0, 255) as u8))

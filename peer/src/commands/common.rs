@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
 
+use crate::datadir::DataDirError;
 use crate::grid::{self, GridConfig, Job, JobOutcome};
 use crate::net::NetConfig;
-use crate::node::{Node, NodeConfig};
+use crate::node::{Node, NodeConfig, NodeError};
 use crate::store::Resident;
 
 /// Flags of every command that starts a peer.
@@ -249,16 +250,58 @@ pub async fn submit(
     job: Job,
 ) -> anyhow::Result<(JobOutcome, Node)> {
     let config = grid_args.grid_config()?;
-    let data_dir = net.data_dir().join("submit");
-    let mut node_config = net.node_config(data_dir.clone());
-    node_config.worker.serve = false;
-    let node = Node::start(node_config)
-        .await
-        .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
+    let (node, data_dir) = start_submitter(net).await?;
     let _resident = store_blobs(&node, blobs).await?;
     let outcome = grid::run_job(&node, job, config).await?;
     save_peer_memory(&data_dir, &outcome.report);
     Ok((outcome, node))
+}
+
+/// Data dirs a submitting peer may use beside `serve`'s: `<data dir>/submit`, then, while
+/// another job (or `peers`) runs from it, `submit-2` … `submit-8`, each with its own
+/// identity, so two jobs from one machine are two peers to the grid.
+const SUBMIT_DIRS: usize = 8;
+
+/// The submit dir of try `i` (0-based); 0 is the one `peers` reads its memory from.
+pub fn submit_dir(net: &NetArgs, i: usize) -> PathBuf {
+    match i {
+        0 => net.data_dir().join("submit"),
+        _ => net.data_dir().join(format!("submit-{}", i + 1)),
+    }
+}
+
+/// Starts a peer that submits (serves nothing) in the first free submit dir.
+pub async fn start_submitter(net: &NetArgs) -> anyhow::Result<(Node, PathBuf)> {
+    for i in 0..SUBMIT_DIRS {
+        let data_dir = submit_dir(net, i);
+        let mut node_config = net.node_config(data_dir.clone());
+        node_config.worker.serve = false;
+        match Node::start(node_config).await {
+            Ok(node) => {
+                if i > 0 {
+                    eprintln!(
+                        "{} is in use by another job from this machine; this one submits from {}",
+                        submit_dir(net, 0).display(),
+                        data_dir.display()
+                    );
+                }
+                return Ok((node, data_dir));
+            }
+            Err(NodeError::DataDir(DataDirError::InUse { .. })) => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot start the peer (data dir {})",
+                    data_dir.display()
+                )))
+            }
+        }
+    }
+    anyhow::bail!(
+        "{} and the {} next to it are all in use by other jobs from this machine: wait for one \
+         to end, or give this one its own --data-dir",
+        submit_dir(net, 0).display(),
+        SUBMIT_DIRS - 1
+    )
 }
 
 /// What `peers` shows of a peer from the last job this machine submitted.

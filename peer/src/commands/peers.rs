@@ -12,11 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::PeerId;
 
-use crate::commands::common::{load_peer_memory, parse_duration, store_blobs, JobBlob, NetArgs};
+use crate::commands::common::{
+    load_peer_memory, parse_duration, start_submitter, store_blobs, submit_dir, JobBlob, NetArgs,
+};
 use crate::grid::remote;
 use crate::grid::report::human;
 use crate::net::kernel_key;
-use crate::node::Node;
 
 /// Arguments of `idlegrid peers`.
 #[derive(clap::Args, Debug)]
@@ -37,12 +38,7 @@ pub fn run(args: PeersArgs) -> anyhow::Result<()> {
 }
 
 async fn peers(args: PeersArgs) -> anyhow::Result<()> {
-    let data_dir = args.net.data_dir().join("submit");
-    let mut config = args.net.node_config(data_dir.clone());
-    config.worker.serve = false;
-    let node = Node::start(config)
-        .await
-        .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
+    let (node, _) = start_submitter(&args.net).await?;
     for (name, version) in idlegrid_kernels::supported() {
         let client = node.client.clone();
         tokio::spawn(async move {
@@ -64,7 +60,8 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let memory = load_peer_memory(&data_dir);
+    // What the last jobs learnt of each peer (a second job at once keeps its own).
+    let memory = load_peer_memory(&submit_dir(&args.net, 0));
     let entries = node.client.peers().await?;
     let mut probes = Vec::new();
     for entry in entries {
