@@ -72,6 +72,19 @@ impl DataDirLock {
     }
 }
 
+/// Whether a peer runs in `dir` now (for `status`): `Some(its pid, if it wrote one)`,
+/// or `None` when the dir is free or has never held a peer. Nothing is created to find
+/// out; a free dir is locked for the instant of the test (a peer starting in that
+/// instant would be refused and can be started again).
+pub fn holder(dir: &Path) -> Option<Option<u32>> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock() {
+        Err(TryLockError::WouldBlock) => Some(read_holder(&mut file)),
+        // Free (the lock goes with this handle), or unknowable: say nothing.
+        Ok(()) | Err(TryLockError::Error(_)) => None,
+    }
+}
+
 /// The process id the holder wrote, if it could be read.
 fn read_holder(file: &mut File) -> Option<u32> {
     let mut text = String::new();
@@ -99,7 +112,9 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains(&dir.display().to_string()), "{message}");
         assert!(message.contains("--data-dir"), "{message}");
+        assert_eq!(holder(&dir), Some(Some(std::process::id())));
         drop(first);
+        assert_eq!(holder(&dir), None);
         let again = DataDirLock::acquire(&dir).unwrap();
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -266,8 +266,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         ("submits as", data_dir.join("submit")),
     ] {
         let key = idlegrid_bootstrap::load_or_create_identity(&dir)?;
+        let running = match crate::datadir::holder(&dir) {
+            Some(Some(pid)) => format!(", running now: pid {pid}"),
+            Some(None) => ", running now".to_string(),
+            None => String::new(),
+        };
         println!(
-            "this machine {role} {} ({})",
+            "this machine {role} {} ({}{running})",
             key.public().to_peer_id(),
             dir.display()
         );
