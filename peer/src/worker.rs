@@ -125,12 +125,24 @@ enum Status {
     Failed(String),
 }
 
+/// The way to stop one run of a chunk before its kernel starts.
+struct Cancel {
+    peer: PeerId,
+    run: u64,
+    switch: watch::Sender<bool>,
+}
+
 /// Results this small are kept with the chunk's status and answered from memory, so a
 /// tiny chunk costs no disk I/O on the worker.
 const KEEP_IN_MEMORY: usize = 64 * 1024;
 
 struct Chunks {
     status: HashMap<Cid, watch::Receiver<Status>>,
+    /// Chunks not finished: who asked for each (only they may cancel it) and the switch
+    /// that stops it while it is still fetching its inputs or waiting for a core.
+    cancels: HashMap<Cid, Cancel>,
+    /// Tells one run of a chunk from a later run of the same chunk.
+    next_run: u64,
     /// Finished chunks in completion order, to forget the oldest.
     finished: VecDeque<Cid>,
     /// Chunks accepted and not finished (queued or running).
@@ -178,6 +190,8 @@ pub async fn serve(
         computed: Arc::default(),
         chunks: Arc::new(Mutex::new(Chunks {
             status: HashMap::new(),
+            cancels: HashMap::new(),
+            next_run: 0,
             finished: VecDeque::new(),
             working: 0,
         })),
@@ -281,9 +295,17 @@ impl Worker {
                 .await
                 .unwrap_or(TaskResponse::Running { chunk }),
             TaskRequest::Cancel { chunk } => {
-                // Running kernels are not interrupted (they are pure and bounded); the
-                // status is dropped so the slot's result is simply not asked for.
-                self.lock().status.remove(&chunk);
+                // A chunk still fetching its inputs or waiting for a core stops there
+                // (its submitter no longer wants it: the job ended, another copy won,
+                // it was given to someone else). A running kernel is not interrupted
+                // (kernels are pure and bounded); its result is simply not asked for.
+                let mut chunks = self.lock();
+                chunks.status.remove(&chunk);
+                if chunks.cancels.get(&chunk).is_some_and(|c| c.peer == peer) {
+                    if let Some(cancel) = chunks.cancels.remove(&chunk) {
+                        let _ = cancel.switch.send(true);
+                    }
+                }
                 TaskResponse::Unknown { chunk }
             }
         }
@@ -306,6 +328,8 @@ impl Worker {
             return refuse(e.to_string());
         }
         let (tx, rx) = watch::channel(Status::Working);
+        let (switch, cancelled) = watch::channel(false);
+        let run;
         {
             let mut chunks = self.lock();
             // A chunk known here is answered from its status, unless it failed: then it
@@ -323,11 +347,14 @@ impl Worker {
                 return refuse(format!("busy: {working} chunks running or queued"));
             }
             chunks.status.insert(chunk, rx);
+            run = chunks.next_run;
+            chunks.next_run += 1;
+            chunks.cancels.insert(chunk, Cancel { peer, run, switch });
             chunks.working += 1;
         }
         let worker = self.clone();
         tokio::spawn(async move {
-            let status = worker.compute(peer, spec).await;
+            let status = worker.compute(peer, spec, cancelled).await;
             if let Status::Failed(reason) = &status {
                 tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
             }
@@ -335,6 +362,9 @@ impl Worker {
             drop(ticket);
             let mut chunks = worker.lock();
             chunks.working = chunks.working.saturating_sub(1);
+            if chunks.cancels.get(&chunk).is_some_and(|c| c.run == run) {
+                chunks.cancels.remove(&chunk);
+            }
             chunks.finished.push_back(chunk);
             if chunks.finished.len() > worker.config.remember {
                 if let Some(old) = chunks.finished.pop_front() {
@@ -352,12 +382,28 @@ impl Worker {
 
     /// Fetches the inputs (into memory or the store), waits for a compute slot, loads
     /// the stored ones, runs the kernel, keeps the result.
-    async fn compute(&self, peer: PeerId, spec: idlegrid_protocol::TaskSpec) -> Status {
+    async fn compute(
+        &self,
+        peer: PeerId,
+        spec: idlegrid_protocol::TaskSpec,
+        mut cancelled: watch::Receiver<bool>,
+    ) -> Status {
         // Phase times for the debug log: where a chunk's time goes on this worker.
         let accepted = std::time::Instant::now();
         let chunk = spec.id();
         let gate = &self.config.gate;
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
+        let cancelled_by = |what: &str| {
+            tracing::debug!("chunk {} for {peer}: cancelled {what}", chunk.short());
+            Status::Failed("cancelled by its submitter".into())
+        };
+        // Resolves once the submitter cancels this run (never if the switch is gone
+        // without being thrown: the run finished or was replaced).
+        let mut cancel = async move || {
+            if cancelled.wait_for(|&c| c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         // Several inputs at once: a chunk naming many small ones (the change kernel's
         // pieces of a band, a video segment's frames) would otherwise pay a round trip
         // per input, seconds on a far link.
@@ -387,6 +433,7 @@ impl Worker {
                 Err(why) => return Status::Failed(why),
             },
             () = gate.stopped() => return handed_back(),
+            () = cancel() => return cancelled_by("while fetching its inputs"),
         };
         let fetched_after = accepted.elapsed();
         let in_memory: usize = fetched
@@ -406,6 +453,7 @@ impl Worker {
                 Err(e) => return Status::Failed(e.to_string()),
             },
             () = gate.stopped() => return handed_back(),
+            () = cancel() => return cancelled_by("while waiting for a core"),
         };
         let slotted = accepted.elapsed();
         let inputs = match self.load_inputs(&spec, fetched).await {

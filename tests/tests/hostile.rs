@@ -390,3 +390,82 @@ async fn a_chunk_failed_for_one_submitter_is_computed_again_for_another() {
         other => panic!("expected the chunk to be computed again, got {other:?}"),
     }
 }
+
+/// The cores in use on `worker`, by its probe answer.
+async fn running_on(client: &idlegrid::net::Client, worker: PeerId) -> u32 {
+    match tokio::time::timeout(TIMEOUT, client.task(worker, TaskRequest::Probe))
+        .await
+        .expect("probe timed out")
+        .expect("probe answered")
+    {
+        TaskResponse::Probe(info) => info.running,
+        other => panic!("expected a probe answer, got {other:?}"),
+    }
+}
+
+/// A chunk its submitter cancels while it waits for a core is dropped there: when the
+/// core comes free, the cancelled chunk does not take it (and the chunk queued the same
+/// way but not cancelled does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_cancelled_while_it_waits_for_a_core_is_not_computed() {
+    // One core, and every chunk holds it a while, so a second chunk surely waits.
+    let (workers, addrs) = workers(1, |_| WorkerConfig {
+        delay: Duration::from_millis(700),
+        delay_from_chunk: 0,
+        ..WorkerConfig::default()
+    })
+    .await;
+    let worker = workers[0].peer_id();
+    let node = start("cancel-queued", false, WorkerConfig::default(), addrs).await;
+    let client = &node.client;
+    let send = |request: TaskRequest| async move {
+        tokio::time::timeout(TIMEOUT, client.task(worker, request))
+            .await
+            .expect("timed out")
+            .expect("answered")
+    };
+    for cancel in [true, false] {
+        let tag = if cancel { 10 } else { 20 };
+        let (holder, waiter) = (noop::task(tag, Vec::new()), noop::task(tag + 1, Vec::new()));
+        let answer = send(TaskRequest::Run {
+            spec: holder.clone(),
+        })
+        .await;
+        assert!(
+            matches!(answer, TaskResponse::Accepted { .. }),
+            "{answer:?}"
+        );
+        let answer = send(TaskRequest::Run {
+            spec: waiter.clone(),
+        })
+        .await;
+        assert!(
+            matches!(answer, TaskResponse::Accepted { .. }),
+            "{answer:?}"
+        );
+        assert_eq!(
+            running_on(client, worker).await,
+            1,
+            "the first chunk holds the core"
+        );
+        if cancel {
+            let answer = send(TaskRequest::Cancel { chunk: waiter.id() }).await;
+            assert!(matches!(answer, TaskResponse::Unknown { .. }), "{answer:?}");
+        }
+        match run_to_end(client, worker, holder).await {
+            TaskResponse::Done { .. } => {}
+            other => panic!("the first chunk: expected a result, got {other:?}"),
+        }
+        // The core was handed to the waiting chunk (if any) as the first let it go.
+        let busy = running_on(client, worker).await;
+        if cancel {
+            assert_eq!(busy, 0, "the cancelled chunk took the core");
+        } else {
+            assert_eq!(busy, 1, "the waiting chunk did not take the core");
+            match run_to_end(client, worker, waiter).await {
+                TaskResponse::Done { .. } => {}
+                other => panic!("the waiting chunk: expected a result, got {other:?}"),
+            }
+        }
+    }
+}
