@@ -427,22 +427,13 @@ async fn a_chunk_cancelled_while_it_waits_for_a_core_is_not_computed() {
     for cancel in [true, false] {
         let tag = if cancel { 10 } else { 20 };
         let (holder, waiter) = (noop::task(tag, Vec::new()), noop::task(tag + 1, Vec::new()));
-        let answer = send(TaskRequest::Run {
-            spec: holder.clone(),
-        })
-        .await;
-        assert!(
-            matches!(answer, TaskResponse::Accepted { .. }),
-            "{answer:?}"
-        );
-        let answer = send(TaskRequest::Run {
-            spec: waiter.clone(),
-        })
-        .await;
-        assert!(
-            matches!(answer, TaskResponse::Accepted { .. }),
-            "{answer:?}"
-        );
+        for spec in [&holder, &waiter] {
+            let answer = send(TaskRequest::Run { spec: spec.clone() }).await;
+            assert!(
+                matches!(answer, TaskResponse::Accepted { .. }),
+                "{answer:?}"
+            );
+        }
         assert_eq!(
             running_on(client, worker).await,
             1,
