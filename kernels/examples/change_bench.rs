@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use idlegrid_kernels::change::{self, prep, ChangeParams, Method};
+use idlegrid_kernels::Spread;
 use rayon::prelude::*;
 use sha2::Digest;
 
@@ -57,12 +58,18 @@ fn parse() -> Result<Args, String> {
 fn run_job(diff: &prep::Difference, params: &ChangeParams) -> Result<Vec<u8>, String> {
     let plan = change::plan(diff, params).map_err(|e| e.to_string())?;
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
+    // As `idlegrid change --local` runs them: a band per thread when there are enough.
+    let spread = if plan.chunks.len() >= rayon::current_num_threads() {
+        Spread::OneThread
+    } else {
+        Spread::Pool
+    };
     let results: Result<Vec<Vec<u8>>, String> = plan
         .chunks
         .par_iter()
         .map(|spec| {
             let inputs: Vec<Vec<u8>> = spec.inputs.iter().map(|c| blobs[c].clone()).collect();
-            idlegrid_kernels::run(spec, &inputs).map_err(|e| e.to_string())
+            idlegrid_kernels::run_with(spec, &inputs, spread).map_err(|e| e.to_string())
         })
         .collect();
     Ok(plan.assemble(&results?).map_err(|e| e.to_string())?.pixels)

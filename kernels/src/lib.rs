@@ -40,8 +40,22 @@ pub fn supported() -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Whether a chunk may spread over the rayon pool it runs on. The output is the same
+/// either way; only the speed differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Spread {
+    /// Over the pool's threads where the kernel can: for a chunk that has the pool to
+    /// itself (the last chunk of a job, a job of one chunk).
+    #[default]
+    Pool,
+    /// On the calling thread only, for a chunk that runs beside others keeping the
+    /// pool's other threads busy: a kernel then takes its most cache-friendly order
+    /// (the change engine's wavefront), which also leaves the memory bus to the others.
+    OneThread,
+}
+
 /// A kernel's run function: one chunk and its inputs to the output bytes.
-type RunFn = fn(&TaskSpec, &[&[u8]]) -> Result<Vec<u8>, KernelError>;
+type RunFn = fn(&TaskSpec, &[&[u8]], Spread) -> Result<Vec<u8>, KernelError>;
 
 /// One registered kernel: its validation and its run function.
 struct Registered {
@@ -63,13 +77,13 @@ const KERNELS: &[Registered] = &[
         name: video::NAME,
         version: video::VERSION,
         validate: video::validate,
-        run: video::run,
+        run: |spec, inputs, _| video::run(spec, inputs),
     },
     Registered {
         name: noop::NAME,
         version: noop::VERSION,
         validate: noop::validate,
-        run: noop::run,
+        run: |spec, inputs, _| noop::run(spec, inputs),
     },
 ];
 
@@ -102,6 +116,15 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
 /// spec and input bytes give the same output bytes on every machine. The blobs may be
 /// owned or shared (a worker hands the same cached input to neighbouring chunks).
 pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, KernelError> {
+    run_with(spec, inputs, Spread::Pool)
+}
+
+/// [`run`], saying whether the chunk may spread over the pool (see [`Spread`]).
+pub fn run_with<B: AsRef<[u8]>>(
+    spec: &TaskSpec,
+    inputs: &[B],
+    spread: Spread,
+) -> Result<Vec<u8>, KernelError> {
     validate(spec)?;
     if inputs.len() != spec.inputs.len() {
         return Err(KernelError::InvalidInput(format!(
@@ -111,5 +134,5 @@ pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, Ker
         )));
     }
     let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
-    (lookup(spec)?.run)(spec, &inputs)
+    (lookup(spec)?.run)(spec, &inputs, spread)
 }

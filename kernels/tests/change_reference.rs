@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use idlegrid_kernels::change::{self, model, prep, ChangeParams, Method};
+use idlegrid_kernels::Spread;
+use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -47,33 +49,39 @@ fn reference_params(name: &str) -> ChangeParams {
     }
 }
 
-/// Runs a job through plan → registry run → assemble, as the grid does, twice: on a
-/// one-thread pool (each band in wavefront order, as a `--cores 1` peer runs it) and on
-/// a two-thread pool (phase by phase, its rows on both threads). Both must be the mask.
+/// Runs a job through plan → registry run → assemble, as the grid does, three ways: on
+/// a one-thread pool (each band in wavefront order, as a `--cores 1` peer runs it), on a
+/// two-thread pool with each band spread over both (phase by phase), and on a
+/// two-thread pool with each band on one thread (wavefront, as `--local` and a busy
+/// worker run them). All three must be the mask.
 fn detect(diff: &prep::Difference, params: &ChangeParams) -> Vec<u8> {
     let plan = change::plan(diff, params).unwrap();
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
-    let on_threads = |threads: usize| -> Vec<u8> {
+    let on_threads = |threads: usize, spread: Spread| -> Vec<u8> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         let results: Vec<Vec<u8>> = pool.install(|| {
             plan.chunks
-                .iter()
+                .par_iter()
                 .map(|spec| {
                     let inputs: Vec<Vec<u8>> =
                         spec.inputs.iter().map(|c| blobs[c].clone()).collect();
-                    idlegrid_kernels::run(spec, &inputs).unwrap()
+                    idlegrid_kernels::run_with(spec, &inputs, spread).unwrap()
                 })
                 .collect()
         });
         plan.assemble(&results).unwrap().pixels
     };
-    let one_thread = on_threads(1);
+    let one_thread = on_threads(1, Spread::Pool);
     assert!(
-        on_threads(2) == one_thread,
-        "the wavefront and phase-by-phase orders disagree"
+        on_threads(2, Spread::Pool) == one_thread,
+        "phase by phase on two threads disagrees with the wavefront"
+    );
+    assert!(
+        on_threads(2, Spread::OneThread) == one_thread,
+        "bands side by side in wavefront order disagree with one thread"
     );
     one_thread
 }

@@ -6,7 +6,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use idlegrid_kernels::KernelError;
+use idlegrid_kernels::{KernelError, Spread};
 use idlegrid_protocol::TaskSpec;
 use tokio::sync::Semaphore;
 
@@ -88,10 +88,18 @@ impl Executor {
         // Straight onto a pool thread (one hand-off, not two), with the answer on a
         // oneshot. A kernel must not panic; if one ever does, the chunk fails instead of
         // the process (rayon would abort on a panic that escapes a spawned job).
+        // A chunk that starts beside others stays on its thread (the cores are busy
+        // anyway, and its kernel then takes its most cache-friendly order); one that
+        // starts alone may spread over the idle cores.
+        let spread = if self.running() > 1 {
+            Spread::OneThread
+        } else {
+            Spread::Pool
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                idlegrid_kernels::run(&spec, &inputs)
+                idlegrid_kernels::run_with(&spec, &inputs, spread)
             }))
             .unwrap_or_else(|_| Err(KernelError::Failed("the kernel panicked".into())));
             let _ = tx.send(result);

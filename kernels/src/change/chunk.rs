@@ -33,7 +33,7 @@ use super::engine::{self, Band, Init, Program};
 use super::model::{self, Classes};
 use super::prep::{Difference, MAX_PIXELS};
 use super::{ChangeParams, Method, MAX_SWEEPS, MAX_WINDOW_RADIUS};
-use crate::KernelError;
+use crate::{KernelError, Spread};
 
 /// Kernel name in a [`TaskSpec`].
 pub const KERNEL: &str = "change";
@@ -527,11 +527,15 @@ fn decode_tables(bytes: &[u8], p: &BandParams) -> Result<Tables, KernelError> {
 /// Returns the band's own rows of the mask, packed ([`pack_mask`]).
 pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, KernelError> {
     let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
-    run_band(spec, &inputs)
+    run_band(spec, &inputs, Spread::Pool)
 }
 
 /// [`run`] on borrowed blobs (the registry's entry).
-pub(crate) fn run_band(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
+pub(crate) fn run_band(
+    spec: &TaskSpec,
+    inputs: &[&[u8]],
+    spread: Spread,
+) -> Result<Vec<u8>, KernelError> {
     let p = band_params(spec)?;
     let Some((tables, pieces)) = inputs.split_first() else {
         return Err(bad_input("no input blobs"));
@@ -592,7 +596,7 @@ pub(crate) fn run_band(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, Ker
         y0: p.ext_start as usize,
         height: p.height as usize,
     };
-    let spins = engine::solve(&b, &prog);
+    let spins = engine::solve(&b, &prog, spread);
     let lo = (p.row_start - p.ext_start) as usize;
     let hi = (p.row_end - p.ext_start) as usize;
     Ok(pack_mask(&spins.mask_rows(lo, hi)))

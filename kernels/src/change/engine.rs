@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::rng::Rng;
 use super::sweep::{self, RowJob};
+use crate::Spread;
 
 /// How the spins start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,11 +149,12 @@ enum Order {
 }
 
 impl Order {
-    /// Wavefront when the rayon pool this runs on has one thread (a `--cores 1` peer,
-    /// `--local --cores 1`), else phase by phase, which spreads one band over the pool
-    /// (two threads on one band beat two bands in wavefront order at the end of a job).
-    fn for_current_pool() -> Order {
-        if rayon::current_num_threads() == 1 {
+    /// Wavefront when the band runs on one thread: its caller says so (other bands keep
+    /// the pool's other threads busy) or the pool has one thread (a `--cores 1` peer).
+    /// Else phase by phase, spreading the band over the pool: a band alone on several
+    /// cores finishes sooner that way.
+    fn for_band(spread: Spread) -> Order {
+        if spread == Spread::OneThread || rayon::current_num_threads() == 1 {
             Order::Wavefront
         } else {
             Order::PhaseByPhase
@@ -161,8 +163,8 @@ impl Order {
 }
 
 /// Labels a band: returns its spins (all rows, halo included).
-pub fn solve(band: &Band, prog: &Program) -> Spins {
-    let order = Order::for_current_pool();
+pub fn solve(band: &Band, prog: &Program, spread: Spread) -> Spins {
+    let order = Order::for_band(spread);
     solve_grouped(band, prog, order, wavefront_group(band.width, prog.radius))
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::commands::common::{finish_report, run_on_grid, GridArgs, NetArgs};
 use anyhow::Context;
 use idlegrid_kernels::change::{self, prep, ChangeParams, ChangePlan, Mask, Method};
+use idlegrid_kernels::Spread;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
@@ -203,6 +204,13 @@ pub fn execute_local(
         .build()
         .context("cannot start the compute threads")?;
     let bar = LazyBar::new(plan.chunks.len() as u64, started);
+    // Bands enough for every thread: each runs on one (and the change engine in its
+    // cache-friendly order); fewer bands than threads spread over the pool.
+    let spread = if plan.chunks.len() >= threads.max(1) {
+        Spread::OneThread
+    } else {
+        Spread::Pool
+    };
     let results = pool.install(|| {
         plan.chunks
             .par_iter()
@@ -220,7 +228,7 @@ pub fn execute_local(
                             .with_context(|| format!("chunk {i}: blob {} missing", c.short()))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                let out = idlegrid_kernels::run(spec, &inputs)
+                let out = idlegrid_kernels::run_with(spec, &inputs, spread)
                     .with_context(|| format!("chunk {i} failed"))?;
                 bar.inc();
                 Ok(out)
