@@ -596,8 +596,8 @@ pub(crate) fn run_band(
         y0: p.ext_start as usize,
         height: p.height as usize,
     };
-    let spins = engine::solve(&b, &prog, spread);
     let lo = (p.row_start - p.ext_start) as usize;
     let hi = (p.row_end - p.ext_start) as usize;
+    let spins = engine::solve(&b, &prog, spread, lo..hi);
     Ok(pack_mask(&spins.mask_rows(lo, hi)))
 }

@@ -9,12 +9,17 @@
 //! run on rayon threads and columns are vectorised, without changing a bit. On one thread
 //! the phases instead sweep down the band a group at a time, each a few rows behind the
 //! one before (`Sweeps::run_wavefront`), which keeps the rows in work in the cache.
+//! Either way a phase updates only the rows the band's own rows still depend on
+//! (`Sweeps::cone`): the halo is the reach of the first sweeps, the last ones need only
+//! the own rows and a few around them.
 //!
 //! Layout: spins are stored *de-interleaved by column class*: row `y`, class `c` holds the
 //! pixels `x = j·m + c` contiguously, with one zero guard cell on each side and `r` zero
 //! guard rows above and below the band (outside the band or the image a spin counts 0).
 //! A phase then reads and writes contiguous slices, which the compiler vectorises. The
 //! hot loop ([`super::sweep`]) is compiled for AVX-512 and AVX2 too and chosen at run time.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -162,14 +167,28 @@ impl Order {
     }
 }
 
-/// Labels a band: returns its spins (all rows, halo included).
-pub fn solve(band: &Band, prog: &Program, spread: Spread) -> Spins {
+/// Labels a band: returns its spins. The rows `own` (local) come out as over the whole
+/// band; the halo rows are updated only as far as `own` depends on them, so they hold
+/// no meaningful labels at the end.
+pub fn solve(band: &Band, prog: &Program, spread: Spread, own: Range<usize>) -> Spins {
     let order = Order::for_band(spread);
-    solve_grouped(band, prog, order, wavefront_group(band.width, prog.radius))
+    solve_grouped(
+        band,
+        prog,
+        order,
+        wavefront_group(band.width, prog.radius),
+        own,
+    )
 }
 
 /// [`solve`] in `order`, with `group` phases per wavefront group.
-fn solve_grouped(band: &Band, prog: &Program, order: Order, group: usize) -> Spins {
+fn solve_grouped(
+    band: &Band,
+    prog: &Program,
+    order: Order,
+    group: usize,
+    own: Range<usize>,
+) -> Spins {
     let (w, rows, r) = (band.width, band.rows, prog.radius);
     let mut sp = Spins::new(w, rows, r);
     let m = sp.m;
@@ -203,9 +222,10 @@ fn solve_grouped(band: &Band, prog: &Program, order: Order, group: usize) -> Spi
         npix,
         engine,
     };
+    let cone = ctx.cone(m, r, &phases, own);
     match order {
-        Order::Wavefront => ctx.run_wavefront(&mut sp, &phases, group),
-        Order::PhaseByPhase => ctx.run_phase_by_phase(&mut sp, &phases),
+        Order::Wavefront => ctx.run_wavefront(&mut sp, &phases, &cone, group),
+        Order::PhaseByPhase => ctx.run_phase_by_phase(&mut sp, &phases, &cone),
     }
     if let Some(g) = prog.gauge {
         apply_gauge(&mut sp, band, g);
@@ -262,16 +282,48 @@ impl Sweeps<'_> {
         (a + m - self.band.y0 % m) % m
     }
 
+    /// The rows each phase updates: those of its class inside the rows whose values
+    /// still matter to `own` once it is done. Walking the phases backwards from the
+    /// last, that set starts as `own` and grows by `r` rows beyond the first and last
+    /// row a phase updates (the rows it reads). A row outside it at some phase is never
+    /// read, then or later, by anything that reaches `own`, so skipping its update
+    /// changes no bit of `own`: about half the halo's work (the halo is the cone's
+    /// full reach, needed only at the first sweeps).
+    fn cone(&self, m: usize, r: usize, phases: &[Phase], own: Range<usize>) -> Vec<Range<usize>> {
+        let rows = self.band.rows;
+        let (mut lo, mut hi) = (own.start.min(rows), own.end.min(rows));
+        let mut update = vec![0..0; phases.len()];
+        for (i, ph) in phases.iter().enumerate().rev() {
+            update[i] = lo..hi;
+            // The first and last row of the phase's class in lo..hi.
+            let first = self.first_row(m, ph.a);
+            let start = if lo <= first {
+                first
+            } else {
+                first + (lo - first).div_ceil(m) * m
+            };
+            if start < hi {
+                let last = start + (hi - 1 - start) / m * m;
+                lo = lo.min(start.saturating_sub(r));
+                hi = hi.max((last + r + 1).min(rows));
+            }
+        }
+        update
+    }
+
     /// Each phase over the whole band before the next, rows on rayon threads.
-    fn run_phase_by_phase(&self, sp: &mut Spins, phases: &[Phase]) {
+    fn run_phase_by_phase(&self, sp: &mut Spins, phases: &[Phase], cone: &[Range<usize>]) {
         let (m, rows, cw) = (sp.m, self.band.rows, self.cw);
         let mut scratch = vec![0i8; rows.div_ceil(m) * cw];
-        for &ph in phases {
+        for (&ph, update) in phases.iter().zip(cone) {
             let ly0 = self.first_row(m, ph.a);
-            if ly0 >= rows {
+            let lys: Vec<usize> = (ly0..rows)
+                .step_by(m)
+                .filter(|ly| update.contains(ly))
+                .collect();
+            if lys.is_empty() {
                 continue;
             }
-            let lys: Vec<usize> = (ly0..rows).step_by(m).collect();
             // A few tasks per thread: a phase is only tens of microseconds of work.
             let min_len = lys.len().div_ceil(2 * rayon::current_num_threads()).max(4);
             let cnt = sp.count(ph.b);
@@ -298,18 +350,19 @@ impl Sweeps<'_> {
     /// up to y − r − 1 only, reading nothing beyond row y − 1 (so it has not seen row y
     /// before phase g changes it). The rows in flight, about `group · r`, stay in the
     /// core's cache instead of the whole band streaming through it once per phase.
-    fn run_wavefront(&self, sp: &mut Spins, phases: &[Phase], group: usize) {
+    fn run_wavefront(&self, sp: &mut Spins, phases: &[Phase], cone: &[Range<usize>], group: usize) {
         let (m, r, rows) = (sp.m, sp.r, self.band.rows);
         let lag = r;
+        let group = group.max(1);
         let mut row_out = vec![0i8; self.cw];
-        for chunk in phases.chunks(group.max(1)) {
+        for (chunk, updates) in phases.chunks(group).zip(cone.chunks(group)) {
             let steps = rows + (chunk.len() - 1) * lag;
             for step in 0..steps {
-                for (g, &ph) in chunk.iter().enumerate() {
+                for (g, (&ph, update)) in chunk.iter().zip(updates).enumerate() {
                     let Some(ly) = step.checked_sub(g * lag) else {
                         break;
                     };
-                    if ly >= rows || ly % m != self.first_row(m, ph.a) % m {
+                    if !update.contains(&ly) || ly % m != self.first_row(m, ph.a) {
                         continue;
                     }
                     let cnt = sp.count(ph.b);
@@ -448,17 +501,24 @@ mod tests {
         }
     }
 
-    /// Every order and wavefront group gives the spins of phase by phase: both radii,
-    /// both initialisations, with and without the gauge, bands that start on either
-    /// row class, widths below and above the colour period, groups from one phase to
-    /// more than the band has.
+    /// Every order and wavefront group gives the spins of phase by phase, and updating
+    /// only the cone of some own rows leaves those rows as updating every row does:
+    /// both radii, both initialisations, with and without the gauge, bands that start
+    /// on either row class, widths below and above the colour period, groups from one
+    /// phase to more than the band has, own rows at either edge, in the middle, one row.
     #[test]
-    fn the_wavefront_computes_what_phase_by_phase_does() {
+    fn the_wavefront_and_the_cone_compute_what_phase_by_phase_does() {
         let mut checked = 0;
-        for (salt, (width, rows, y0)) in
-            [(1, 9, 0), (7, 13, 3), (300, 23, 5), (2, 4, 1), (64, 1, 2)]
-                .into_iter()
-                .enumerate()
+        for (salt, (width, rows, y0)) in [
+            (1, 9, 0),
+            (7, 13, 3),
+            (300, 23, 5),
+            (2, 4, 1),
+            (64, 1, 2),
+            (9, 40, 0),
+        ]
+        .into_iter()
+        .enumerate()
         {
             for radius in 1..=2 {
                 for (init, gauged) in [(Init::Sign, false), (Init::Window(1), true)] {
@@ -481,18 +541,35 @@ mod tests {
                         y0,
                         height: y0 + rows + 7,
                     };
-                    let want = solve_grouped(&band, &prog, Order::PhaseByPhase, 1);
-                    for group in [1, 2, 3, 7, 1000] {
-                        let got = solve_grouped(&band, &prog, Order::Wavefront, group);
-                        assert_eq!(
-                            got.s, want.s,
-                            "width {width}, rows {rows}, y0 {y0}, r {radius}, group {group}"
-                        );
-                        checked += 1;
+                    let every_row = solve_grouped(&band, &prog, Order::PhaseByPhase, 1, 0..rows);
+                    let owns = [
+                        0..rows,
+                        0..rows.div_ceil(3),
+                        rows / 3..rows,
+                        rows / 2..rows / 2 + 1,
+                    ];
+                    for own in owns {
+                        let want = every_row.mask_rows(own.start, own.end);
+                        let orders = [1, 2, 3, 7, 1000]
+                            .map(|group| (Order::Wavefront, group))
+                            .into_iter()
+                            .chain([(Order::PhaseByPhase, 1)]);
+                        for (order, group) in orders {
+                            let got = solve_grouped(&band, &prog, order, group, own.clone());
+                            let what = format!(
+                                "width {width}, rows {rows}, y0 {y0}, r {radius}, {order:?}, \
+                                 group {group}, own {own:?}"
+                            );
+                            if own == (0..rows) {
+                                assert_eq!(got.s, every_row.s, "{what}");
+                            }
+                            assert_eq!(got.mask_rows(own.start, own.end), want, "{what}");
+                            checked += 1;
+                        }
                     }
                 }
             }
         }
-        assert_eq!(checked, 5 * 2 * 2 * 5);
+        assert_eq!(checked, 6 * 2 * 2 * 4 * 6);
     }
 }
