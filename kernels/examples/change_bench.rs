@@ -59,11 +59,7 @@ fn run_job(diff: &prep::Difference, params: &ChangeParams) -> Result<Vec<u8>, St
     let plan = change::plan(diff, params).map_err(|e| e.to_string())?;
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().cloned().collect();
     // As `idlegrid change --local` runs them: a band per thread when there are enough.
-    let spread = if plan.chunks.len() >= rayon::current_num_threads() {
-        Spread::OneThread
-    } else {
-        Spread::Pool
-    };
+    let spread = Spread::for_chunks(plan.chunks.len(), rayon::current_num_threads());
     let results: Result<Vec<Vec<u8>>, String> = plan
         .chunks
         .par_iter()

@@ -54,6 +54,18 @@ pub enum Spread {
     OneThread,
 }
 
+impl Spread {
+    /// For the chunks of a job run `chunks` at once on a pool of `threads` (`--local`):
+    /// one thread each when there are enough to keep every thread busy.
+    pub fn for_chunks(chunks: usize, threads: usize) -> Spread {
+        if chunks >= threads.max(1) {
+            Spread::OneThread
+        } else {
+            Spread::Pool
+        }
+    }
+}
+
 /// A kernel's run function: one chunk and its inputs to the output bytes.
 type RunFn = fn(&TaskSpec, &[&[u8]], Spread) -> Result<Vec<u8>, KernelError>;
 

@@ -13,6 +13,7 @@
 //! Blob requests are served from the [`BlobStore`] in bounded pieces, on blocking
 //! threads so the event loop never waits on the disk.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,6 +125,9 @@ enum Status {
     },
     Failed(String),
 }
+
+/// Why a chunk its submitter cancelled did not finish.
+const CANCELLED: &str = "cancelled by its submitter";
 
 /// The way to stop one run of a chunk before its kernel starts.
 struct Cancel {
@@ -301,9 +305,9 @@ impl Worker {
                 // (kernels are pure and bounded); its result is simply not asked for.
                 let mut chunks = self.lock();
                 chunks.status.remove(&chunk);
-                if chunks.cancels.get(&chunk).is_some_and(|c| c.peer == peer) {
-                    if let Some(cancel) = chunks.cancels.remove(&chunk) {
-                        let _ = cancel.switch.send(true);
+                if let Entry::Occupied(run) = chunks.cancels.entry(chunk) {
+                    if run.get().peer == peer {
+                        let _ = run.remove().switch.send(true);
                     }
                 }
                 TaskResponse::Unknown { chunk }
@@ -355,8 +359,13 @@ impl Worker {
         let worker = self.clone();
         tokio::spawn(async move {
             let status = worker.compute(peer, spec, cancelled).await;
-            if let Status::Failed(reason) = &status {
-                tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
+            match &status {
+                // Said at debug where it stopped: a job's end cancels its queued chunks.
+                Status::Failed(reason) if reason == CANCELLED => {}
+                Status::Failed(reason) => {
+                    tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
+                }
+                _ => {}
             }
             let _ = tx.send(status);
             drop(ticket);
@@ -395,7 +404,7 @@ impl Worker {
         let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
         let cancelled_by = |what: &str| {
             tracing::debug!("chunk {} for {peer}: cancelled {what}", chunk.short());
-            Status::Failed("cancelled by its submitter".into())
+            Status::Failed(CANCELLED.into())
         };
         // Resolves once the submitter cancels this run (never if the switch is gone
         // without being thrown: the run finished or was replaced).

@@ -206,11 +206,7 @@ pub fn execute_local(
     let bar = LazyBar::new(plan.chunks.len() as u64, started);
     // Bands enough for every thread: each runs on one (and the change engine in its
     // cache-friendly order); fewer bands than threads spread over the pool.
-    let spread = if plan.chunks.len() >= threads.max(1) {
-        Spread::OneThread
-    } else {
-        Spread::Pool
-    };
+    let spread = Spread::for_chunks(plan.chunks.len(), threads);
     let results = pool.install(|| {
         plan.chunks
             .par_iter()
