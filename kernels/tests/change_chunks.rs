@@ -70,6 +70,33 @@ proptest! {
         prop_assert_eq!(run_plan(&plan), whole);
     }
 
+    /// The bands tile the image in `⌈h / band⌉` bands; a job of at least
+    /// `TAPER_FROM_BANDS` ends with three bands of about ½, ¼ and ¼ of `band` rows
+    /// and no other band is shorter than `band`; a shorter job has bands of `band`
+    /// rows but the last.
+    #[test]
+    fn the_band_layout_tiles_the_image_and_ends_with_small_bands(
+        h in 1u32..20_000, band in 1u32..1500,
+    ) {
+        let bands = change::band_layout(h, band);
+        prop_assert_eq!(bands.len() as u32, h.div_ceil(band));
+        prop_assert_eq!(bands[0].0, 0);
+        prop_assert_eq!(bands[bands.len() - 1].1, h);
+        prop_assert!(bands.windows(2).all(|p| p[0].1 == p[1].0));
+        prop_assert!(bands.iter().all(|&(s, e)| s < e));
+        let rows: Vec<u32> = bands.iter().map(|&(s, e)| e - s).collect();
+        let n = rows.len();
+        if n as u32 >= change::TAPER_FROM_BANDS && band >= 4 {
+            let tail = &rows[n - 3..];
+            prop_assert_eq!(tail.iter().sum::<u32>(), band);
+            prop_assert_eq!(tail[0], band.div_ceil(2));
+            prop_assert!(tail[0] >= tail[1] && tail[1] >= tail[2]);
+            prop_assert!(rows[..n - 3].iter().all(|&r| r >= band));
+        } else {
+            prop_assert!(rows[..n - 1].iter().all(|&r| r == band));
+        }
+    }
+
     /// Whatever bytes a peer sends as params or blobs, the worker answers, never panics.
     #[test]
     fn garbage_never_panics(params in proptest::collection::vec(any::<u8>(), 0..200),
@@ -81,6 +108,38 @@ proptest! {
         let _ = idlegrid_kernels::validate(&spec);
         let _ = idlegrid_kernels::run(&spec, &[blob.clone(), blob]);
     }
+}
+
+/// A job long enough to end with small bands gives the whole-image mask too.
+#[test]
+fn a_tapered_layout_gives_the_whole_image_mask() {
+    let (w, h, band) = (24u32, 130u32, 8u32);
+    let diff = diff_image(w, h, 11);
+    let params = ChangeParams {
+        sweeps: 4,
+        ..ChangeParams::default()
+    };
+    let plan = change::plan(
+        &diff,
+        &ChangeParams {
+            band_rows: band,
+            ..params.clone()
+        },
+    )
+    .unwrap();
+    let rows: Vec<u32> = plan.bands.iter().map(|&(s, e)| e - s).collect();
+    assert_eq!(&rows[rows.len() - 3..], &[4, 2, 2], "{rows:?}");
+    let whole = run_plan(
+        &change::plan(
+            &diff,
+            &ChangeParams {
+                band_rows: h,
+                ..params
+            },
+        )
+        .unwrap(),
+    );
+    assert_eq!(run_plan(&plan), whole);
 }
 
 /// The middle chunk of a small plan and its input blobs in order: the tables, then the

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use idlegrid_protocol::{limits, BlobRequest, BlobResponse, Cid};
@@ -141,8 +142,8 @@ impl Pieces {
     }
 
     /// The next piece in order, `None` after the last. The first call may return an
-    /// empty piece (an empty blob).
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+    /// empty piece (an empty blob). The piece shares the buffer it was received in.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, FetchError> {
         if self.total == Some(self.delivered) {
             return Ok(None);
         }
@@ -200,7 +201,7 @@ impl Pieces {
             self.next_offset = self.delivered;
         }
         self.refill();
-        Ok(Some(piece))
+        Ok(Some(piece.into_bytes()))
     }
 }
 
@@ -226,7 +227,7 @@ pub async fn fetch_blob(
 /// Writes the rest of `pieces` (whose first piece is `first`) into `store`.
 async fn store_pieces(
     mut pieces: Pieces,
-    first: Vec<u8>,
+    first: Bytes,
     cid: Cid,
     store: &BlobStore,
 ) -> Result<u64, FetchError> {
@@ -334,7 +335,7 @@ impl Drop for ForgetFetchLock<'_> {
 /// the chunks using it and [`RecentInputs`]: the share goes back to the budget when
 /// the last of them lets go.
 pub struct MemoryInput {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     _share: MemoryShare,
 }
 
@@ -493,12 +494,19 @@ pub async fn fetch_input(
     // `Pieces` checked the length against `max_len` and each piece against its offset.
     let mut hasher = blake3::Hasher::new();
     hasher.update(&first);
-    let mut bytes = first;
-    bytes.reserve_exact((len as usize).saturating_sub(bytes.len()));
-    while let Some(piece) = pieces.next().await? {
-        hasher.update(&piece);
-        bytes.extend_from_slice(&piece);
-    }
+    // An input of one piece (most of them) is that piece as it was received; a larger
+    // one is joined.
+    let bytes = if first.len() as u64 == len {
+        first
+    } else {
+        let mut joined = Vec::with_capacity(len as usize);
+        joined.extend_from_slice(&first);
+        while let Some(piece) = pieces.next().await? {
+            hasher.update(&piece);
+            joined.extend_from_slice(&piece);
+        }
+        Bytes::from(joined)
+    };
     let actual = Cid::from_hasher(&hasher);
     if actual != cid {
         return Err(FetchError::Mismatch { peer, cid, actual });
@@ -517,18 +525,19 @@ pub async fn fetch_bytes(
     peer: PeerId,
     cid: Cid,
     max_len: u64,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Bytes, FetchError> {
     let mut pieces = Pieces::new(client, peer, cid, max_len);
-    let mut bytes: Vec<u8> = Vec::new();
+    let first = pieces.next().await?.unwrap_or_default();
+    let total = pieces.total().unwrap_or(0);
+    if first.len() as u64 == total {
+        return Ok(first);
+    }
+    let mut bytes: Vec<u8> = Vec::with_capacity(total as usize);
+    bytes.extend_from_slice(&first);
     while let Some(piece) = pieces.next().await? {
-        if bytes.is_empty() {
-            if let Some(total) = pieces.total() {
-                bytes.reserve_exact(total as usize);
-            }
-        }
         bytes.extend_from_slice(&piece);
     }
-    Ok(bytes)
+    Ok(Bytes::from(bytes))
 }
 
 #[cfg(test)]
@@ -536,7 +545,7 @@ mod tests {
     use super::*;
 
     fn held(recent: &RecentInputs, budget: &MemoryBudget, seed: u8, len: usize) -> Cid {
-        let bytes = vec![seed; len];
+        let bytes = Bytes::from(vec![seed; len]);
         let cid = Cid::of(&bytes);
         let share = recent.make_room(budget, len as u64).expect("room");
         recent.insert(

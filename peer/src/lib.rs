@@ -11,6 +11,7 @@ pub mod net;
 pub mod node;
 pub mod policy;
 pub mod priority;
+pub mod results;
 pub mod scheduler;
 pub mod sim;
 pub mod store;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use idlegrid_protocol::{limits, Cid};
 
 #[derive(Debug, thiserror::Error)]
@@ -390,17 +391,25 @@ impl BlobStore {
         }
     }
 
+    /// [`BlobStore::read_piece`] of a resident blob, shared from memory; `None` if the
+    /// blob is not resident.
+    pub fn resident_piece(&self, cid: &Cid, offset: u64, max: usize) -> Option<(u64, Bytes)> {
+        let bytes = self.resident(cid)?;
+        let total = bytes.len();
+        let start = (offset.min(total as u64)) as usize;
+        let end = start + (total - start).min(max);
+        Some((total as u64, Bytes::from_owner(bytes).slice(start..end)))
+    }
+
     /// Up to `max` bytes of a blob from `offset`, with the blob's total length.
     pub fn read_piece(
         &self,
         cid: &Cid,
         offset: u64,
         max: usize,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        if let Some(bytes) = self.resident(cid) {
-            let start = (offset.min(bytes.len() as u64)) as usize;
-            let end = start + (bytes.len() - start).min(max);
-            return Ok(Some((bytes.len() as u64, bytes[start..end].to_vec())));
+    ) -> Result<Option<(u64, Bytes)>, StoreError> {
+        if let Some(piece) = self.resident_piece(cid, offset, max) {
+            return Ok(Some(piece));
         }
         let Some((path, total)) = self.location(cid) else {
             return Ok(None);
@@ -425,7 +434,7 @@ impl BlobStore {
                 source: std::io::ErrorKind::UnexpectedEof.into(),
             });
         }
-        Ok(Some((total, bytes)))
+        Ok(Some((total, Bytes::from(bytes))))
     }
 
     fn forget(&self, cid: &Cid) {
@@ -448,33 +457,9 @@ impl BlobStore {
         }
     }
 
-    fn result_path(&self, chunk: &Cid) -> PathBuf {
-        self.root
-            .parent()
-            .unwrap_or(&self.root)
-            .join("results")
-            .join(chunk.to_hex())
-    }
-
-    /// Remembers that `chunk` produced `result` (whose bytes are in the store).
-    pub fn record_result(&self, chunk: &Cid, result: &Cid) -> Result<(), StoreError> {
-        let path = self.result_path(chunk);
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, result.to_hex())
-            .and_then(|_| fs::rename(&tmp, &path))
-            .map_err(io_err(&path))
-    }
-
-    /// Forgets the recorded result of `chunk` (it was withdrawn).
-    pub fn forget_result(&self, chunk: &Cid) {
-        let _ = fs::remove_file(self.result_path(chunk));
-    }
-
-    /// The verified result of `chunk` from an earlier run, if its bytes are still held.
-    pub fn known_result(&self, chunk: &Cid) -> Option<Cid> {
-        let text = fs::read_to_string(self.result_path(chunk)).ok()?;
-        let result = Cid::from_hex(text.trim())?;
-        self.has(&result).then_some(result)
+    /// Where the jobs' result logs live (`crate::results`).
+    pub fn results_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join("results")
     }
 }
 
@@ -577,10 +562,13 @@ mod tests {
                 StoredBytes::Memory(shared) => assert_eq!(&shared[..], &bytes[..]),
                 StoredBytes::Read(_) => panic!("a resident blob was read from its file"),
             }
-            assert_eq!(piece(&store), (3000, bytes[2990..].to_vec()));
+            assert_eq!(
+                piece(&store),
+                (3000, Bytes::copy_from_slice(&bytes[2990..]))
+            );
             assert_eq!(
                 store.read_piece(&cid, 5000, 10).unwrap().unwrap(),
-                (3000, vec![])
+                (3000, Bytes::new())
             );
             drop(std::mem::replace(&mut set, Resident::new(&store)));
         }
@@ -589,7 +577,10 @@ mod tests {
         assert!(
             matches!(store.get_shared(&cid).unwrap(), Some(StoredBytes::Read(b)) if b == bytes)
         );
-        assert_eq!(piece(&store), (3000, bytes[2990..].to_vec()));
+        assert_eq!(
+            piece(&store),
+            (3000, Bytes::copy_from_slice(&bytes[2990..]))
+        );
         assert_eq!(
             BlobStore::open(&dir, 1 << 20).unwrap().get(&cid).unwrap(),
             Some(bytes)
@@ -605,7 +596,7 @@ mod tests {
         let cid = store.put(&bytes).unwrap();
         assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
         let (total, piece) = store.read_piece(&cid, 990, 100).unwrap().unwrap();
-        assert_eq!((total, piece.as_slice()), (1000, &bytes[990..]));
+        assert_eq!((total, &piece[..]), (1000, &bytes[990..]));
         let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
         assert_eq!(reopened.len_of(&cid), Some(1000));
         let _ = fs::remove_dir_all(&dir);
@@ -669,20 +660,6 @@ mod tests {
             store.put(&[4u8; 100]),
             Err(StoreError::Full { .. })
         ));
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn results_survive_and_need_their_bytes() {
-        let dir = temp_dir("results");
-        let store = BlobStore::open(&dir, 1 << 20).unwrap();
-        let chunk = Cid::of(b"chunk");
-        let result = store.put(b"result").unwrap();
-        store.record_result(&chunk, &result).unwrap();
-        assert_eq!(store.known_result(&chunk), Some(result));
-        fs::remove_file(dir.join("blobs").join(result.to_hex())).unwrap();
-        let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(reopened.known_result(&chunk), None);
         let _ = fs::remove_dir_all(&dir);
     }
 }

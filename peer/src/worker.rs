@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use idlegrid_protocol::{limits, BlobResponse, Cid, TaskRequest, TaskResponse};
 use libp2p::PeerId;
@@ -121,7 +122,7 @@ enum Status {
     Done {
         result: Cid,
         len: u64,
-        small: Option<Arc<Vec<u8>>>,
+        small: Option<Bytes>,
     },
     Failed(String),
 }
@@ -233,16 +234,22 @@ pub async fn serve(
                     let cid = request.cid;
                     let len = (request.len as usize).min(limits::BLOB_PIECE);
                     let offset = request.offset;
-                    let read =
-                        tokio::task::spawn_blocking(move || store.read_piece(&cid, offset, len))
-                            .await;
+                    // A piece of a blob held in memory is a slice of it: no copy, and
+                    // no trip to a blocking thread.
+                    let read = match store.resident_piece(&cid, offset, len) {
+                        Some(piece) => Ok(Ok(Some(piece))),
+                        None => {
+                            tokio::task::spawn_blocking(move || store.read_piece(&cid, offset, len))
+                                .await
+                        }
+                    };
                     let response = match read {
                         Ok(Ok(Some((total, bytes)))) => {
                             worker.traffic.add(peer, bytes.len() as u64);
                             BlobResponse::Piece {
                                 total,
                                 offset,
-                                bytes,
+                                bytes: bytes.into(),
                             }
                         }
                         Ok(Ok(None)) => BlobResponse::NotFound,
@@ -513,7 +520,7 @@ impl Worker {
             return Status::Done {
                 result: Cid::of(&output),
                 len,
-                small: Some(Arc::new(output)),
+                small: Some(Bytes::from(output)),
             };
         }
         let store = self.store.clone();
@@ -593,21 +600,21 @@ impl Worker {
             Status::Failed(reason) => TaskResponse::Failed { chunk, reason },
             Status::Done { result, len, small } => {
                 let inline = if let Some(bytes) = small {
-                    bytes.as_ref().clone()
+                    bytes
                 } else if len as usize <= limits::MAX_INLINE_RESULT {
                     let store = self.store.clone();
                     match tokio::task::spawn_blocking(move || store.get(&result)).await {
-                        Ok(Ok(Some(bytes))) => bytes,
-                        _ => Vec::new(),
+                        Ok(Ok(Some(bytes))) => Bytes::from(bytes),
+                        _ => Bytes::new(),
                     }
                 } else {
-                    Vec::new()
+                    Bytes::new()
                 };
                 TaskResponse::Done {
                     chunk,
                     result,
                     len,
-                    inline,
+                    inline: inline.into(),
                 }
             }
         })

@@ -94,8 +94,26 @@ mod suite {
         done()
     }
 
-    fn files_in(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    /// Chunks whose verified result the result logs in `dir` hold now (`R chunk
+    /// result` lines, less those withdrawn by a later `X chunk`).
+    fn results_logged(dir: &Path) -> usize {
+        let mut held = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let mut words = line.split(' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("R"), Some(chunk), Some(result)) if result.len() == 64 => {
+                        held.insert(chunk.to_string());
+                    }
+                    (Some("X"), Some(chunk), _) => {
+                        held.remove(chunk);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        held.len()
     }
 
     /// A bridge namespace and host namespaces on 10.232.0.0/24; processes spawned in
@@ -602,7 +620,7 @@ mod suite {
 
         /// Verified results the submitter of job `tag` has recorded so far.
         fn verified(&self, tag: &str) -> usize {
-            files_in(&self.dir.join(format!("{tag}-data/submit/results")))
+            results_logged(&self.dir.join(format!("{tag}-data/submit/results")))
         }
 
         /// Chunks worker `w` has fetched the inputs of (its calibration chunk first), by

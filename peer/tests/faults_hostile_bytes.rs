@@ -44,7 +44,7 @@ fn seeds() -> Vec<Vec<u8>> {
             chunk: c,
             result: Cid::of(b"r"),
             len: 1,
-            inline: vec![1],
+            inline: vec![1].into(),
         })
         .unwrap(),
         encode(&BlobRequest {
@@ -56,7 +56,7 @@ fn seeds() -> Vec<Vec<u8>> {
         encode(&BlobResponse::Piece {
             total: 4,
             offset: 1,
-            bytes: vec![1, 2, 3],
+            bytes: vec![1, 2, 3].into(),
         })
         .unwrap(),
     ]

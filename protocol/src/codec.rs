@@ -6,8 +6,11 @@
 //! cbor4ii refuses declared lengths larger than the input, so a hostile length prefix
 //! cannot make it allocate.
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::payload::SharedDecode;
 
 /// Why bytes could not be decoded into a wire type.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +50,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Deco
         });
     }
     cbor4ii::serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// [`decode`] from a buffer that the decoded value may keep: its
+/// [`crate::Payload`]s become slices of `bytes` instead of copies (a received blob
+/// piece is then never copied out of the buffer it was read into).
+pub fn decode_shared<T: DeserializeOwned>(bytes: Bytes, limit: usize) -> Result<T, DecodeError> {
+    let _shared = SharedDecode::begin(bytes.clone());
+    decode(&bytes, limit)
 }

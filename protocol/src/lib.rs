@@ -10,11 +10,13 @@ pub mod cid;
 pub mod codec;
 pub mod limits;
 pub mod message;
+pub mod payload;
 pub mod task;
 
 pub use cid::Cid;
 pub use codec::{decode, encode, DecodeError};
 pub use message::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};
+pub use payload::Payload;
 pub use task::TaskSpec;
 
 /// Version of the wire protocol; part of the agent string and the protocol names.

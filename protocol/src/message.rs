@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::DecodeError;
 use crate::limits;
-use crate::{Cid, TaskSpec};
+use crate::{Cid, Payload, TaskSpec};
 
 /// A request on `/idlegrid/task/1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +65,7 @@ pub enum TaskResponse {
         chunk: Cid,
         result: Cid,
         len: u64,
-        #[serde(with = "serde_bytes")]
-        inline: Vec<u8>,
+        inline: Payload,
     },
     /// The kernel failed on this chunk (bad inputs, refused params, cancelled).
     Failed {
@@ -95,8 +94,7 @@ pub enum BlobResponse {
         /// Length of the whole blob.
         total: u64,
         offset: u64,
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
+        bytes: Payload,
     },
     NotFound,
     Refused {
@@ -233,7 +231,7 @@ mod tests {
             chunk: spec.id(),
             result: Cid::of(b"r"),
             len: 1,
-            inline: vec![7],
+            inline: vec![7].into(),
         };
         let b = encode(&done).unwrap();
         let back: TaskResponse = decode(&b, limits::MAX_TASK_RESPONSE).unwrap();
@@ -246,14 +244,14 @@ mod tests {
         let piece = BlobResponse::Piece {
             total: 3,
             offset: 2,
-            bytes: vec![1, 2],
+            bytes: vec![1, 2].into(),
         };
         assert!(piece.validate().is_err());
         let lying = TaskResponse::Done {
             chunk: Cid::of(b"c"),
             result: Cid::of(b"r"),
             len: 5,
-            inline: vec![1],
+            inline: vec![1].into(),
         };
         assert!(lying.validate().is_err());
     }

@@ -218,26 +218,30 @@ async fn blob_throughput(bytes: usize, sink: Sink) -> Result<(f64, f64)> {
 /// CPU seconds of this process so far: the compute pools' threads (named
 /// `idlegrid-compute-*`) and all threads (exited ones included), from `/proc`.
 fn cpu_seconds() -> (f64, f64) {
-    let ticks = |stat: &str| -> Option<f64> {
-        // Fields after the parenthesised name; utime and stime are the 12th and 13th.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let user: f64 = fields.get(11)?.parse().ok()?;
-        let system: f64 = fields.get(12)?.parse().ok()?;
-        Some((user + system) / 100.0)
+    // Nanoseconds on the CPU, not clock ticks: the ticks of `/proc/*/stat` are 10 ms,
+    // as large as the differences being measured.
+    let on_cpu = |schedstat: &str| -> Option<f64> {
+        let ns: f64 = schedstat.split_whitespace().next()?.parse().ok()?;
+        Some(ns / 1e9)
     };
-    let total = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| ticks(&s))
-        .unwrap_or(0.0);
+    let mut total = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    let total = if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut total) } == 0 {
+        total.tv_sec as f64 + total.tv_nsec as f64 / 1e9
+    } else {
+        0.0
+    };
     let mut compute = 0.0;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
             if name.starts_with("idlegrid-comput") {
-                if let Some(t) = std::fs::read_to_string(task.path().join("stat"))
+                if let Some(t) = std::fs::read_to_string(task.path().join("schedstat"))
                     .ok()
-                    .and_then(|s| ticks(&s))
+                    .and_then(|s| on_cpu(&s))
                 {
                     compute += t;
                 }
@@ -345,7 +349,7 @@ async fn change_on(
         format!("{workers} worker(s)")
     };
     println!(
-        "  {who}: {} chunks in {:.2} s, dispatch {:.2} s ({}); CPU: compute threads {compute:.2} s, everything else {other:.2} s",
+        "  {who}: {} chunks in {:.3} s, dispatch {:.3} s ({}); CPU: compute threads {compute:.3} s, everything else {other:.3} s",
         plan.chunks.len(),
         elapsed.as_secs_f64(),
         outcome.report.dispatch_seconds,

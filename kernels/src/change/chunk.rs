@@ -1,7 +1,8 @@
 //! Chunks of a change job: `plan` (submitter), `run` (any peer), `assemble` (submitter).
 //!
-//! A job is cut into row bands of `band_rows` own rows (a job parameter, never the number
-//! of peers). Each band carries the exact halo of the reference's `halo_rows` above and
+//! A job is cut into `⌈height / band_rows⌉` row bands (`band_rows` is a job parameter,
+//! never the number of peers; see [`band_layout`] for how a long job ends with smaller
+//! bands). Each band carries the exact halo of the reference's `halo_rows` above and
 //! below, computes with global coordinates, and returns only its own rows, so the joined
 //! mask equals the whole-image mask for any band height.
 //!
@@ -322,15 +323,14 @@ pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, Kern
         classes,
     };
     // Own rows and computed rows (own + halo, clipped) of every band.
-    let mut bands = Vec::new();
-    let mut start = 0u32;
-    while start < h {
-        let end = start.saturating_add(params.band_rows).min(h);
-        let ext_start = (start as u64).saturating_sub(halo) as u32;
-        let ext_end = (end as u64 + halo).min(h as u64) as u32;
-        bands.push((start, end, ext_start, ext_end));
-        start = end;
-    }
+    let bands: Vec<(u32, u32, u32, u32)> = band_layout(h, params.band_rows)
+        .into_iter()
+        .map(|(start, end)| {
+            let ext_start = (start as u64).saturating_sub(halo) as u32;
+            let ext_end = (end as u64 + halo).min(h as u64) as u32;
+            (start, end, ext_start, ext_end)
+        })
+        .collect();
     // The pieces: X cut at every band boundary and every halo edge, so that each band's
     // computed rows are a run of whole pieces (`cuts` holds 0 and h).
     let cuts: Vec<u32> = bands
@@ -383,6 +383,49 @@ pub fn plan(diff: &Difference, params: &ChangeParams) -> Result<ChangePlan, Kern
         plan.bands.push((start, end));
     }
     Ok(plan)
+}
+
+/// Bands a job of at least this many has its last band's rows cut into three.
+pub const TAPER_FROM_BANDS: u32 = 12;
+
+/// The own rows of every band of a `height`-row image at `band_rows` (> 0) rows per
+/// band, top to bottom: `⌈height / band_rows⌉` bands tiling the image.
+///
+/// A short job is cut evenly (the last band takes what is left). A job of at least
+/// [`TAPER_FROM_BANDS`] bands ends with three small bands of ½, ¼ and ¼ of `band_rows`
+/// (for 256: 128, 64, 64), and its other bands share the remaining rows (for a 6144-row
+/// image at 256, 281 or 282 rows each instead of 256). Why: peers finish a job together
+/// only to within the last chunk each of them takes, and the scheduler hands out the
+/// small chunks last (`scheduler::dispatch`), so the end waits for a small band rather
+/// than a whole one. Keeping the number of bands keeps the halo work, which is paid once
+/// per band: smaller bands only at the end would have made every job dearer, even on
+/// one machine. The mask is the same whatever the layout (each band has its exact
+/// halo), and the layout depends on the parameters alone.
+pub fn band_layout(height: u32, band_rows: u32) -> Vec<(u32, u32)> {
+    let band_rows = band_rows.max(1);
+    let count = height.div_ceil(band_rows);
+    let mut rows: Vec<u32> = Vec::with_capacity(count as usize);
+    let half = band_rows.div_ceil(2);
+    let quarter = (band_rows - half).div_ceil(2);
+    let last = band_rows - half - quarter;
+    if count >= TAPER_FROM_BANDS && last > 0 {
+        // The other bands share what the tail leaves, the first ones one row more.
+        let others = count - 3;
+        let rest = height - band_rows;
+        let (base, extra) = (rest / others, rest % others);
+        rows.extend((0..others).map(|i| base + u32::from(i < extra)));
+        rows.extend([half, quarter, last]);
+    } else {
+        rows.extend((0..count).map(|i| band_rows.min(height - i * band_rows)));
+    }
+    let mut start = 0;
+    rows.into_iter()
+        .map(|n| {
+            let band = (start, start + n);
+            start += n;
+            band
+        })
+        .collect()
 }
 
 fn invalid(msg: impl Into<String>) -> KernelError {

@@ -26,7 +26,10 @@ pub mod rng;
 pub mod sample;
 mod sweep;
 
-pub use chunk::{halo_rows, plan, run, validate, ChangePlan, Mask, KERNEL, VERSION};
+pub use chunk::{
+    band_layout, halo_rows, plan, run, validate, ChangePlan, Mask, KERNEL, TAPER_FROM_BANDS,
+    VERSION,
+};
 pub use prep::{difference, grey, histogram, Difference, MAX_PIXELS};
 pub use sample::{calibration_task, sample_pair, SamplePair};
 
@@ -121,7 +124,8 @@ pub struct ChangeParams {
     /// Seed of the counter-based RNG.
     pub seed: u64,
     /// Own rows per band (chunk). Part of the job's parameters, so the plan never depends
-    /// on the peers; the last band may be shorter.
+    /// on the peers. The image is cut into `⌈height / band_rows⌉` bands; a long job ends
+    /// with smaller ones (see [`band_layout`]).
     pub band_rows: u32,
 }
 

@@ -58,7 +58,9 @@ pub struct ChangeArgs {
     /// Refine the class statistics by EM (`--em` or `--em=false`) [default: off; icm: on].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub em: Option<bool>,
-    /// Own rows per chunk (each chunk also computes its halo rows).
+    /// Own rows per chunk (each chunk also computes its halo rows). An image of 12
+    /// bands or more ends with three bands of ½, ¼ and ¼ of this, and its other bands
+    /// share the rest, a little taller: the count stays ⌈height / N⌉.
     #[arg(long, default_value_t = change::DEFAULT_BAND_ROWS)]
     pub band_rows: u32,
     /// Also write the after-image with the changes tinted red (PNG).

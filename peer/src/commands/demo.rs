@@ -108,11 +108,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ..ChangeParams::default()
     };
     let plan = change::plan(&diff, &params)?;
+    let rows = |&(start, end): &(u32, u32)| end - start;
     println!(
-        "job: change detection on a generated {0}x{0} pair, {1} chunks of {2} rows",
+        "job: change detection on a generated {0}x{0} pair, {1} chunks of {2}–{3} rows",
         args.size,
         plan.chunks.len(),
-        params.band_rows
+        plan.bands.iter().map(rows).min().unwrap_or(0),
+        plan.bands.iter().map(rows).max().unwrap_or(0),
     );
 
     let submitter = start_peer(scratch.join("submitter"), false, bootstrap).await?;

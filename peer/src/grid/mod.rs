@@ -24,6 +24,7 @@ use tokio::task::AbortHandle;
 
 use crate::net::{kernel_key, PeerEvent, Route, Source};
 use crate::node::Node;
+use crate::results::ResultLog;
 use crate::scheduler::{
     Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
 };
@@ -111,6 +112,8 @@ pub enum GridError {
     Failed(String),
     #[error("the network task stopped")]
     Stopped,
+    #[error("cannot keep this job's results: {0}")]
+    Results(#[from] crate::results::ResultLogError),
 }
 
 /// A finished job: one verified result per chunk, in chunk order.
@@ -172,11 +175,22 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let mut book = PeerBook::default();
 
+    // Which chunks are spot-checked depends on the job (the hash of its chunk ids), so
+    // a re-run checks the same ones and a peer cannot tell which from one chunk; the
+    // same hash names the job's result log.
+    let job_id = {
+        let mut hasher = blake3::Hasher::new();
+        for spec in &job.chunks {
+            hasher.update(&spec.id().0);
+        }
+        Cid::from_hasher(&hasher)
+    };
     // Chunks finished by an earlier run of the same job are taken from the store.
+    let mut log = ResultLog::open(&node.store.results_dir(), &job_id)?;
     let mut results: Vec<Option<Cid>> = job
         .chunks
         .iter()
-        .map(|spec| node.store.known_result(&spec.id()))
+        .map(|spec| log.known(&spec.id(), &node.store))
         .collect();
     let reused = results.iter().filter(|r| r.is_some()).count();
     let todo: Vec<usize> = (0..job.chunks.len())
@@ -188,17 +202,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     let mut sched_config = config.scheduler.clone();
     sched_config.replicas = config.replicas;
     sched_config.spot_check = config.spot_check;
-    // Which chunks are spot-checked depends on the job (the hash of its chunk ids), so
-    // a re-run checks the same ones and a peer cannot tell which from one chunk.
-    let job_id = {
-        let mut hasher = blake3::Hasher::new();
-        for spec in &job.chunks {
-            hasher.update(&spec.id().0);
-        }
-        hasher.finalize()
-    };
-    sched_config.spot_check_seed =
-        u64::from_le_bytes(job_id.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    sched_config.spot_check_seed = u64::from_le_bytes(job_id.0[..8].try_into().unwrap_or([0; 8]));
     let costs: Vec<u64> = todo
         .iter()
         .map(|&i| job.costs.get(i).copied().unwrap_or(1))
@@ -310,10 +314,7 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                 Action::Verified { chunk, result } => {
                     if let Some(&job_index) = todo.get(chunk as usize) {
                         results[job_index] = Some(result);
-                        if let Err(e) = node
-                            .store
-                            .record_result(&job.chunks[job_index].id(), &result)
-                        {
+                        if let Err(e) = log.record(&job.chunks[job_index].id(), &result) {
                             tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
                         }
                         progress.verified(job_index);
@@ -323,7 +324,9 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
                     if let Some(&job_index) = todo.get(chunk as usize) {
                         results[job_index] = None;
                         // A resumed job must not reuse a withdrawn result.
-                        node.store.forget_result(&job.chunks[job_index].id());
+                        if let Err(e) = log.forget(&job.chunks[job_index].id()) {
+                            tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
+                        }
                         progress.revoked(job_index);
                     }
                 }

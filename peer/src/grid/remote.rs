@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use idlegrid_protocol::message::PeerInfo;
-use idlegrid_protocol::{Cid, TaskRequest, TaskResponse, TaskSpec};
+use idlegrid_protocol::{Cid, Payload, TaskRequest, TaskResponse, TaskSpec};
 use libp2p::PeerId;
 
 use crate::blobs::fetch_bytes;
@@ -157,14 +157,14 @@ async fn receive_result(
     peer: PeerId,
     result: Cid,
     len: u64,
-    inline: Vec<u8>,
+    inline: Payload,
 ) -> Result<ChunkOutcome, (FailureKind, String)> {
     let bytes = if inline.is_empty() && len > 0 {
         fetch_bytes(client, peer, result, len)
             .await
             .map_err(|e| (FailureKind::Transport, e.to_string()))?
     } else {
-        inline
+        inline.into_bytes()
     };
     if bytes.len() as u64 != len || Cid::of(&bytes) != result {
         return Err((

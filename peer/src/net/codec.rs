@@ -114,7 +114,8 @@ pub async fn read_message<M: WireMessage, T: AsyncRead + Unpin + Send>(
         }
     }
     bytes.truncate(filled);
-    decode_message(&bytes)
+    // Shared: a piece's bytes stay in this buffer, which the decoded message keeps.
+    decode_shared_message(bytes::Bytes::from(bytes))
 }
 
 /// The first allocation of `read_message`: every message but blob pieces and inline
@@ -127,8 +128,16 @@ const MAX_READ_STEP: usize = 64 * 1024;
 
 /// Decodes and validates one message (the part of `read_message` fuzzers call).
 pub fn decode_message<M: WireMessage>(bytes: &[u8]) -> io::Result<M> {
-    let message: M = codec::decode(bytes, M::LIMIT)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    validated(codec::decode(bytes, M::LIMIT))
+}
+
+/// [`decode_message`] whose [`idlegrid_protocol::Payload`]s share `bytes`.
+fn decode_shared_message<M: WireMessage>(bytes: bytes::Bytes) -> io::Result<M> {
+    validated(codec::decode_shared(bytes, M::LIMIT))
+}
+
+fn validated<M: WireMessage>(decoded: Result<M, codec::DecodeError>) -> io::Result<M> {
+    let message = decoded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     message
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

@@ -48,6 +48,9 @@ pub struct ChunkState {
     pub votes: Vec<Vote>,
     /// Went back to the queue at least once: served before fresh chunks.
     pub retried: bool,
+    /// Much cheaper than the plan's largest chunk: served after the others (see
+    /// `dispatch`), so that peers end the job on small chunks.
+    pub tail: bool,
     /// Two different answers were seen.
     pub disputed: bool,
     /// Distinct peers on which the kernel failed.
@@ -70,10 +73,11 @@ pub struct Tally {
 }
 
 impl ChunkState {
-    pub fn new(cost: u64, spot_check: bool) -> Self {
+    pub fn new(cost: u64, spot_check: bool, tail: bool) -> Self {
         ChunkState {
             cost,
             spot_check,
+            tail,
             trusted_voted: false,
             verified: None,
             copies: Vec::new(),

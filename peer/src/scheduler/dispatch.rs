@@ -11,6 +11,12 @@
 //! start far from each other (the first at the first chunk, each next one in the middle
 //! of the longest free run) and meet only where their runs end.
 //!
+//! Why the tail goes last: the small chunks that end a plan ([`tail_start`]) wait until
+//! no other fresh chunk is left, and then go largest first, so that the peers' last
+//! chunks are small and they finish close together. Near the end (no more chunks left
+//! to hand out than peers, or only the tail) every peer keeps only its least pipeline,
+//! so the last chunks go to the peers that are about to be free.
+//!
 //! Also the bookkeeping every state change ends with: [`Scheduler::refresh_chunk`]
 //! puts a chunk in the queue its state calls for, [`Scheduler::refresh_peer`] does the
 //! same for a peer and the hungry set.
@@ -18,7 +24,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use super::chunks::{InFlight, Slot};
+use super::chunks::{ChunkState, InFlight, Slot};
 use super::types::{Action, ChunkIndex};
 use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 
@@ -33,6 +39,37 @@ const RUN_SCAN_LIMIT: usize = 64;
 
 /// The pending queue's class of fresh chunks (0 is retries, served first).
 const FRESH: u8 = 1;
+/// The class of fresh tail chunks, served after all others.
+const TAIL: u8 = 2;
+
+/// A chunk is small when it costs less than this fraction of the plan's largest: the
+/// change kernel's tapered last bands and a short last video segment are, a change band
+/// at the image's edge (one halo instead of two, about 0.85 of one inside) is not.
+const TAIL_BELOW: f64 = 0.75;
+
+/// Where a plan's tail starts: the index after its last chunk that is not small (the
+/// plan's length if its last chunk is not small). The tail is what a kernel cuts small
+/// on purpose at the end of its plan; small chunks elsewhere are ordinary chunks.
+///
+/// Why tail chunks go last: peers finish a job together only to within the last chunk
+/// each takes. Handing the small chunks out last, largest first (the classic
+/// longest-first rule), leaves the end waiting for a small chunk, not a whole one.
+pub(super) fn tail_start(costs: &[u64]) -> usize {
+    let largest = costs.iter().copied().max().unwrap_or(0).max(1) as f64;
+    costs
+        .iter()
+        .rposition(|&cost| cost.max(1) as f64 >= TAIL_BELOW * largest)
+        .map_or(0, |last_large| last_large + 1)
+}
+
+/// The pending class of a chunk that has not failed yet.
+pub(super) fn fresh_class(state: &ChunkState) -> u8 {
+    if state.tail {
+        TAIL
+    } else {
+        FRESH
+    }
+}
 
 /// Expected time left of an outstanding chunk: until its eta, or — overdue — as long
 /// as it is already late (see `pick_speculative`).
@@ -53,7 +90,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if !self.queues.spot.is_empty() {
             for i in 0..self.trusted_peers.len() {
                 let ix = self.trusted_peers[i];
-                while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
+                while self.peers[ix as usize].hungry(&self.config, self.mean_cost, self.endgame()) {
                     let Some(chunk) = self.pick_trusted(ix, false) else {
                         break;
                     };
@@ -94,10 +131,19 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         }
     }
 
+    /// No more chunks are left to hand out than there are usable peers, or only the
+    /// tail is: pipelines shrink to their least (see `PeerState::target`), so that a
+    /// peer with chunks queued does not take the small last ones early.
+    fn endgame(&self) -> bool {
+        let pending = &self.queues.pending;
+        pending.len() <= self.usable_peers as usize
+            || pending.first().is_some_and(|&(class, _)| class == TAIL)
+    }
+
     /// Gives a hungry peer copies up to its pipeline target; false if it got none.
     fn fill(&mut self, ix: PeerIx, out: &mut Vec<Action<P>>) -> bool {
         let mut gave = false;
-        while self.peers[ix as usize].hungry(&self.config, self.mean_cost) {
+        while self.peers[ix as usize].hungry(&self.config, self.mean_cost, self.endgame()) {
             let pick = self
                 .pick_pending(ix)
                 .map(|c| (c, false))
@@ -126,7 +172,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .first()
             .is_some_and(|&(class, _)| class < FRESH);
         if !retries_waiting {
-            if let Some(chunk) = self.next_in_run(ix) {
+            // The tail only once no other fresh chunk is left.
+            let class = if self.has_pending(FRESH) { FRESH } else { TAIL };
+            if let Some(chunk) = self.next_in_run(ix, class) {
                 if !self.chunks[chunk as usize].shuns(ix, others) {
                     return Some(chunk);
                 }
@@ -140,29 +188,46 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .find(|&c| !self.chunks[c as usize].shuns(ix, others))
     }
 
-    /// Where peer `ix` goes on among the fresh chunks: the one after its last pick if
-    /// that is still pending, else the start of the longest run of consecutive pending
-    /// chunks if nothing before it was handed out (the job's first chunks), else that
-    /// run's middle — another peer is working its way into it from below. (With more
-    /// than [`RUN_SCAN_LIMIT`] pending, the pending range stands for the run.)
-    fn next_in_run(&self, ix: PeerIx) -> Option<ChunkIndex> {
+    /// Whether a chunk of pending class `class` is waiting.
+    fn has_pending(&self, class: u8) -> bool {
+        self.queues
+            .pending
+            .range((class, 0)..=(class, ChunkIndex::MAX))
+            .next()
+            .is_some()
+    }
+
+    /// Where peer `ix` goes on among the fresh chunks of `class`: the one after its
+    /// last pick if that is still pending. Else, among tail chunks, the costliest;
+    /// among the others, the start of the longest run of consecutive pending chunks if
+    /// nothing before it was handed out (the job's first chunks), else that run's
+    /// middle — another peer is working its way into it from below. (With more than
+    /// [`RUN_SCAN_LIMIT`] pending, the pending range stands for the run.)
+    fn next_in_run(&self, ix: PeerIx, class: u8) -> Option<ChunkIndex> {
         let pending = &self.queues.pending;
         if let Some(last) = self.peers[ix as usize].last_pick {
             let next = last.checked_add(1)?;
-            if pending.contains(&(FRESH, next)) {
+            if pending.contains(&(class, next)) {
                 return Some(next);
             }
         }
-        let fresh = || pending.range((FRESH, 0)..).map(|&(_, chunk)| chunk);
+        let in_class = (class, 0)..=(class, ChunkIndex::MAX);
+        let fresh = || pending.range(in_class.clone()).map(|&(_, chunk)| chunk);
+        if class == TAIL {
+            // Among the small chunks, the largest first: the smallest decide the end.
+            return fresh()
+                .take(RUN_SCAN_LIMIT)
+                .min_by_key(|&c| (std::cmp::Reverse(self.chunks[c as usize].cost), c));
+        }
         let first = fresh().next()?;
         if first == 0 {
             return Some(0);
         }
         if pending.len() > RUN_SCAN_LIMIT {
-            let last = pending.last().map_or(first, |&(_, chunk)| chunk);
+            let last = fresh().next_back().unwrap_or(first);
             let middle = first + (last - first) / 2;
             return pending
-                .range((FRESH, middle)..)
+                .range((class, middle)..=(class, ChunkIndex::MAX))
                 .next()
                 .map(|&(_, chunk)| chunk);
         }
@@ -341,7 +406,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let to = if needed == 0 {
             Slot::None
         } else if copies < needed {
-            Slot::Pending(if state.retried { 0 } else { 1 })
+            Slot::Pending(if state.retried { 0 } else { fresh_class(state) })
         } else if copies < needed + spec {
             state.eta(needed).map_or(Slot::None, Slot::Outstanding)
         } else {
@@ -356,7 +421,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     pub(super) fn refresh_peer(&mut self, ix: PeerIx) {
         let peer = &self.peers[ix as usize];
         let to = peer
-            .hungry(&self.config, self.mean_cost)
+            .hungry(&self.config, self.mean_cost, self.endgame())
             .then(|| peer.speed.to_bits());
         let from = peer.hungry_key;
         self.queues.set_hungry(ix, from, to);

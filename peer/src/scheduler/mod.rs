@@ -132,18 +132,20 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let mut chunks = Vec::with_capacity(costs.len());
         let mut sum = 0.0f64;
         let mut spot_checks = 0;
+        let tail_from = dispatch::tail_start(&costs);
         for (i, cost) in costs.into_iter().enumerate() {
             let cost = cost.max(1);
             sum += cost as f64;
             let spot = verify::is_spot_checked(&config, i as ChunkIndex);
             spot_checks += u32::from(spot);
-            chunks.push(ChunkState::new(cost, spot));
+            chunks.push(ChunkState::new(cost, spot, i >= tail_from));
         }
         let mean_cost = if total == 0 { 1.0 } else { sum / total as f64 };
         let mut queues = Queues::default();
         for (i, chunk) in chunks.iter_mut().enumerate() {
-            chunk.slot = Slot::Pending(1);
-            queues.pending.insert((1, i as ChunkIndex));
+            let class = dispatch::fresh_class(chunk);
+            chunk.slot = Slot::Pending(class);
+            queues.pending.insert((class, i as ChunkIndex));
         }
         Ok(Scheduler {
             config,

@@ -106,18 +106,21 @@ impl<P: Copy> PeerState<P> {
     /// Copies it should have in flight: `pipeline` seconds of its speed in chunks of
     /// the mean cost, within the configured bounds and its breaker's cap.
     /// A peer that runs several chunks side by side gets at least one more than it
-    /// runs, so that no slot waits a round trip.
-    pub fn target(&self, config: &SchedulerConfig, mean_cost: f64) -> u32 {
+    /// runs, so that no slot waits a round trip. In the `endgame` (few chunks or only
+    /// the small last ones left to hand out) it keeps only that least: the last chunks
+    /// go to whoever is about to be free, not to whoever asked first.
+    pub fn target(&self, config: &SchedulerConfig, mean_cost: f64, endgame: bool) -> u32 {
         let chunks = (self.speed * config.pipeline.as_secs_f64() / mean_cost).ceil();
         let chunks = if chunks.is_finite() { chunks } else { 0.0 };
         let at_least = config.min_in_flight.max(self.slots.saturating_add(1));
-        let wanted = (chunks as u32).max(at_least).min(config.max_in_flight);
+        let chunks = if endgame { 0 } else { chunks as u32 };
+        let wanted = chunks.max(at_least).min(config.max_in_flight);
         wanted.min(self.breaker.in_flight_cap())
     }
 
     /// Wants another copy now.
-    pub fn hungry(&self, config: &SchedulerConfig, mean_cost: f64) -> bool {
-        self.usable() && (self.in_flight.len() as u32) < self.target(config, mean_cost)
+    pub fn hungry(&self, config: &SchedulerConfig, mean_cost: f64, endgame: bool) -> bool {
+        self.usable() && (self.in_flight.len() as u32) < self.target(config, mean_cost, endgame)
     }
 
     /// Its shortest deadline: the configured floor, or more for a far peer (a chunk

@@ -72,6 +72,63 @@ fn a_peer_goes_on_with_the_next_chunk_and_jumps_when_its_run_is_taken() {
 }
 
 #[test]
+fn the_small_last_chunks_go_out_after_all_others_largest_first() {
+    // A tapered plan: six chunks, then 25, 50 and 25. Chunk 1 costs 80 (like a band at
+    // the image's edge: not small) and chunk 2 is small but not at the end: both are
+    // ordinary chunks.
+    let mut costs = vec![100, 80, 30, 100, 100, 100, 25, 50, 25];
+    let mut h = Harness::new(SchedulerConfig::default(), costs.clone());
+    let a = h.join(1, 10.0);
+    assert_eq!(assigned(&a, 1), vec![0, 1]);
+    let b = h.join(2, 10.0);
+    assert_eq!(
+        assigned(&b, 2),
+        vec![4, 5],
+        "the middle of the free run 2..=5"
+    );
+    h.now = secs(10);
+    assert_eq!(assigned(&h.done(1, 0, good(0)), 1), vec![2]);
+    // Past peer 2's run lie only small chunks: it jumps back to the last full one.
+    assert_eq!(assigned(&h.done(2, 4, good(4)), 2), vec![3]);
+    // Then only the tail is left, and it goes largest first.
+    assert_eq!(assigned(&h.done(2, 5, good(5)), 2), vec![7]);
+    assert_eq!(assigned(&h.done(1, 1, good(1)), 1), vec![6]);
+    assert_eq!(assigned(&h.done(1, 2, good(2)), 1), vec![8]);
+    // A plan of equal chunks has no tail.
+    costs.fill(100);
+    let mut h = Harness::new(SchedulerConfig::default(), costs);
+    assert_eq!(assigned(&h.join(1, 10.0), 1), vec![0, 1]);
+}
+
+#[test]
+fn near_the_end_a_peer_holds_only_its_least_pipeline() {
+    // 2 s of pipeline at 200 units/s is 4 chunks of 100 in flight.
+    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    assert_eq!(assigned(&h.join(1, 200.0), 1), vec![0, 1, 2, 3]);
+    assert_eq!(assigned(&h.join(2, 200.0), 2), vec![7, 8, 9, 5]);
+    // Two chunks are left for two peers: the endgame. A peer with two or more in
+    // flight takes no more (it would have kept four), so the last chunks wait for
+    // whoever is about to be free.
+    h.now = secs(1);
+    assert!(assigned(&h.done(1, 0, good(0)), 1).is_empty());
+    assert!(assigned(&h.done(1, 1, good(1)), 1).is_empty());
+    assert_eq!(assigned(&h.done(1, 2, good(2)), 1), vec![4]);
+
+    // Only the tail left (three small chunks for two peers): the same. The mean cost
+    // is 80, so a pipeline holds 5 chunks; peer 2 stops at 3 when the tail is reached.
+    let mut costs = vec![100; 8];
+    costs.extend([40, 20, 20]);
+    let mut h = Harness::new(SchedulerConfig::default(), costs);
+    assert_eq!(assigned(&h.join(1, 200.0), 1), vec![0, 1, 2, 3, 4]);
+    assert_eq!(assigned(&h.join(2, 200.0), 2), vec![6, 7, 5]);
+    h.now = secs(1);
+    for chunk in 0..3 {
+        assert!(assigned(&h.done(1, chunk, good(chunk)), 1).is_empty());
+    }
+    assert_eq!(assigned(&h.done(1, 3, good(3)), 1), vec![8]);
+}
+
+#[test]
 fn peers_pull_one_chunk_per_answer() {
     let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
     let a = h.join(1, 10.0);
