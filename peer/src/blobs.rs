@@ -493,20 +493,10 @@ pub async fn fetch_input(
     };
     // `Pieces` checked the length against `max_len` and each piece against its offset.
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&first);
-    // An input of one piece (most of them) is that piece as it was received; a larger
-    // one is joined.
-    let bytes = if first.len() as u64 == len {
-        first
-    } else {
-        let mut joined = Vec::with_capacity(len as usize);
-        joined.extend_from_slice(&first);
-        while let Some(piece) = pieces.next().await? {
-            hasher.update(&piece);
-            joined.extend_from_slice(&piece);
-        }
-        Bytes::from(joined)
-    };
+    let bytes = join_pieces(pieces, first, |piece| {
+        hasher.update(piece);
+    })
+    .await?;
     let actual = Cid::from_hasher(&hasher);
     if actual != cid {
         return Err(FetchError::Mismatch { peer, cid, actual });
@@ -528,16 +518,30 @@ pub async fn fetch_bytes(
 ) -> Result<Bytes, FetchError> {
     let mut pieces = Pieces::new(client, peer, cid, max_len);
     let first = pieces.next().await?.unwrap_or_default();
+    join_pieces(pieces, first, |_| {}).await
+}
+
+/// The whole blob from `first` and the rest of `pieces`, each piece passed to `each`
+/// as it comes. A blob of one piece (most chunk inputs, most results) is that piece as
+/// it was received; a larger one is joined into a buffer of its announced length.
+async fn join_pieces(
+    mut pieces: Pieces,
+    first: Bytes,
+    mut each: impl FnMut(&[u8]),
+) -> Result<Bytes, FetchError> {
+    each(&first);
     let total = pieces.total().unwrap_or(0);
     if first.len() as u64 == total {
         return Ok(first);
     }
-    let mut bytes: Vec<u8> = Vec::with_capacity(total as usize);
-    bytes.extend_from_slice(&first);
+    // `Pieces` refused a length over its limit on the first answer.
+    let mut joined: Vec<u8> = Vec::with_capacity(total as usize);
+    joined.extend_from_slice(&first);
     while let Some(piece) = pieces.next().await? {
-        bytes.extend_from_slice(&piece);
+        each(&piece);
+        joined.extend_from_slice(&piece);
     }
-    Ok(Bytes::from(bytes))
+    Ok(Bytes::from(joined))
 }
 
 #[cfg(test)]

@@ -216,7 +216,8 @@ async fn blob_throughput(bytes: usize, sink: Sink) -> Result<(f64, f64)> {
 }
 
 /// CPU seconds of this process so far: the compute pools' threads (named
-/// `idlegrid-compute-*`) and all threads (exited ones included), from `/proc`.
+/// `idlegrid-compute-*`, from their `schedstat`) and all threads, exited ones included
+/// (`CLOCK_PROCESS_CPUTIME_ID`).
 fn cpu_seconds() -> (f64, f64) {
     // Nanoseconds on the CPU, not clock ticks: the ticks of `/proc/*/stat` are 10 ms,
     // as large as the differences being measured.

@@ -48,8 +48,8 @@ pub struct ChunkState {
     pub votes: Vec<Vote>,
     /// Went back to the queue at least once: served before fresh chunks.
     pub retried: bool,
-    /// Much cheaper than the plan's largest chunk: served after the others (see
-    /// `dispatch`), so that peers end the job on small chunks.
+    /// One of the small chunks that end the plan (`dispatch::tail_start`): served
+    /// after the others, largest first, so that peers end the job on small chunks.
     pub tail: bool,
     /// Two different answers were seen.
     pub disputed: bool,

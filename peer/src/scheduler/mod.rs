@@ -16,6 +16,8 @@
 //! - a peer that stops answering pings ([`Event::PeerUnresponsive`]) has its breaker
 //!   opened at once and its copies requeued; its ping RTT ([`Event::PeerRtt`]) raises
 //!   its deadline floor to a number of round trips;
+//! - the small chunks that end a plan go out last, largest first, and near the end
+//!   every peer holds only its least pipeline, so peers finish close together;
 //! - when nothing is left to hand out, idle peers duplicate the outstanding chunks
 //!   expected to finish last (speculation); the first verified answer wins;
 //! - a chunk is verified by `replicas` agreeing distinct peers or by the trusted local
