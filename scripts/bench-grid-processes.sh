@@ -25,19 +25,28 @@ SIZE="${SIZE:-6144x6144}"
 BAND_ROWS="${BAND_ROWS:-256}"
 REPEAT="${REPEAT:-5}"
 PIN="${PIN:-0}"
-on_cpu() {
-    if [ "$PIN" = 1 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi
-}
+# taskset execs the program it is given, so a background job's $! is the peer itself
+# and killing it leaves nothing behind.
+cpu0=()
+cpu1=()
+if [ "$PIN" = 1 ]; then
+    cpu0=(taskset -c 0)
+    cpu1=(taskset -c 1)
+fi
 
 cargo build --release -q -p idlegrid --manifest-path "$here/Cargo.toml"
 bin="$here/target/release/idlegrid"
 work="$(mktemp -d "${TMPDIR:-/tmp}/idlegrid-bench-grid.XXXXXX")"
 worker_pid=""
 cleanup() {
-    if [ -n "$worker_pid" ]; then kill "$worker_pid" 2>/dev/null || true; fi
+    if [ -n "$worker_pid" ]; then
+        kill "$worker_pid" 2>/dev/null || true
+        wait "$worker_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$bin" change --write-sample --sample-size "$SIZE" "$work/before.png" "$work/after.png" >/dev/null
 common=(--band-rows "$BAND_ROWS" --cores 1 --no-mdns)
@@ -45,10 +54,10 @@ ratios=()
 for round in $(seq 1 "$REPEAT"); do
     seed=$((1000 + round))
     rm -rf "$work/one" "$work/two" "$work/worker"
-    on_cpu 0 "$bin" change "$work/before.png" "$work/after.png" -o "$work/one.png" "${common[@]}" \
+    "${cpu0[@]}" "$bin" change "$work/before.png" "$work/after.png" -o "$work/one.png" "${common[@]}" \
         --seed "$seed" --data-dir "$work/one" --report "$work/one.json" >/dev/null 2>&1
 
-    on_cpu 1 "$bin" serve --cores 1 --no-mdns --normal-priority --listen /ip4/127.0.0.1/tcp/0 \
+    "${cpu1[@]}" "$bin" serve --cores 1 --no-mdns --normal-priority --listen /ip4/127.0.0.1/tcp/0 \
         --data-dir "$work/worker" >"$work/worker.log" 2>&1 &
     worker_pid=$!
     addr=""
@@ -62,7 +71,7 @@ for round in $(seq 1 "$REPEAT"); do
         cat "$work/worker.log" >&2
         exit 1
     fi
-    on_cpu 0 "$bin" change "$work/before.png" "$work/after.png" -o "$work/two.png" "${common[@]}" \
+    "${cpu0[@]}" "$bin" change "$work/before.png" "$work/after.png" -o "$work/two.png" "${common[@]}" \
         --seed "$seed" --data-dir "$work/two" --peer "$addr" --report "$work/two.json" >/dev/null 2>&1
     kill "$worker_pid"
     wait "$worker_pid" 2>/dev/null || true

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the video kernel (README "### video kernel"):
+# Benchmark of the video kernel (docs/benchmarks.md, "Video kernel"):
 #
 #  1. `idlegrid video --local` and ffmpeg (libx264 -preset veryfast -pix_fmt yuv420p, all
 #     cores) encode the same generated frames: wall time, PSNR against the source (ffmpeg's

@@ -306,7 +306,7 @@ pub enum Fetched {
 /// A chunk input ready for its kernel: shared from memory, or read from the store.
 pub enum Input {
     Memory(Arc<MemoryInput>),
-    Read(Vec<u8>),
+    Read(Bytes),
 }
 
 impl AsRef<[u8]> for Input {

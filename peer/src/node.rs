@@ -2,7 +2,9 @@
 //! service, started together and stopped together. Both `serve` and every submitting
 //! command start one; tests start several in one process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use idlegrid_bootstrap::{peers, BootstrapError};
@@ -70,9 +72,13 @@ pub struct Node {
     pub executor: Executor,
     /// Blob bytes served to each peer.
     pub traffic: Traffic,
+    /// Chunk runs this peer's jobs have going, here or on other peers.
+    pub(crate) chunk_runs: Arc<AtomicUsize>,
     tasks: Vec<JoinHandle<()>>,
+    /// Where this peer keeps its state.
+    data_dir: PathBuf,
     /// This peer's hold on its data dir, let go when it stops.
-    _data_dir: DataDirLock,
+    _data_dir_lock: DataDirLock,
 }
 
 impl Node {
@@ -111,13 +117,26 @@ impl Node {
             store,
             executor,
             traffic,
+            chunk_runs: Arc::default(),
             tasks,
-            _data_dir: data_dir,
+            data_dir: config.data_dir.clone(),
+            _data_dir_lock: data_dir,
         })
     }
 
     pub fn peer_id(&self) -> PeerId {
         self.client.local_peer_id()
+    }
+
+    /// How many chunk runs this peer's jobs have going, on this machine or on other
+    /// peers (none once every job it submitted has ended, however it ended).
+    pub fn chunk_runs(&self) -> usize {
+        self.chunk_runs.load(Ordering::Relaxed)
+    }
+
+    /// Where this peer keeps its identity, blob store and result logs.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Listen addresses with `/p2p/<PeerId>`, once the first is bound.

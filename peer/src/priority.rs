@@ -1,4 +1,4 @@
-//! Lowest OS scheduling priority for compute threads (DESIGN.md, "Lending a machine":
+//! Lowest OS scheduling priority for compute threads (docs/lending.md:
 //! the owner never feels them). On Linux a thread gets `SCHED_IDLE`, which runs only
 //! when nothing else wants the CPU; if that is refused it falls back to nice 19.
 //! Elsewhere this does nothing.

@@ -5,11 +5,12 @@
 //! One append-only log per job, `<data dir>/results/<job id>.log`, a line per event:
 //! `R <chunk> <result>` when a chunk's result is verified, `X <chunk>` when it is
 //! withdrawn (a peer that backed it was caught lying). The last word about a chunk
-//! wins. A line is written with one `write` call and nothing is renamed: the job used to
-//! create and rename a file per chunk, and on ext4 each new inode cost a search past the
-//! recently deleted ones (0.2–0.3 ms of CPU on the development VM, a third of the
-//! submitter's CPU outside the kernels on a job of small chunks). A line torn by a
-//! crash does not parse and is skipped; its chunk is computed again.
+//! wins. A line is written with one `write` call and nothing is renamed: a file per chunk
+//! would cost an inode each, and on ext4 creating inodes right after others were freed
+//! is slow enough to matter on jobs of small chunks. A line torn by a crash does not
+//! parse and is skipped; its chunk is computed again.
+//!
+//! This module owns `<data dir>/results/`: nothing else reads or writes there.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use idlegrid_protocol::Cid;
 
 use crate::store::BlobStore;
+
+/// The folder of the data dir that holds the result logs.
+const RESULTS_DIR: &str = "results";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
@@ -35,9 +39,11 @@ pub struct ResultLog {
 }
 
 impl ResultLog {
-    /// Opens (or starts) the log of job `job` in `dir`, reading what earlier runs
-    /// recorded.
-    pub fn open(dir: &Path, job: &Cid) -> Result<ResultLog, ResultLogError> {
+    /// Opens (or starts) the log of job `job` in the results dir of `data_dir`, reading
+    /// what earlier runs recorded.
+    pub fn open(data_dir: &Path, job: &Cid) -> Result<ResultLog, ResultLogError> {
+        let dir = data_dir.join(RESULTS_DIR);
+        let dir = dir.as_path();
         let path = dir.join(format!("{}.log", job.to_hex()));
         let fail = |source| ResultLogError {
             path: path.clone(),
@@ -124,12 +130,12 @@ mod tests {
         let data = std::env::temp_dir().join(format!("idlegrid-results-{}", std::process::id()));
         let _ = fs::remove_dir_all(&data);
         let store = BlobStore::open(&data, 1 << 20).unwrap();
-        let dir = store.results_dir();
+        let dir = data.join(RESULTS_DIR);
         let job = Cid::of(b"job");
         let (a, b, c) = (Cid::of(b"a"), Cid::of(b"b"), Cid::of(b"c"));
         let [ra, rb, rc] = [b"ra", b"rb", b"rc"].map(|r| store.put(r).unwrap());
         {
-            let mut log = ResultLog::open(&dir, &job).unwrap();
+            let mut log = ResultLog::open(&data, &job).unwrap();
             assert_eq!(log.known(&a, &store), None);
             log.record(&a, &ra).unwrap();
             log.record(&b, &rb).unwrap();
@@ -142,21 +148,21 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(format!("R {} {}", b.to_hex(), &rb.to_hex()[..10]).as_bytes())
             .unwrap();
-        let mut log = ResultLog::open(&dir, &job).unwrap();
+        let mut log = ResultLog::open(&data, &job).unwrap();
         assert_eq!(log.known(&a, &store), Some(ra));
         assert_eq!(log.known(&b, &store), None, "withdrawn, then a torn line");
         assert_eq!(log.known(&c, &store), Some(rc));
         // What is recorded after the torn line is read back.
         log.record(&b, &rb).unwrap();
         drop(log);
-        let log = ResultLog::open(&dir, &job).unwrap();
+        let log = ResultLog::open(&data, &job).unwrap();
         assert_eq!(log.known(&b, &store), Some(rb));
         // A result whose bytes are gone from the store is not known.
         fs::remove_file(data.join("blobs").join(rc.to_hex())).unwrap();
         let reopened = BlobStore::open(&data, 1 << 20).unwrap();
         assert_eq!(log.known(&c, &reopened), None);
         // Another job has a log of its own.
-        let other = ResultLog::open(&dir, &Cid::of(b"other")).unwrap();
+        let other = ResultLog::open(&data, &Cid::of(b"other")).unwrap();
         assert_eq!(other.known(&a, &store), None);
         let _ = fs::remove_dir_all(&data);
     }

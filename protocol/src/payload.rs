@@ -1,14 +1,16 @@
 //! [`Payload`]: the large byte field of a message (a blob piece, an inline result),
 //! shared instead of copied.
 //!
-//! A piece used to be copied three times on its way through one peer: out of the blob
-//! into the message, out of the message into the encoding, and on the other side out of
-//! the received encoding into the decoded message, each copy into fresh memory that the
-//! OS had to hand over page by page. A `Payload` is a [`bytes::Bytes`]: the sender
-//! slices it out of the blob it serves (no copy until the encoder writes it), and
-//! [`crate::codec::decode_shared`] slices it out of the received buffer itself (no copy
-//! at all). On the wire it is a CBOR byte string, exactly as `serde_bytes` wrote a
-//! `Vec<u8>`, so old and new peers read each other.
+//! A `Vec<u8>` field would copy a piece three times on its way through one peer: out of
+//! the blob into the message, out of the message into the encoding, and on the other
+//! side out of the received encoding into the decoded message, each copy into fresh
+//! memory. A `Payload` is a [`bytes::Bytes`]: the sender slices it out of the blob it
+//! serves (no copy until the encoder writes it), and [`crate::codec::decode_shared`]
+//! slices it out of the received buffer itself (no copy at all). On the wire it is a
+//! CBOR byte string, exactly as `serde_bytes` writes a `Vec<u8>`.
+//!
+//! It is the wire form only: everywhere else a peer holds bytes as [`bytes::Bytes`]
+//! ([`Payload::into_bytes`] and `From<Bytes>` cost nothing).
 
 use std::cell::RefCell;
 use std::fmt;

@@ -377,3 +377,57 @@ async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
         outcome.report
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_job_leaves_no_pinned_input_and_no_chunk_running() {
+    // The worker holds every chunk after its benchmark for a minute, so it surely has
+    // some when the job fails.
+    let (_workers, addrs) = workers(1, |_| {
+        slow_after_bench(Duration::from_secs(60), Gate::default())
+    })
+    .await;
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let input = submitter.store.put(&[7u8; 1000]).unwrap();
+    let mut chunks: Vec<_> = (0..24)
+        .map(|tag| idlegrid_kernels::noop::task(tag, vec![input]))
+        .collect();
+    // The last chunk is one the kernel refuses: it fails on this machine, the trusted
+    // worker, and that fails the job (the input itself is bad).
+    chunks.push(idlegrid_protocol::TaskSpec {
+        params: vec![0; 65],
+        ..idlegrid_kernels::noop::task(99, vec![input])
+    });
+    let n = chunks.len();
+    let job = grid::Job {
+        kernel: idlegrid_kernels::noop::NAME.into(),
+        kernel_version: idlegrid_kernels::noop::VERSION,
+        costs: vec![1; n],
+        units: vec![1; n],
+        unit: "chunks",
+        calibration: idlegrid_kernels::noop::task(1000, vec![input]),
+        calibration_cost: 1,
+        chunks,
+    };
+    let config = GridConfig {
+        // Dispatching starts once the worker joined, so it takes its share.
+        min_peers: 1,
+        show_progress: false,
+        ..GridConfig::default()
+    };
+    let failed = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out");
+    assert!(
+        matches!(failed, Err(grid::GridError::Failed(_))),
+        "the refused chunk fails the job"
+    );
+    assert!(!submitter.store.is_pinned(&input), "the input is unpinned");
+    // Aborted tasks are dropped at their next poll: give them a moment.
+    for _ in 0..100 {
+        if submitter.chunk_runs() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(submitter.chunk_runs(), 0, "no chunk run goes on");
+}

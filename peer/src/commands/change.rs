@@ -157,7 +157,13 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
         // The job's blobs now hold the planner's bytes (kept in memory while the job
         // runs); assembling needs only the plan's bands.
         plan.blobs = Vec::new();
-        let (results, outcome) = run_on_grid(&args.net, &args.grid, blobs, job)?;
+        let outcome = run_on_grid(&args.net, &args.grid, blobs, job)?;
+        let results = outcome
+            .results
+            .all_bytes()?
+            .iter()
+            .map(|band| band.to_vec())
+            .collect();
         (results, Some(outcome))
     };
     let mask = plan

@@ -383,28 +383,20 @@ pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<Res
 }
 
 /// Runs a planned job on the grid from a synchronous command: starts a runtime and a
-/// submitting peer, runs the job, and returns every chunk's verified result bytes in
-/// chunk order with the job's outcome (for the report).
+/// submitting peer, and runs the job; the outcome's results are then read in chunk
+/// order, off the runtime.
 pub fn run_on_grid(
     net: &NetArgs,
     grid_args: &GridArgs,
     blobs: Vec<JobBlob>,
     job: Job,
-) -> anyhow::Result<(Vec<Vec<u8>>, JobOutcome)> {
+) -> anyhow::Result<JobOutcome> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let (outcome, node) = submit(net, grid_args, blobs, job).await?;
-        let mut results = Vec::with_capacity(outcome.results.len());
-        for (i, cid) in outcome.results.iter().enumerate() {
-            let store = node.store.clone();
-            let cid = *cid;
-            let bytes = tokio::task::spawn_blocking(move || store.get(&cid))
-                .await??
-                .with_context(|| format!("the result of chunk {i} is missing from the store"))?;
-            results.push(bytes);
-        }
-        Ok((results, outcome))
-    })
+    let (outcome, node) = runtime.block_on(submit(net, grid_args, blobs, job))?;
+    // The peer stops with its runtime; the outcome holds what it needs of the store.
+    drop(node);
+    drop(runtime);
+    Ok(outcome)
 }
 
 /// Writes the report (if asked) with the output's path and hash, and prints the table.

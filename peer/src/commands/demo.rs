@@ -132,16 +132,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let outcome = grid::run_job(&submitter, job, config).await?;
     let elapsed = started.elapsed();
-    let results = outcome
-        .results
+    let results = tokio::task::block_in_place(|| outcome.results.all_bytes())?
         .iter()
-        .map(|cid| {
-            submitter
-                .store
-                .get(cid)?
-                .with_context(|| format!("result {cid} missing from the store"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|band| band.to_vec())
+        .collect::<Vec<_>>();
     let mask = plan.assemble(&results)?;
     let png = mask_png(&mask)?;
     std::fs::write(args.out.join("mask.png"), &png)?;

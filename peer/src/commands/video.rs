@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::commands::common::{finish_report, submit, GridArgs, NetArgs};
+use crate::commands::common::{finish_report, run_on_grid, GridArgs, NetArgs};
 use anyhow::Context;
 use idlegrid_kernels::video::{
     self,
@@ -131,19 +131,12 @@ fn execute_on_grid(
     // Claims the output (and checks it is writable) before any work is sent out.
     let mut assembler = video::Assembler::create(output, plan.assembly())?;
     let (job, blobs) = crate::jobs::video_job(plan)?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let (mut outcome, node) = runtime.block_on(submit(&args.net, &args.grid, blobs, job))?;
-    for (index, cid) in outcome.results.iter().enumerate() {
-        let bytes = node
-            .store
-            .get(cid)?
-            .with_context(|| format!("segment {index} is missing from the blob store"))?;
-        assembler.push(index as u32, &bytes)?;
+    let mut outcome = run_on_grid(&args.net, &args.grid, blobs, job)?;
+    for index in 0..outcome.results.len() {
+        assembler.push(index as u32, &outcome.results.bytes(index)?)?;
     }
     let report = assembler.finish()?;
     finish_report(&mut outcome, output, args.grid.report.as_deref())?;
-    drop(node);
-    drop(runtime);
     Ok(report)
 }
 

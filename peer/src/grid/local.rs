@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use idlegrid_protocol::{Cid, TaskSpec};
 
 use super::Job;
 use crate::executor::Executor;
 use crate::node::Node;
 use crate::scheduler::FailureKind;
-use crate::store::{BlobStore, StoredBytes};
+use crate::store::BlobStore;
 
 /// Times the calibration chunk on this machine.
 pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {
@@ -25,12 +26,13 @@ pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {
     job.calibration_cost as f64 / started.elapsed().as_secs_f64().max(1e-3)
 }
 
-/// Computes a chunk on this machine (the trusted worker) and stores its result.
+/// Computes a chunk on this machine (the trusted worker) and stores its result;
+/// returns the result's id and bytes.
 pub(super) async fn run_local(
     executor: &Executor,
     store: &BlobStore,
     spec: TaskSpec,
-) -> Result<(Cid, u64), (FailureKind, String)> {
+) -> Result<(Cid, Bytes), (FailureKind, String)> {
     let inputs = local_inputs(store, &spec)
         .await
         .map_err(|e| (FailureKind::Transport, e))?;
@@ -38,22 +40,22 @@ pub(super) async fn run_local(
         .run(spec, inputs)
         .await
         .map_err(|e| (FailureKind::Kernel, e.to_string()))?;
+    let output = Bytes::from(output);
     let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.put(&output))
+    tokio::task::spawn_blocking(move || store.put(&output).map(|cid| (cid, output)))
         .await
         .map_err(|e| (FailureKind::Transport, e.to_string()))?
-        .map_err(|e| (FailureKind::Transport, e.to_string()))?;
-    Ok((result, 0))
+        .map_err(|e| (FailureKind::Transport, e.to_string()))
 }
 
 /// A chunk's inputs from this machine's store: shared from memory when they are the
 /// job's resident blobs (see `store_blobs`), else read from their files.
-async fn local_inputs(store: &BlobStore, spec: &TaskSpec) -> Result<Vec<StoredBytes>, String> {
+async fn local_inputs(store: &BlobStore, spec: &TaskSpec) -> Result<Vec<Bytes>, String> {
     let store = store.clone();
     let cids = spec.inputs.clone();
     tokio::task::spawn_blocking(move || {
         cids.iter()
-            .map(|cid| match store.get_shared(cid) {
+            .map(|cid| match store.get(cid) {
                 Ok(Some(bytes)) => Ok(bytes),
                 Ok(None) => Err(format!("input blob {} is not in the store", cid.short())),
                 Err(e) => Err(e.to_string()),

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use idlegrid_protocol::Cid;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
 
+use super::peer_book::PeerBook;
 use super::report::human;
-use super::{Job, PeerBook};
+use super::Job;
 use crate::scheduler::Scheduler;
 
 pub struct Progress {
@@ -21,13 +21,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(job: &Job, results: &[Option<Cid>], show: bool) -> Progress {
+    /// A display for `job`, whose chunks `done(i)` are already verified.
+    pub fn new(job: &Job, done: impl Fn(usize) -> bool, show: bool) -> Progress {
         let total: u64 = job.units.iter().sum();
-        let done: u64 = results
-            .iter()
-            .zip(&job.units)
-            .filter(|(r, _)| r.is_some())
-            .map(|(_, u)| *u)
+        let done: u64 = (0..job.units.len())
+            .filter(|&i| done(i))
+            .map(|i| job.units[i])
             .sum();
         if !show || !std::io::stderr().is_terminal() {
             return Progress {
@@ -114,6 +113,7 @@ impl Progress {
         }
     }
 
+    /// Clears the display (also when the job ends in an error).
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
@@ -121,5 +121,11 @@ impl Progress {
         for (_, line) in self.peer_lines.drain() {
             line.finish_and_clear();
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use idlegrid_protocol::message::PeerInfo;
 use idlegrid_protocol::{Cid, Payload, TaskRequest, TaskResponse, TaskSpec};
 use libp2p::PeerId;
@@ -98,10 +99,12 @@ pub async fn bench(
     Ok(cost as f64 / started.elapsed().as_secs_f64().max(1e-3))
 }
 
-/// What a chunk run brought back: the verified result and the bytes received.
+/// What a chunk run brought back: the result's id and its bytes (checked against the
+/// id), and how many bytes crossed the network for it.
 pub struct ChunkOutcome {
     pub result: Cid,
-    pub bytes: u64,
+    pub bytes: Bytes,
+    pub received: u64,
 }
 
 fn classify(e: &NetError) -> FailureKind {
@@ -174,12 +177,14 @@ async fn receive_result(
     }
     let received = bytes.len() as u64;
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.put_verified(result, &bytes))
-        .await
-        .map_err(|e| (FailureKind::Transport, e.to_string()))?
-        .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+    let bytes =
+        tokio::task::spawn_blocking(move || store.put_verified(result, &bytes).map(|_| bytes))
+            .await
+            .map_err(|e| (FailureKind::Transport, e.to_string()))?
+            .map_err(|e| (FailureKind::Transport, e.to_string()))?;
     Ok(ChunkOutcome {
         result,
-        bytes: received,
+        bytes,
+        received,
     })
 }

@@ -3,12 +3,15 @@
 //! time, and per peer: PeerId, how found, benchmark score, chunks done, failures,
 //! breaker state, bytes sent and received).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use libp2p::PeerId;
 use serde::Serialize;
 
+use super::peer_book::PeerBook;
 use crate::net::{Route, Source};
+use crate::scheduler::Scheduler;
 
 /// One peer's line in the report.
 #[derive(Clone, Debug, Serialize)]
@@ -32,6 +35,36 @@ pub struct PeerReport {
     pub bytes_sent: u64,
     /// Result bytes we received from it.
     pub bytes_received: u64,
+}
+
+/// Every peer the scheduler knew, this machine first: the scheduler's counts with what
+/// the job's peer book and the network add (how found, route, bytes each way).
+pub(super) fn peer_reports(
+    sched: &Scheduler<PeerId>,
+    book: &PeerBook,
+    me: PeerId,
+    routes: &HashMap<PeerId, Route>,
+    sent: &HashMap<PeerId, u64>,
+) -> Vec<PeerReport> {
+    let mut peers: Vec<PeerReport> = sched
+        .peers()
+        .map(|(peer, stats)| PeerReport {
+            peer_id: peer.to_string(),
+            role: if peer == me { "local" } else { "remote" },
+            found_by: book.found_by.get(&peer).cloned().unwrap_or_default(),
+            bench_score: book.scores.get(&peer).copied().unwrap_or(stats.score),
+            chunks_done: stats.chunks_done,
+            failures: stats.failures,
+            breaker: stats.breaker.label(),
+            banned: stats.banned,
+            left: !stats.connected,
+            route: routes.get(&peer).copied(),
+            bytes_sent: sent.get(&peer).copied().unwrap_or(0),
+            bytes_received: book.received.get(&peer).copied().unwrap_or(0),
+        })
+        .collect();
+    peers.sort_by(|a, b| (a.role != "local", &a.peer_id).cmp(&(b.role != "local", &b.peer_id)));
+    peers
 }
 
 /// The whole job's report.

@@ -8,7 +8,7 @@ use libp2p::PeerId;
 
 use super::*;
 
-/// The README's example: weeknights and weekends, only when idle for 10 minutes,
+/// The example of docs/lending.md: weeknights and weekends, only when idle for 10 minutes,
 /// other programs under half the CPUs.
 fn office_policy() -> Policy {
     let file = PolicyFile::parse(

@@ -126,7 +126,6 @@ pub async fn prepare(node: &Node, plan: &ChangePlan) -> (Job, Resident) {
     (job, resident)
 }
 
-/// Reads the results of a grid job back from the submitter's store.
 /// The job's mask, assembled from the results the submitter verified.
 pub fn assembled(
     node: &Node,
@@ -149,14 +148,16 @@ pub fn peer_line<'a>(
         .unwrap_or_else(|| panic!("{peer} took no part in the job: {report:?}"))
 }
 
-pub fn fetch_results(node: &Node, results: &[idlegrid_protocol::Cid]) -> Vec<Vec<u8>> {
-    results
-        .iter()
-        .map(|cid| {
-            node.store
-                .get(cid)
-                .expect("store read")
-                .expect("result held")
+/// A grid job's verified results, as its assembler gets them.
+pub fn fetch_results(node: &Node, results: &idlegrid::grid::JobResults) -> Vec<Vec<u8>> {
+    let cids = results.cids();
+    (0..results.len())
+        .map(|i| {
+            assert!(
+                node.store.has(&cids[i]),
+                "chunk {i}'s result is in the store too, for a resumed job"
+            );
+            results.bytes(i).expect("result held").to_vec()
         })
         .collect()
 }

@@ -3,19 +3,25 @@
 //! Blobs live in `<data dir>/blobs/<hex cid>`, written to a temp file and renamed, and
 //! only after their bytes hash to the claimed id, so a blob file is always whole and
 //! always correct. Inputs that already sit on the user's disk (video frames) are not
-//! copied: they are registered as file-backed blobs after a streaming hash. The store
-//! also remembers which result each finished chunk produced (`<data dir>/results/`), so
-//! a re-run or a resumed job recomputes nothing that is already done.
+//! copied: they are registered as file-backed blobs after a streaming hash.
+//! Which result each finished chunk produced is kept apart, by `crate::results`.
 //!
 //! A size cap bounds the blob directory: when a write would pass it, the least recently
-//! written blobs that no running job has pinned are evicted first.
+//! written blobs that no running job has pinned ([`BlobStore::pin`]) are evicted first.
+//!
+//! Every read hands out [`Bytes`]: shared from memory for a resident blob, read from its
+//! file otherwise; callers never care which.
 //!
 //! A submitter also keeps the blobs its planner made in memory while their job runs
 //! ([`BlobStore::put_resident`]): its own chunks and the pieces it serves to workers are
 //! then read from memory, not from their files. The files are still written, for a
 //! resumed job and for a serve on the same data dir.
 
-use std::collections::{HashMap, HashSet};
+mod writer;
+
+pub use writer::BlobWriter;
+
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -66,24 +72,30 @@ struct Index {
     order: Vec<Cid>,
     /// Bytes held in the store's directory.
     owned_bytes: u64,
-    /// Blobs a running job needs: never evicted.
-    pinned: HashSet<Cid>,
+    /// Blobs a running job needs, with how many [`Pins`] hold each: never evicted.
+    pinned: HashMap<Cid, usize>,
     /// Blobs also held in memory, with how many [`Resident`] sets hold each.
-    resident: HashMap<Cid, (Arc<[u8]>, usize)>,
+    resident: HashMap<Cid, (Bytes, usize)>,
 }
 
-/// A blob's bytes: shared from memory if the blob is resident, else read from its file.
-#[derive(Clone, Debug)]
-pub enum StoredBytes {
-    Memory(Arc<[u8]>),
-    Read(Vec<u8>),
+/// Blobs kept from eviction by [`BlobStore::pin`] until this is dropped. Counted: a
+/// blob two jobs pin stays pinned until both have let go.
+#[must_use = "the blobs may be evicted once this is dropped: hold it while their job runs"]
+pub struct Pins {
+    store: BlobStore,
+    cids: Vec<Cid>,
 }
 
-impl AsRef<[u8]> for StoredBytes {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            StoredBytes::Memory(bytes) => bytes,
-            StoredBytes::Read(bytes) => bytes,
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut index = self.store.index();
+        for cid in &self.cids {
+            if let Some(holders) = index.pinned.get_mut(cid) {
+                *holders -= 1;
+                if *holders == 0 {
+                    index.pinned.remove(cid);
+                }
+            }
         }
     }
 }
@@ -141,8 +153,6 @@ impl BlobStore {
     pub fn open(data_dir: &Path, cap: u64) -> Result<BlobStore, StoreError> {
         let root = data_dir.join("blobs");
         fs::create_dir_all(&root).map_err(io_err(&root))?;
-        let results = data_dir.join("results");
-        fs::create_dir_all(&results).map_err(io_err(&results))?;
         let mut index = Index::default();
         let mut found = Vec::new();
         for entry in fs::read_dir(&root).map_err(io_err(&root))? {
@@ -175,7 +185,7 @@ impl BlobStore {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path_of(&self, cid: &Cid) -> PathBuf {
+    pub(super) fn path_of(&self, cid: &Cid) -> PathBuf {
         self.root.join(cid.to_hex())
     }
 
@@ -194,14 +204,14 @@ impl BlobStore {
         let entry = index
             .resident
             .entry(cid)
-            .or_insert_with(|| (Arc::from(bytes), 0));
+            .or_insert_with(|| (Bytes::from(bytes), 0));
         entry.1 += 1;
         set.cids.push(cid);
         set.bytes += len;
         Ok(cid)
     }
 
-    fn resident(&self, cid: &Cid) -> Option<Arc<[u8]>> {
+    fn resident(&self, cid: &Cid) -> Option<Bytes> {
         self.index()
             .resident
             .get(cid)
@@ -249,7 +259,7 @@ impl BlobStore {
 
     /// A temp file name unique per write, so two writers of the same blob never share
     /// one (a leftover is removed at the next `open`: its name is not a Cid).
-    fn temp_path(&self, cid: &Cid) -> PathBuf {
+    pub(super) fn temp_path(&self, cid: &Cid) -> PathBuf {
         static WRITES: AtomicU64 = AtomicU64::new(0);
         self.root.join(format!(
             ".{}.{}.{}.tmp",
@@ -259,7 +269,7 @@ impl BlobStore {
         ))
     }
 
-    fn index_owned(&self, cid: Cid, len: u64) {
+    pub(super) fn index_owned(&self, cid: Cid, len: u64) {
         let mut index = self.index();
         if index.blobs.insert(cid, (Location::Owned, len)).is_none() {
             index.order.push(cid);
@@ -299,7 +309,7 @@ impl BlobStore {
         let mut keep = Vec::with_capacity(index.order.len());
         let order = std::mem::take(&mut index.order);
         for cid in order {
-            if index.owned_bytes + incoming <= self.cap || index.pinned.contains(&cid) {
+            if index.owned_bytes + incoming <= self.cap || index.pinned.contains_key(&cid) {
                 keep.push(cid);
                 continue;
             }
@@ -359,30 +369,17 @@ impl BlobStore {
         })
     }
 
-    /// The whole blob, shared from memory when it is resident, or `None` if it is not
-    /// held.
-    pub fn get_shared(&self, cid: &Cid) -> Result<Option<StoredBytes>, StoreError> {
+    /// The whole blob, shared from memory when it is resident, else read from its file;
+    /// `None` if it is not held.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         if let Some(bytes) = self.resident(cid) {
-            return Ok(Some(StoredBytes::Memory(bytes)));
+            return Ok(Some(bytes));
         }
-        Ok(self.read_file(cid)?.map(StoredBytes::Read))
-    }
-
-    /// The whole blob, or `None` if it is not held.
-    pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(bytes) = self.resident(cid) {
-            return Ok(Some(bytes.to_vec()));
-        }
-        self.read_file(cid)
-    }
-
-    /// The whole blob from its file (owned or registered), or `None` if it is not held.
-    fn read_file(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let Some((path, _)) = self.location(cid) else {
             return Ok(None);
         };
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.forget(cid);
                 Ok(None)
@@ -391,14 +388,14 @@ impl BlobStore {
         }
     }
 
-    /// [`BlobStore::read_piece`] of a resident blob, shared from memory; `None` if the
-    /// blob is not resident.
+    /// [`BlobStore::read_piece`] of a resident blob, shared from memory without touching
+    /// the disk (so async code may call it); `None` if the blob is not resident.
     pub fn resident_piece(&self, cid: &Cid, offset: u64, max: usize) -> Option<(u64, Bytes)> {
         let bytes = self.resident(cid)?;
         let total = bytes.len();
         let start = (offset.min(total as u64)) as usize;
         let end = start + (total - start).min(max);
-        Some((total as u64, Bytes::from_owner(bytes).slice(start..end)))
+        Some((total as u64, bytes.slice(start..end)))
     }
 
     /// Up to `max` bytes of a blob from `offset`, with the blob's total length.
@@ -445,221 +442,24 @@ impl BlobStore {
         }
     }
 
-    /// Keeps these blobs from eviction until `unpin`.
-    pub fn pin(&self, cids: impl IntoIterator<Item = Cid>) {
-        self.index().pinned.extend(cids);
-    }
-
-    pub fn unpin(&self, cids: impl IntoIterator<Item = Cid>) {
+    /// Keeps these blobs from eviction until the returned [`Pins`] is dropped.
+    pub fn pin(&self, cids: impl IntoIterator<Item = Cid>) -> Pins {
+        let cids: Vec<Cid> = cids.into_iter().collect();
         let mut index = self.index();
-        for cid in cids {
-            index.pinned.remove(&cid);
+        for cid in &cids {
+            *index.pinned.entry(*cid).or_default() += 1;
+        }
+        Pins {
+            store: self.clone(),
+            cids,
         }
     }
 
-    /// Where the jobs' result logs live (`crate::results`).
-    pub fn results_dir(&self) -> PathBuf {
-        self.root.parent().unwrap_or(&self.root).join("results")
-    }
-}
-
-/// A blob arriving in pieces, in order: each piece is hashed and written to a temp
-/// file as it comes, so a large blob never sits whole in memory.
-/// [`BlobWriter::finish`] checks the length and the hash against the claimed id before
-/// the blob appears in the store; a writer dropped unfinished removes its temp file.
-pub struct BlobWriter {
-    store: BlobStore,
-    cid: Cid,
-    len: u64,
-    written: u64,
-    hasher: blake3::Hasher,
-    /// None once finished (or failed).
-    file: Option<fs::File>,
-    tmp: PathBuf,
-}
-
-impl BlobWriter {
-    /// Appends the next piece.
-    pub fn write(&mut self, piece: &[u8]) -> Result<(), StoreError> {
-        let got = self.written + piece.len() as u64;
-        if got > self.len {
-            return Err(StoreError::Length {
-                cid: self.cid,
-                expected: self.len,
-                got,
-            });
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(StoreError::Io {
-                path: self.tmp.clone(),
-                source: std::io::Error::other("blob writer already finished"),
-            });
-        };
-        self.hasher.update(piece);
-        file.write_all(piece).map_err(io_err(&self.tmp))?;
-        self.written = got;
-        Ok(())
-    }
-
-    /// Checks the whole blob against its id and moves it into the store.
-    pub fn finish(mut self) -> Result<(), StoreError> {
-        if self.written != self.len {
-            return Err(StoreError::Length {
-                cid: self.cid,
-                expected: self.len,
-                got: self.written,
-            });
-        }
-        let actual = Cid::from_hasher(&self.hasher);
-        if actual != self.cid {
-            return Err(StoreError::HashMismatch {
-                claimed: self.cid,
-                actual,
-            });
-        }
-        // Closed before the rename.
-        drop(self.file.take());
-        let path = self.store.path_of(&self.cid);
-        fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
-        self.store.index_owned(self.cid, self.len);
-        Ok(())
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        // Unfinished, failed or refused: the temp file goes. (After a successful finish
-        // it has been renamed and this removes nothing.)
-        let _ = fs::remove_file(&self.tmp);
+    /// Whether some job holds `cid` pinned.
+    pub fn is_pinned(&self, cid: &Cid) -> bool {
+        self.index().pinned.contains_key(cid)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("idlegrid-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
-
-    #[test]
-    fn resident_blobs_are_read_from_memory_until_their_set_is_dropped() {
-        let dir = temp_dir("resident");
-        let store = BlobStore::open(&dir, 1 << 20).unwrap();
-        let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
-        let mut set = Resident::new(&store);
-        let cid = store.put_resident(bytes.clone(), &mut set).unwrap();
-        assert_eq!(set.bytes(), 3000);
-        // A second job holding the same blob keeps it resident after the first ends.
-        let mut other = Resident::new(&store);
-        assert_eq!(store.put_resident(bytes.clone(), &mut other).unwrap(), cid);
-        let piece = |store: &BlobStore| store.read_piece(&cid, 2990, 100).unwrap().unwrap();
-        for _ in 0..2 {
-            match store.get_shared(&cid).unwrap().unwrap() {
-                StoredBytes::Memory(shared) => assert_eq!(&shared[..], &bytes[..]),
-                StoredBytes::Read(_) => panic!("a resident blob was read from its file"),
-            }
-            assert_eq!(
-                piece(&store),
-                (3000, Bytes::copy_from_slice(&bytes[2990..]))
-            );
-            assert_eq!(
-                store.read_piece(&cid, 5000, 10).unwrap().unwrap(),
-                (3000, Bytes::new())
-            );
-            drop(std::mem::replace(&mut set, Resident::new(&store)));
-        }
-        drop(other);
-        // Gone from memory, still in the store (its file was written all along).
-        assert!(
-            matches!(store.get_shared(&cid).unwrap(), Some(StoredBytes::Read(b)) if b == bytes)
-        );
-        assert_eq!(
-            piece(&store),
-            (3000, Bytes::copy_from_slice(&bytes[2990..]))
-        );
-        assert_eq!(
-            BlobStore::open(&dir, 1 << 20).unwrap().get(&cid).unwrap(),
-            Some(bytes)
-        );
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn put_get_piece_and_reopen() {
-        let dir = temp_dir("basic");
-        let store = BlobStore::open(&dir, 1 << 20).unwrap();
-        let bytes: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let cid = store.put(&bytes).unwrap();
-        assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
-        let (total, piece) = store.read_piece(&cid, 990, 100).unwrap().unwrap();
-        assert_eq!((total, &piece[..]), (1000, &bytes[990..]));
-        let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
-        assert_eq!(reopened.len_of(&cid), Some(1000));
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn wrong_bytes_are_refused() {
-        let dir = temp_dir("verify");
-        let store = BlobStore::open(&dir, 1 << 20).unwrap();
-        let err = store.put_verified(Cid::of(b"a"), b"b").unwrap_err();
-        assert!(matches!(err, StoreError::HashMismatch { .. }));
-        assert!(!store.has(&Cid::of(b"b")));
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn pieces_are_written_verified_and_leave_nothing_when_wrong() {
-        let dir = temp_dir("writer");
-        let store = BlobStore::open(&dir, 1 << 20).unwrap();
-        let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
-        let cid = Cid::of(&bytes);
-        let mut w = store.writer(cid, 3000).unwrap();
-        for piece in bytes.chunks(1024) {
-            w.write(piece).unwrap();
-        }
-        assert!(!store.has(&cid), "not visible before finish");
-        w.finish().unwrap();
-        assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
-
-        // Wrong bytes, too many bytes, too few: refused, no blob, no temp file left.
-        let other = Cid::of(b"other");
-        let mut w = store.writer(other, 3000).unwrap();
-        w.write(&bytes).unwrap();
-        assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
-        let mut w = store.writer(other, 10).unwrap();
-        assert!(matches!(w.write(&bytes), Err(StoreError::Length { .. })));
-        drop(w);
-        let mut w = store.writer(other, 3000).unwrap();
-        w.write(&bytes[..10]).unwrap();
-        assert!(matches!(w.finish(), Err(StoreError::Length { .. })));
-        assert!(!store.has(&other));
-        let names: Vec<_> = fs::read_dir(dir.join("blobs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "only the good blob: {names:?}");
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn cap_evicts_oldest_unpinned() {
-        let dir = temp_dir("cap");
-        let store = BlobStore::open(&dir, 250).unwrap();
-        let a = store.put(&[1u8; 100]).unwrap();
-        let b = store.put(&[2u8; 100]).unwrap();
-        store.pin([a]);
-        let c = store.put(&[3u8; 100]).unwrap();
-        assert!(store.has(&a) && !store.has(&b) && store.has(&c));
-        store.pin([c]);
-        assert!(matches!(
-            store.put(&[4u8; 100]),
-            Err(StoreError::Full { .. })
-        ));
-        let _ = fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

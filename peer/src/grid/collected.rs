@@ -1,0 +1,138 @@
+//! A job's verified results, handed to its caller's assembler: the bytes as they
+//! arrived (from the network or this machine's own kernel), kept in memory up to
+//! [`RESULTS_IN_MEMORY`]; past that, and for results an earlier run of the job
+//! verified, only their id, and the bytes are read back from the blob store, where every
+//! verified result is written so that a resumed job can reuse it.
+
+use bytes::Bytes;
+use idlegrid_protocol::Cid;
+
+use super::GridError;
+use crate::store::BlobStore;
+
+/// Bytes of verified results a job keeps in memory for its assembler.
+pub const RESULTS_IN_MEMORY: u64 = 512 << 20;
+
+/// One chunk's verified result.
+#[derive(Clone)]
+enum Held {
+    Memory { cid: Cid, bytes: Bytes },
+    Stored(Cid),
+}
+
+impl Held {
+    fn cid(&self) -> Cid {
+        match self {
+            Held::Memory { cid, .. } | Held::Stored(cid) => *cid,
+        }
+    }
+}
+
+/// The results of a running job, in chunk order; a chunk's may be withdrawn again.
+pub(super) struct Collecting {
+    slots: Vec<Option<Held>>,
+    in_memory: u64,
+}
+
+impl Collecting {
+    /// Room for `chunks` results, the ones an earlier run verified already filled in.
+    pub fn new(known: Vec<Option<Cid>>) -> Collecting {
+        Collecting {
+            slots: known.into_iter().map(|r| r.map(Held::Stored)).collect(),
+            in_memory: 0,
+        }
+    }
+
+    pub fn is_set(&self, chunk: usize) -> bool {
+        matches!(self.slots.get(chunk), Some(Some(_)))
+    }
+
+    pub fn set_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Chunk `chunk`'s result is `cid`; its bytes, if still at hand, stay in memory
+    /// while the budget allows.
+    pub fn set(&mut self, chunk: usize, cid: Cid, bytes: Option<Bytes>) {
+        self.clear(chunk);
+        let held = match bytes {
+            Some(bytes) if self.in_memory + bytes.len() as u64 <= RESULTS_IN_MEMORY => {
+                self.in_memory += bytes.len() as u64;
+                Held::Memory { cid, bytes }
+            }
+            _ => Held::Stored(cid),
+        };
+        if let Some(slot) = self.slots.get_mut(chunk) {
+            *slot = Some(held);
+        }
+    }
+
+    /// Chunk `chunk`'s result was withdrawn.
+    pub fn clear(&mut self, chunk: usize) {
+        if let Some(Some(Held::Memory { bytes, .. })) = self.slots.get_mut(chunk).map(Option::take)
+        {
+            self.in_memory -= bytes.len() as u64;
+        }
+    }
+
+    /// Every chunk's result, or which chunk has none.
+    pub fn finish(self, store: &BlobStore) -> Result<JobResults, GridError> {
+        let held = self
+            .slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.ok_or_else(|| GridError::Failed(format!("chunk {i} has no verified result")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobResults {
+            held,
+            store: store.clone(),
+        })
+    }
+}
+
+/// A finished job's verified results, one per chunk, in chunk order.
+pub struct JobResults {
+    held: Vec<Held>,
+    store: BlobStore,
+}
+
+impl JobResults {
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The result ids, in chunk order.
+    pub fn cids(&self) -> Vec<Cid> {
+        self.held.iter().map(Held::cid).collect()
+    }
+
+    /// Chunk `chunk`'s result bytes: shared from memory, else read from the blob store
+    /// (blocking file I/O: call it off the async runtime).
+    pub fn bytes(&self, chunk: usize) -> Result<Bytes, GridError> {
+        let missing = || GridError::Failed(format!("chunk {chunk}'s result is not held"));
+        match self.held.get(chunk).ok_or_else(missing)? {
+            Held::Memory { bytes, .. } => Ok(bytes.clone()),
+            Held::Stored(cid) => self
+                .store
+                .get(cid)
+                .map_err(|e| GridError::Failed(format!("chunk {chunk}'s result: {e}")))?
+                .ok_or_else(|| {
+                    GridError::Failed(format!(
+                        "chunk {chunk}'s result {} is missing from the blob store",
+                        cid.short()
+                    ))
+                }),
+        }
+    }
+
+    /// Every result's bytes, in chunk order (blocking, as [`JobResults::bytes`]).
+    pub fn all_bytes(&self) -> Result<Vec<Bytes>, GridError> {
+        (0..self.len()).map(|i| self.bytes(i)).collect()
+    }
+}

@@ -1,0 +1,532 @@
+//! The loop that runs one job on the submitting peer. It owns the scheduler and all the
+//! job knows, and takes one input at a time: a [`Report`] from a spawned task (a probe,
+//! a benchmark, a chunk run), a [`PeerEvent`] from the network, or a tick. Each input
+//! becomes scheduler events; the scheduler's actions are carried out at the top of the
+//! loop (spawn a run, cancel one, keep or withdraw a verified result).
+//!
+//! A job is first [`Phase::Gathering`] (waiting for `--min-peers` remote peers; their
+//! joins are held back), then [`Phase::Dispatching`], where the scheduler sees every
+//! event. However the loop ends (done, failed, or its future dropped), dropping it stops
+//! the chunk runs still going ([`Runs`]) and unpins the job's inputs ([`Pins`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use idlegrid_protocol::Cid;
+use libp2p::PeerId;
+use tokio::sync::{broadcast, mpsc};
+
+use super::collected::Collecting;
+use super::local::local_bench;
+use super::peer_book::PeerBook;
+use super::progress::Progress;
+use super::report::{peer_reports, JobReport};
+use super::runs::{Report, Runs};
+use super::{GridConfig, GridError, Job, JobOutcome};
+use crate::net::{kernel_key, PeerEvent, Route};
+use crate::node::Node;
+use crate::results::ResultLog;
+use crate::scheduler::{Action, ChunkIndex, Event, Outcome, Scheduler, SchedulerConfig};
+use crate::store::Pins;
+
+enum Phase {
+    /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
+    /// scheduler together, so the first assignment sees them all.
+    Gathering { joins: Vec<Event<PeerId>> },
+    /// The scheduler hands out chunks; `since` is when it started.
+    Dispatching {
+        sched: Scheduler<PeerId>,
+        since: Instant,
+    },
+}
+
+pub(super) struct JobLoop<'a> {
+    node: &'a Node,
+    job: Job,
+    config: GridConfig,
+    me: PeerId,
+    started: Instant,
+    phase: Phase,
+    /// The scheduler's settings for this job (replicas, spot checks and their seed).
+    sched_config: SchedulerConfig,
+    /// The job index of each chunk the scheduler knows (the ones not reused).
+    todo: Vec<usize>,
+    /// Their costs, in the same order.
+    costs: Vec<u64>,
+    reused: usize,
+    book: PeerBook,
+    results: Collecting,
+    /// Answers not yet verified, per chunk, with their bytes (kept until verified).
+    answers: HashMap<ChunkIndex, Vec<(Cid, Bytes)>>,
+    log: ResultLog,
+    progress: Progress,
+    actions: Vec<Action<PeerId>>,
+    /// Where probes and runs report back.
+    reports: mpsc::UnboundedSender<Report>,
+    runs: Runs,
+    _pins: Pins,
+}
+
+impl<'a> JobLoop<'a> {
+    /// Opens the job's result log (taking what an earlier run verified) and pins its
+    /// inputs.
+    pub fn new(
+        node: &'a Node,
+        job: Job,
+        config: GridConfig,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Result<JobLoop<'a>, GridError> {
+        // Which chunks are spot-checked depends on the job (the hash of its chunk ids),
+        // so a re-run checks the same ones and a peer cannot tell which from one chunk;
+        // the same hash names the job's result log.
+        let job_id = {
+            let mut hasher = blake3::Hasher::new();
+            for spec in &job.chunks {
+                hasher.update(&spec.id().0);
+            }
+            Cid::from_hasher(&hasher)
+        };
+        let log = ResultLog::open(node.data_dir(), &job_id)?;
+        let known: Vec<Option<Cid>> = job
+            .chunks
+            .iter()
+            .map(|spec| log.known(&spec.id(), &node.store))
+            .collect();
+        let todo: Vec<usize> = (0..job.chunks.len())
+            .filter(|&i| known[i].is_none())
+            .collect();
+        let costs = todo
+            .iter()
+            .map(|&i| job.costs.get(i).copied().unwrap_or(1))
+            .collect();
+        let mut sched_config = config.scheduler.clone();
+        sched_config.replicas = config.replicas;
+        sched_config.spot_check = config.spot_check;
+        sched_config.spot_check_seed =
+            u64::from_le_bytes(job_id.0[..8].try_into().unwrap_or([0; 8]));
+        sched_config
+            .validate()
+            .map_err(|e| GridError::Config(e.to_string()))?;
+        let pins = node
+            .store
+            .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
+        let results = Collecting::new(known);
+        let progress = Progress::new(&job, |i| results.is_set(i), config.show_progress);
+        let me = node.peer_id();
+        Ok(JobLoop {
+            node,
+            me,
+            started: Instant::now(),
+            phase: Phase::Gathering { joins: Vec::new() },
+            sched_config,
+            reused: results.set_count(),
+            todo,
+            costs,
+            book: PeerBook::default(),
+            results,
+            answers: HashMap::new(),
+            log,
+            progress,
+            actions: Vec::new(),
+            runs: Runs::new(node, reports.clone()),
+            reports,
+            _pins: pins,
+            job,
+            config,
+        })
+    }
+
+    /// Everyone already known is a candidate: their probes and benchmarks start before
+    /// this machine's own benchmark, so the two run at the same time.
+    pub async fn probe_known_peers(&mut self) {
+        let Ok(known) = self.node.client.peers().await else {
+            return;
+        };
+        for entry in known {
+            if let Some(peer) = entry.peer {
+                self.book
+                    .found_by
+                    .entry(peer)
+                    .or_default()
+                    .extend(entry.sources);
+                self.probe(peer);
+            }
+        }
+    }
+
+    /// This machine computes too: benchmarks it; it joins as the trusted worker when
+    /// the job starts dispatching.
+    pub async fn join_this_machine(&mut self) {
+        if !self.config.compute_locally {
+            return;
+        }
+        tracing::debug!("benchmarking this machine");
+        let score = local_bench(self.node, &self.job).await;
+        tracing::debug!("this machine scores {score:.0} units/s");
+        self.book.scores.insert(self.me, score);
+        self.book.local_score = Some(score);
+        let join = Event::PeerJoined {
+            peer: self.me,
+            score,
+            trusted: true,
+            weight: self.book.weight_of(&self.config, self.me),
+        };
+        let slots = Event::PeerSlots {
+            peer: self.me,
+            slots: self.node.executor.cores() as u32,
+        };
+        self.join(join, slots);
+    }
+
+    /// Runs the job to its end.
+    pub async fn run(
+        mut self,
+        mut events: broadcast::Receiver<PeerEvent>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+    ) -> Result<JobOutcome, GridError> {
+        tracing::debug!("looking for peers");
+        let providers_key = kernel_key(&self.job.kernel, self.job.kernel_version);
+        let mut dht_lookup = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.start_dispatching_when_ready()?;
+            self.carry_out_actions();
+            if self.ended()? {
+                break;
+            }
+            let wake = self.next_wakeup();
+            tokio::select! {
+                report = reports.recv() => {
+                    let Some(report) = report else { return Err(GridError::Stopped) };
+                    self.on_report(report);
+                }
+                event = events.recv() => match event {
+                    Ok(event) => self.on_peer_event(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(GridError::Stopped),
+                },
+                _ = dht_lookup.tick() => {
+                    let client = self.node.client.clone();
+                    let key = providers_key.clone();
+                    // Found providers come back as Discovered events.
+                    tokio::spawn(async move { let _ = client.find_providers(key).await; });
+                }
+                _ = tokio::time::sleep(wake) => self.handle(Event::Tick),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.finish().await
+    }
+
+    /// Gathering ends once enough remote peers joined (at once without `--min-peers`):
+    /// the scheduler starts, with every join so far.
+    fn start_dispatching_when_ready(&mut self) -> Result<(), GridError> {
+        let Phase::Gathering { joins } = &mut self.phase else {
+            return Ok(());
+        };
+        if self.book.remote_joined(self.me) < self.config.min_peers {
+            return Ok(());
+        }
+        let joins = std::mem::take(joins);
+        let fastest = self.book.scores.values().copied().fold(0.0, f64::max);
+        let total_work: f64 = self.costs.iter().map(|&c| c as f64).sum();
+        let mut config = self.sched_config.clone();
+        config.pipeline = pipeline_for(total_work, fastest, self.sched_config.pipeline);
+        let mut sched = Scheduler::new(config, self.costs.clone())
+            .map_err(|e| GridError::Config(e.to_string()))?;
+        let now = self.started.elapsed();
+        for join in joins {
+            sched.handle(now, join, &mut self.actions);
+        }
+        self.phase = Phase::Dispatching {
+            sched,
+            since: Instant::now(),
+        };
+        Ok(())
+    }
+
+    /// Feeds the scheduler one event (dropped while gathering: nothing is out yet).
+    fn handle(&mut self, event: Event<PeerId>) {
+        if let Phase::Dispatching { sched, .. } = &mut self.phase {
+            sched.handle(self.started.elapsed(), event, &mut self.actions);
+        }
+    }
+
+    /// A peer (or this machine) joins: held back while gathering.
+    fn join(&mut self, join: Event<PeerId>, slots: Event<PeerId>) {
+        match &mut self.phase {
+            Phase::Gathering { joins } => joins.extend([join, slots]),
+            Phase::Dispatching { .. } => {
+                self.handle(join);
+                self.handle(slots);
+            }
+        }
+    }
+
+    /// Whether the job is done; an error if it failed, or if `--min-peers` were not
+    /// found in time.
+    fn ended(&self) -> Result<bool, GridError> {
+        match &self.phase {
+            Phase::Dispatching { sched, .. } => match sched.outcome() {
+                Some(Outcome::Complete) => Ok(true),
+                Some(Outcome::Failed(reason)) => Err(GridError::Failed(reason.to_string())),
+                None => Ok(false),
+            },
+            Phase::Gathering { .. } if self.started.elapsed() >= self.config.discover_timeout => {
+                Err(GridError::NotEnoughPeers {
+                    found: self.book.remote_joined(self.me),
+                    wanted: self.config.min_peers,
+                    waited: self.config.discover_timeout,
+                    why: self.book.why_not_enough(),
+                })
+            }
+            Phase::Gathering { .. } => Ok(false),
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        match &self.phase {
+            Phase::Dispatching { sched, .. } => sched
+                .next_wakeup()
+                .map(|at| at.saturating_sub(self.started.elapsed()))
+                .unwrap_or(Duration::from_secs(1)),
+            Phase::Gathering { .. } => Duration::from_secs(1),
+        }
+    }
+
+    /// Carries out what the scheduler decided.
+    fn carry_out_actions(&mut self) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Assign { peer, chunk, .. } => {
+                    let Some(&job_index) = self.todo.get(chunk as usize) else {
+                        continue;
+                    };
+                    tracing::trace!(
+                        "{:.3} s: chunk {job_index} to {peer}",
+                        self.started.elapsed().as_secs_f64()
+                    );
+                    self.runs
+                        .spawn(peer, chunk, self.job.chunks[job_index].clone());
+                }
+                Action::Cancel { peer, chunk } => self.runs.stop(peer, chunk),
+                Action::Verified { chunk, result } => {
+                    let Some(&job_index) = self.todo.get(chunk as usize) else {
+                        continue;
+                    };
+                    let bytes = self.answers.remove(&chunk).and_then(|answers| {
+                        answers
+                            .into_iter()
+                            .find_map(|(cid, bytes)| (cid == result).then_some(bytes))
+                    });
+                    self.results.set(job_index, result, bytes);
+                    if let Err(e) = self.log.record(&self.job.chunks[job_index].id(), &result) {
+                        tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
+                    }
+                    self.progress.verified(job_index);
+                }
+                Action::Revoked { chunk } => {
+                    let Some(&job_index) = self.todo.get(chunk as usize) else {
+                        continue;
+                    };
+                    self.results.clear(job_index);
+                    // A resumed job must not reuse a withdrawn result.
+                    if let Err(e) = self.log.forget(&self.job.chunks[job_index].id()) {
+                        tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
+                    }
+                    self.progress.revoked(job_index);
+                }
+                Action::PeerBanned { peer, chunk } => {
+                    self.progress.println(&format!(
+                        "peer {peer} returned a wrong result for chunk {chunk}: banned for this job"
+                    ));
+                }
+                Action::JobComplete | Action::JobFailed { .. } => {}
+            }
+        }
+        self.actions = actions;
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Ready { peer, score, slots } => {
+                tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
+                self.book.probing.remove(&peer);
+                self.book.unusable.remove(&peer);
+                self.book.reprobe_at.remove(&peer);
+                self.book.scores.insert(peer, score);
+                self.book.joined.insert(peer);
+                let join = Event::PeerJoined {
+                    peer,
+                    score,
+                    trusted: false,
+                    weight: self.book.weight_of(&self.config, peer),
+                };
+                let slots = Event::PeerSlots {
+                    peer,
+                    slots: slots.max(1),
+                };
+                self.join(join, slots);
+            }
+            Report::Unusable { peer, why, retry } => {
+                self.book.probing.remove(&peer);
+                // Said once per peer and reason, not at every probe again.
+                if self.book.unusable.get(&peer) != Some(&why) {
+                    tracing::info!("not using peer {peer} for now: {why}");
+                }
+                self.book.unusable.insert(peer, why);
+                if retry {
+                    self.book
+                        .reprobe_at
+                        .insert(peer, Instant::now() + self.config.reprobe_after);
+                }
+            }
+            Report::Done {
+                peer,
+                chunk,
+                result,
+                bytes,
+                received,
+            } => {
+                tracing::trace!(
+                    "{:.3} s: chunk {} from {peer}",
+                    self.started.elapsed().as_secs_f64(),
+                    self.todo.get(chunk as usize).copied().unwrap_or(usize::MAX)
+                );
+                self.runs.ended(peer, chunk);
+                *self.book.received.entry(peer).or_default() += received;
+                let settled = self
+                    .todo
+                    .get(chunk as usize)
+                    .is_none_or(|&i| self.results.is_set(i));
+                if !settled {
+                    self.answers.entry(chunk).or_default().push((result, bytes));
+                }
+                self.handle(Event::ChunkDone {
+                    peer,
+                    chunk,
+                    result,
+                });
+            }
+            Report::Failed {
+                peer,
+                chunk,
+                kind,
+                why,
+            } => {
+                self.runs.ended(peer, chunk);
+                tracing::info!("chunk {chunk} failed on {peer}: {kind:?}: {why}");
+                self.handle(Event::ChunkFailed { peer, chunk, kind });
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, event: PeerEvent) {
+        let dispatching = matches!(self.phase, Phase::Dispatching { .. });
+        match event {
+            PeerEvent::Discovered { peer, source } => {
+                self.book.found_by.entry(peer).or_default().insert(source);
+                self.probe(peer);
+            }
+            PeerEvent::Identified {
+                peer,
+                compatible: true,
+            } => self.probe(peer),
+            PeerEvent::Identified { .. } => {}
+            PeerEvent::Disconnected { peer } => {
+                if !self.book.joined.remove(&peer) {
+                    return;
+                }
+                match &mut self.phase {
+                    Phase::Gathering { joins } => joins.retain(|e| {
+                        !matches!(e,
+                            Event::PeerJoined { peer: p, .. } | Event::PeerSlots { peer: p, .. }
+                                if *p == peer)
+                    }),
+                    Phase::Dispatching { .. } => self.handle(Event::PeerLeft { peer }),
+                }
+            }
+            PeerEvent::Pinged { peer, rtt } => {
+                if dispatching && self.book.joined.contains(&peer) {
+                    self.handle(Event::PeerRtt { peer, rtt });
+                }
+            }
+            PeerEvent::Unresponsive { peer, reason } => {
+                if dispatching && self.book.joined.contains(&peer) {
+                    self.progress.println(&format!(
+                        "peer {peer} stopped answering pings ({reason}): its chunks go to others"
+                    ));
+                    self.handle(Event::PeerUnresponsive { peer });
+                }
+            }
+        }
+    }
+
+    /// Redraws the progress display and probes again the peers whose time has come.
+    fn on_tick(&mut self) {
+        if let Phase::Dispatching { sched, .. } = &self.phase {
+            self.progress.update(sched, &self.book);
+        }
+        for peer in self.book.due_for_reprobe(Instant::now()) {
+            self.probe(peer);
+        }
+    }
+
+    fn probe(&mut self, peer: PeerId) {
+        self.book
+            .start_probe(self.node, &self.job, &self.config, &self.reports, peer);
+    }
+
+    /// The job is complete: stops what still runs and builds the outcome.
+    async fn finish(mut self) -> Result<JobOutcome, GridError> {
+        self.runs.stop_all();
+        self.progress.finish();
+        let Phase::Dispatching { sched, since } = &self.phase else {
+            return Err(GridError::Failed("the job ended before it started".into()));
+        };
+        let sent = self.node.traffic.snapshot();
+        let routes: HashMap<PeerId, Route> = self
+            .node
+            .client
+            .peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.peer?, e.route?)))
+            .collect();
+        let peers = peer_reports(sched, &self.book, self.me, &routes, &sent);
+        let report = JobReport {
+            kernel: self.job.kernel.clone(),
+            output: None,
+            output_blake3: None,
+            chunks: self.job.chunks.len(),
+            chunks_reused: self.reused,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            dispatch_seconds: since.elapsed().as_secs_f64(),
+            replicas: self.config.replicas,
+            spot_check: self.config.spot_check,
+            peers,
+        };
+        let results = std::mem::replace(&mut self.results, Collecting::new(Vec::new()))
+            .finish(&self.node.store)?;
+        Ok(JobOutcome { results, report })
+    }
+}
+
+/// How much work a peer holds ahead: the configured pipeline, but at most an eighth of
+/// the job's time on the fastest peer known at the start, so that on a short job the
+/// first peer served does not take every chunk while the others wait (later peers
+/// still pull; the floor keeps a round trip covered).
+fn pipeline_for(total_work: f64, fastest_score: f64, configured: Duration) -> Duration {
+    if !(fastest_score > 0.0 && total_work > 0.0) {
+        return configured;
+    }
+    let eighth = Duration::from_secs_f64((total_work / fastest_score / 8.0).min(3600.0));
+    eighth.clamp(
+        Duration::from_millis(20),
+        configured.max(Duration::from_millis(20)),
+    )
+}

@@ -1,0 +1,146 @@
+//! The blob store's unit tests: writing, reading, pieces, residents, pins and the cap.
+
+use super::*;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("idlegrid-store-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn resident_blobs_are_read_from_memory_until_their_set_is_dropped() {
+    let dir = temp_dir("resident");
+    let store = BlobStore::open(&dir, 1 << 20).unwrap();
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let mut set = Resident::new(&store);
+    let cid = store.put_resident(bytes.clone(), &mut set).unwrap();
+    assert_eq!(set.bytes(), 3000);
+    // A second job holding the same blob keeps it resident after the first ends.
+    let mut other = Resident::new(&store);
+    assert_eq!(store.put_resident(bytes.clone(), &mut other).unwrap(), cid);
+    let piece = |store: &BlobStore| store.read_piece(&cid, 2990, 100).unwrap().unwrap();
+    for _ in 0..2 {
+        let shared = store.get(&cid).unwrap().unwrap();
+        assert_eq!(&shared[..], &bytes[..]);
+        assert_eq!(
+            shared.as_ptr(),
+            store.get(&cid).unwrap().unwrap().as_ptr(),
+            "a resident blob is shared from memory, not read from its file"
+        );
+        assert_eq!(
+            piece(&store),
+            (3000, Bytes::copy_from_slice(&bytes[2990..]))
+        );
+        assert_eq!(
+            store.read_piece(&cid, 5000, 10).unwrap().unwrap(),
+            (3000, Bytes::new())
+        );
+        drop(std::mem::replace(&mut set, Resident::new(&store)));
+    }
+    drop(other);
+    // Gone from memory, still in the store (its file was written all along).
+    let read = store.get(&cid).unwrap().unwrap();
+    assert_eq!(read, bytes);
+    assert_ne!(
+        read.as_ptr(),
+        store.get(&cid).unwrap().unwrap().as_ptr(),
+        "read from its file once it left memory"
+    );
+    assert_eq!(
+        piece(&store),
+        (3000, Bytes::copy_from_slice(&bytes[2990..]))
+    );
+    assert_eq!(
+        BlobStore::open(&dir, 1 << 20).unwrap().get(&cid).unwrap(),
+        Some(Bytes::from(bytes))
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn put_get_piece_and_reopen() {
+    let dir = temp_dir("basic");
+    let store = BlobStore::open(&dir, 1 << 20).unwrap();
+    let bytes: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let cid = store.put(&bytes).unwrap();
+    assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
+    let (total, piece) = store.read_piece(&cid, 990, 100).unwrap().unwrap();
+    assert_eq!((total, &piece[..]), (1000, &bytes[990..]));
+    let reopened = BlobStore::open(&dir, 1 << 20).unwrap();
+    assert_eq!(reopened.len_of(&cid), Some(1000));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn wrong_bytes_are_refused() {
+    let dir = temp_dir("verify");
+    let store = BlobStore::open(&dir, 1 << 20).unwrap();
+    let err = store.put_verified(Cid::of(b"a"), b"b").unwrap_err();
+    assert!(matches!(err, StoreError::HashMismatch { .. }));
+    assert!(!store.has(&Cid::of(b"b")));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pieces_are_written_verified_and_leave_nothing_when_wrong() {
+    let dir = temp_dir("writer");
+    let store = BlobStore::open(&dir, 1 << 20).unwrap();
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let cid = Cid::of(&bytes);
+    let mut w = store.writer(cid, 3000).unwrap();
+    for piece in bytes.chunks(1024) {
+        w.write(piece).unwrap();
+    }
+    assert!(!store.has(&cid), "not visible before finish");
+    w.finish().unwrap();
+    assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
+
+    // Wrong bytes, too many bytes, too few: refused, no blob, no temp file left.
+    let other = Cid::of(b"other");
+    let mut w = store.writer(other, 3000).unwrap();
+    w.write(&bytes).unwrap();
+    assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
+    let mut w = store.writer(other, 10).unwrap();
+    assert!(matches!(w.write(&bytes), Err(StoreError::Length { .. })));
+    drop(w);
+    let mut w = store.writer(other, 3000).unwrap();
+    w.write(&bytes[..10]).unwrap();
+    assert!(matches!(w.finish(), Err(StoreError::Length { .. })));
+    assert!(!store.has(&other));
+    let names: Vec<_> = fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "only the good blob: {names:?}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cap_evicts_oldest_unpinned() {
+    let dir = temp_dir("cap");
+    let store = BlobStore::open(&dir, 250).unwrap();
+    let a = store.put(&[1u8; 100]).unwrap();
+    let b = store.put(&[2u8; 100]).unwrap();
+    let job_a = store.pin([a]);
+    let c = store.put(&[3u8; 100]).unwrap();
+    assert!(store.has(&a) && !store.has(&b) && store.has(&c));
+    // Two jobs pin c: it stays pinned until both let go.
+    let (job_c, other_job_c) = (store.pin([c]), store.pin([c]));
+    assert!(matches!(
+        store.put(&[4u8; 100]),
+        Err(StoreError::Full { .. })
+    ));
+    drop(job_c);
+    assert!(store.is_pinned(&c));
+    assert!(matches!(
+        store.put(&[4u8; 100]),
+        Err(StoreError::Full { .. })
+    ));
+    drop(other_job_c);
+    assert!(!store.is_pinned(&c));
+    let d = store.put(&[4u8; 100]).unwrap();
+    assert!(store.has(&a) && !store.has(&c) && store.has(&d));
+    drop(job_a);
+    let _ = fs::remove_dir_all(&dir);
+}

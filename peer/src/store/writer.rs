@@ -1,0 +1,82 @@
+//! Receiving a blob piece by piece into the store: hashed and written to a temp file as
+//! it arrives, checked against its claimed id and length, and only then renamed into
+//! the store's directory.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+use idlegrid_protocol::Cid;
+
+use super::{io_err, BlobStore, StoreError};
+
+/// A blob arriving in pieces, in order: each piece is hashed and written to a temp
+/// file as it comes, so a large blob never sits whole in memory.
+/// [`BlobWriter::finish`] checks the length and the hash against the claimed id before
+/// the blob appears in the store; a writer dropped unfinished removes its temp file.
+pub struct BlobWriter {
+    pub(super) store: BlobStore,
+    pub(super) cid: Cid,
+    pub(super) len: u64,
+    pub(super) written: u64,
+    pub(super) hasher: blake3::Hasher,
+    /// None once finished (or failed).
+    pub(super) file: Option<fs::File>,
+    pub(super) tmp: PathBuf,
+}
+
+impl BlobWriter {
+    /// Appends the next piece.
+    pub fn write(&mut self, piece: &[u8]) -> Result<(), StoreError> {
+        let got = self.written + piece.len() as u64;
+        if got > self.len {
+            return Err(StoreError::Length {
+                cid: self.cid,
+                expected: self.len,
+                got,
+            });
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::Io {
+                path: self.tmp.clone(),
+                source: std::io::Error::other("blob writer already finished"),
+            });
+        };
+        self.hasher.update(piece);
+        file.write_all(piece).map_err(io_err(&self.tmp))?;
+        self.written = got;
+        Ok(())
+    }
+
+    /// Checks the whole blob against its id and moves it into the store.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        if self.written != self.len {
+            return Err(StoreError::Length {
+                cid: self.cid,
+                expected: self.len,
+                got: self.written,
+            });
+        }
+        let actual = Cid::from_hasher(&self.hasher);
+        if actual != self.cid {
+            return Err(StoreError::HashMismatch {
+                claimed: self.cid,
+                actual,
+            });
+        }
+        // Closed before the rename.
+        drop(self.file.take());
+        let path = self.store.path_of(&self.cid);
+        fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+        self.store.index_owned(self.cid, self.len);
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Unfinished, failed or refused: the temp file goes. (After a successful finish
+        // it has been renamed and this removes nothing.)
+        let _ = fs::remove_file(&self.tmp);
+    }
+}

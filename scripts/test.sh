@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's second command: installs the Debian packages the tests need (when it can),
+# says what it installed or what is missing, then runs the whole test suite.
+#
+#   scripts/test.sh                 # then: cargo test --release --workspace
+#   scripts/test.sh -- FILTER       # extra arguments go to cargo test
+#   scripts/test.sh --packages      # only the packages (CI, before it builds anything)
+#
+# What the packages are for:
+#   nasm      OpenH264's assembly (without it the video encoder builds as plain C, 2-3x slower)
+#   ffmpeg    ffprobe and ffmpeg check the MP4s in the video tests
+#   iproute2  network namespaces for the mDNS, fault-suite and NAT tests (run as root)
+#   iptables  the NAT tests' routers (MASQUERADE)
+# Without root or sudo nothing is installed: the script names what is missing and runs
+# the tests anyway (the root-only tests skip with a printed reason; the video tests that
+# need ffprobe fail and say so).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command that proves each package is there, and the package that provides it
+needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables)
+missing=()
+for need in "${needs[@]}"; do
+    command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo=(sudo)
+    fi
+    if [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; then
+        if command -v apt-get >/dev/null 2>&1; then
+            echo "test.sh: installing ${missing[*]} (apt-get)"
+            "${sudo[@]}" apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+            echo "test.sh: installed ${missing[*]}"
+            if [[ " ${missing[*]} " == *" nasm "* ]] && [ -d target/release/build ] \
+                && ls -d target/release/build/openh264-sys2-* >/dev/null 2>&1; then
+                # openh264-sys2 decided at its first build that there was no nasm, and cargo
+                # keeps that build: rebuild it so the encoder gets its assembly.
+                echo "test.sh: rebuilding openh264-sys2 with nasm"
+                cargo clean --release -p openh264-sys2
+            fi
+        else
+            echo "test.sh: missing ${missing[*]}, and no apt-get to install them with" >&2
+        fi
+    else
+        echo "test.sh: missing ${missing[*]}: run as root or with sudo to install them," >&2
+        echo "         or: sudo apt-get install ${missing[*]}" >&2
+    fi
+else
+    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables)"
+fi
+
+if [ "${1:-}" = "--packages" ]; then exit 0; fi
+if [ "${1:-}" = "--" ]; then shift; fi
+exec cargo test --release --workspace "$@"
