@@ -12,7 +12,5 @@ pub mod node;
 pub mod policy;
 pub mod priority;
 pub mod results;
-pub mod scheduler;
-pub mod sim;
 pub mod store;
 pub mod worker;

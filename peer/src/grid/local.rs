@@ -4,11 +4,11 @@
 use std::time::Instant;
 
 use idlegrid_protocol::{Cid, TaskSpec};
+use idlegrid_scheduler::FailureKind;
 
 use super::Job;
 use crate::executor::Executor;
 use crate::node::Node;
-use crate::scheduler::FailureKind;
 use crate::store::{BlobStore, StoredBytes};
 
 /// Times the calibration chunk on this machine.

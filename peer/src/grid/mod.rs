@@ -18,6 +18,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use idlegrid_protocol::{Cid, TaskSpec};
+use idlegrid_scheduler::{
+    Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
+};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -25,9 +28,6 @@ use tokio::task::AbortHandle;
 use crate::net::{kernel_key, PeerEvent, Route, Source};
 use crate::node::Node;
 use crate::results::ResultLog;
-use crate::scheduler::{
-    Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler, SchedulerConfig,
-};
 use local::{local_bench, run_local};
 use progress::Progress;
 pub use report::{JobReport, PeerReport};

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use idlegrid_protocol::Cid;
+use idlegrid_scheduler::Scheduler;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
 
 use super::report::human;
 use super::{Job, PeerBook};
-use crate::scheduler::Scheduler;
 
 pub struct Progress {
     multi: Option<MultiProgress>,
