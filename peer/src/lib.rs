@@ -13,4 +13,5 @@ pub mod policy;
 pub mod priority;
 pub mod results;
 pub mod store;
+pub mod units;
 pub mod worker;
