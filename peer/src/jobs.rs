@@ -2,13 +2,22 @@
 //! list, each chunk's cost in work units, the calibration chunk, the blobs to put in
 //! the store, and what the progress bar counts.
 
+use std::path::PathBuf;
+
 use idlegrid_kernels::change::{self, ChangePlan};
 use idlegrid_kernels::video::{self, VideoPlan};
 use idlegrid_kernels::KernelError;
 use idlegrid_protocol::TaskSpec;
 
-use crate::commands::common::JobBlob;
 use crate::grid::Job;
+
+/// The blobs a planned job needs in the store before it runs.
+pub enum JobBlob {
+    /// Bytes made by the planner (change: tables and bands).
+    Bytes(Vec<u8>),
+    /// A user's file, served from where it is (video frames).
+    File(PathBuf),
+}
 
 /// Work units of a change chunk: pixels of its extended band times passes over them.
 pub fn change_cost(spec: &TaskSpec) -> u64 {

@@ -12,7 +12,6 @@ pub mod node;
 pub mod policy;
 pub mod priority;
 pub mod results;
-pub mod scheduler;
-pub mod sim;
 pub mod store;
+pub mod units;
 pub mod worker;

@@ -24,8 +24,9 @@
 use std::time::{Duration, Instant};
 
 use idlegrid::blobs::{fetch_blob, fetch_bytes, Pieces, PIECES_IN_FLIGHT};
-use idlegrid::commands::common::{store_blobs, JobBlob};
+use idlegrid::commands::common::store_blobs;
 use idlegrid::grid::{self, GridConfig, Job};
+use idlegrid::jobs::JobBlob;
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid_kernels::change::{self, ChangeParams};

@@ -11,9 +11,11 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::datadir::DataDirError;
 use crate::grid::{self, GridConfig, Job, JobOutcome};
+use crate::jobs::JobBlob;
 use crate::net::NetConfig;
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::store::Resident;
+use crate::units::parse_duration;
 
 /// Flags of every command that starts a peer.
 #[derive(clap::Args, Debug, Clone)]
@@ -149,34 +151,6 @@ pub struct GridArgs {
 #[derive(Clone, Debug)]
 pub struct Weights(pub HashMap<PeerId, f64>);
 
-/// Parses `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (write e.g. 30s, 2m, 500ms)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !(seconds.is_finite() && seconds >= 0.0) {
-        return Err(format!("{text:?} is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 /// Parses `PEERID=W,PEERID=W`.
 pub fn parse_weights(text: &str) -> Result<Weights, String> {
     let mut weights = HashMap::new();
@@ -230,14 +204,6 @@ impl GridArgs {
             ..GridConfig::default()
         })
     }
-}
-
-/// The blobs a planned job needs in the store before it runs.
-pub enum JobBlob {
-    /// Bytes made by the planner (change: tables and bands).
-    Bytes(Vec<u8>),
-    /// A user's file, served from where it is (video frames).
-    File(PathBuf),
 }
 
 /// Starts a submitting peer, stores the job's blobs, runs the job on the grid, prints
@@ -424,17 +390,6 @@ pub fn finish_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn weights() {

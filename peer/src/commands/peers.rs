@@ -13,11 +13,13 @@ use anyhow::Context;
 use libp2p::PeerId;
 
 use crate::commands::common::{
-    load_peer_memory, parse_duration, start_submitter, store_blobs, submit_dir, JobBlob, NetArgs,
+    load_peer_memory, start_submitter, store_blobs, submit_dir, NetArgs,
 };
 use crate::grid::remote;
 use crate::grid::report::human;
+use crate::jobs::JobBlob;
 use crate::net::kernel_key;
+use crate::units::parse_duration;
 
 /// Arguments of `idlegrid peers`.
 #[derive(clap::Args, Debug)]

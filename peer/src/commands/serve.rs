@@ -51,7 +51,7 @@ pub struct FaultArgs {
     #[arg(long, hide = true)]
     pub fault_lie: bool,
     /// Sleep this long before each chunk, e.g. 300ms.
-    #[arg(long, hide = true, value_parser = crate::commands::common::parse_duration)]
+    #[arg(long, hide = true, value_parser = crate::units::parse_duration)]
     pub fault_delay: Option<Duration>,
     /// The delay starts with this chunk (0 = the first, which is usually the benchmark).
     #[arg(long, hide = true, default_value_t = 0)]

@@ -1,8 +1,8 @@
 //! `idlegrid simulate`: runs one job of the real scheduler over thousands of virtual
 //! peers in virtual time and prints how close it came to the ideal (see
-//! [`crate::sim`]). With `--json` the last line is one JSON object for scripts.
+//! [`idlegrid_scheduler::sim`]). With `--json` the last line is one JSON object for scripts.
 
-use crate::sim::{self, SimConfig};
+use idlegrid_scheduler::sim::{self, SimConfig};
 
 /// Arguments of `idlegrid simulate`.
 #[derive(clap::Args, Debug)]

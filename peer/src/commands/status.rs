@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::commands::common::{parse_duration, read_swarm_key, NetArgs};
-use crate::policy::config::{self, parse_peer_list, parse_size};
+use crate::commands::common::{read_swarm_key, NetArgs};
+use crate::policy::config::{self, parse_peer_list};
 use crate::policy::{decide, Policy, PolicyFile, Sensors, WhenUnknown, Window};
+use crate::units::{parse_duration, parse_size};
 
 /// The owner's flags (`serve`, `status`); each overrides its config-file field.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -27,8 +27,8 @@ use super::{GridConfig, GridError, Job, JobOutcome};
 use crate::net::{kernel_key, PeerEvent, Route};
 use crate::node::Node;
 use crate::results::ResultLog;
-use crate::scheduler::{Action, ChunkIndex, Event, Outcome, Scheduler, SchedulerConfig};
 use crate::store::Pins;
+use idlegrid_scheduler::{Action, ChunkIndex, Event, Outcome, Scheduler, SchedulerConfig};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the

@@ -9,8 +9,8 @@ use idlegrid_protocol::{Cid, TaskSpec};
 use super::Job;
 use crate::executor::Executor;
 use crate::node::Node;
-use crate::scheduler::FailureKind;
 use crate::store::BlobStore;
+use idlegrid_scheduler::FailureKind;
 
 /// Times the calibration chunk on this machine.
 pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {

@@ -29,8 +29,8 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use crate::node::Node;
-use crate::scheduler::SchedulerConfig;
 pub use collected::{JobResults, RESULTS_IN_MEMORY};
+use idlegrid_scheduler::SchedulerConfig;
 use job_loop::JobLoop;
 pub use report::{JobReport, PeerReport};
 

@@ -11,7 +11,7 @@ use libp2p::PeerId;
 use super::peer_book::PeerBook;
 use super::report::human;
 use super::Job;
-use crate::scheduler::Scheduler;
+use idlegrid_scheduler::Scheduler;
 
 pub struct Progress {
     multi: Option<MultiProgress>,

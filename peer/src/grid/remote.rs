@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use idlegrid_protocol::message::PeerInfo;
 use idlegrid_protocol::{Cid, Payload, TaskRequest, TaskResponse, TaskSpec};
+use idlegrid_scheduler::FailureKind;
 use libp2p::PeerId;
 
 use crate::blobs::fetch_bytes;
 use crate::net::{Client, NetError};
-use crate::scheduler::FailureKind;
 use crate::store::BlobStore;
 
 /// Why a peer is not used for a job.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::peer_book::PeerBook;
 use crate::net::{Route, Source};
-use crate::scheduler::Scheduler;
+use idlegrid_scheduler::Scheduler;
 
 /// One peer's line in the report.
 #[derive(Clone, Debug, Serialize)]

@@ -19,8 +19,8 @@ use super::remote;
 use crate::executor::Executor;
 use crate::net::Client;
 use crate::node::Node;
-use crate::scheduler::{ChunkIndex, FailureKind};
 use crate::store::BlobStore;
+use idlegrid_scheduler::{ChunkIndex, FailureKind};
 
 /// What spawned tasks tell the job loop.
 pub(super) enum Report {

@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use idlegrid::commands::common::{store_blobs, JobBlob};
+use idlegrid::commands::common::store_blobs;
 use idlegrid::grid::Job;
+use idlegrid::jobs::JobBlob;
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid::store::Resident;

@@ -18,7 +18,7 @@ mod tests;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::scheduler::{ConfigError, Scheduler, SchedulerConfig};
+use crate::{ConfigError, Scheduler, SchedulerConfig};
 
 pub use report::SimReport;
 

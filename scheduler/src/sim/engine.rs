@@ -16,7 +16,7 @@ use idlegrid_protocol::Cid;
 
 use super::world::World;
 use super::SimConfig;
-use crate::scheduler::{Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler};
+use crate::{Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler};
 
 /// Bytes of a chunk's inputs and of its result on the wire.
 const INPUT_BYTES: u64 = 1 << 20;

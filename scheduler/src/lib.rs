@@ -40,7 +40,12 @@
 //! Modules: public [`types`] (events, actions, views), [`config`], [`breaker`]; private
 //! `peers` (speed, pipeline, deadlines), `chunks` (copies and votes), `queues` (the
 //! indexed queues that keep every event O(log n)), `dispatch` (pull and speculation),
-//! `verify` (results, quorum, bans), `events` (joins, leaves, ticks, the end).
+//! `verify` (results, quorum, bans), `events` (joins, leaves, ticks, the end); and
+//! [`sim`], the scale simulator that drives this scheduler in virtual time.
+//!
+//! Nothing here touches the network or an async runtime (the dependencies are the
+//! protocol crate for `Cid`, thiserror, and rand for the simulator's seeded draws), so
+//! the crate builds and tests on its own.
 
 pub mod breaker;
 mod chunks;
@@ -49,6 +54,7 @@ mod dispatch;
 mod events;
 mod peers;
 mod queues;
+pub mod sim;
 pub mod types;
 mod verify;
 

@@ -7,7 +7,7 @@ use std::fmt;
 use super::engine::{truth, Measured};
 use super::world::World;
 use super::SimConfig;
-use crate::scheduler::Outcome;
+use crate::Outcome;
 
 /// What `idlegrid simulate` prints.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::scheduler::chunks::Slot;
-use crate::scheduler::PeerIx;
+use crate::chunks::Slot;
+use crate::PeerIx;
 
 impl<P: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// Every piece of mirrored bookkeeping agrees with the state it mirrors.

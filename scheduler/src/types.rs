@@ -35,7 +35,7 @@ pub enum FailureKind {
     Kernel,
 }
 
-/// What happened. Each event is handed to [`crate::scheduler::Scheduler::handle`]
+/// What happened. Each event is handed to [`crate::Scheduler::handle`]
 /// together with the current time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event<P> {
@@ -66,7 +66,7 @@ pub enum Event<P> {
     /// back to the queue; this does not count on its breaker.
     PeerLeft { peer: P },
     /// The peer answered a ping in `rtt`. Its deadline floor becomes at least
-    /// [`crate::scheduler::SchedulerConfig::rtt_round_trips`] times the latest RTT.
+    /// [`crate::SchedulerConfig::rtt_round_trips`] times the latest RTT.
     /// Ignored for an unknown peer.
     PeerRtt { peer: P, rtt: std::time::Duration },
     /// The peer did not answer a ping (timeout or broken stream) on a connection that
@@ -93,7 +93,7 @@ pub enum Event<P> {
         chunk: ChunkIndex,
         kind: FailureKind,
     },
-    /// Time passed. Call it at [`crate::scheduler::Scheduler::next_wakeup`] (or more
+    /// Time passed. Call it at [`crate::Scheduler::next_wakeup`] (or more
     /// often): deadlines expire, breakers leave their cool-down, idle peers pull.
     Tick,
 }
@@ -136,12 +136,12 @@ pub enum Action<P> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JobFailure {
     /// No usable peer (connected, not banned, not excluded by weight 0) for
-    /// [`crate::scheduler::SchedulerConfig::no_peer_grace`] while work remained. Cannot
+    /// [`crate::SchedulerConfig::no_peer_grace`] while work remained. Cannot
     /// happen while a trusted local worker is joined.
     #[error("no usable peer for {waited:?} with {remaining} chunks left")]
     NoPeers { waited: Duration, remaining: u32 },
     /// The kernel failed on this chunk on the trusted worker, or on
-    /// [`crate::scheduler::SchedulerConfig::poison_threshold`] distinct peers: the
+    /// [`crate::SchedulerConfig::poison_threshold`] distinct peers: the
     /// input itself is bad, and retrying elsewhere would not help.
     #[error("chunk {chunk} fails in the kernel on {peers} peer(s)")]
     PoisonChunk { chunk: ChunkIndex, peers: u32 },
