@@ -3,12 +3,24 @@
 //! replies. Inbound requests leave the loop on a channel ([`Inbound`]) for the worker
 //! and blob services, which answer through the client. Peer discovery is published on a
 //! broadcast channel of [`PeerEvent`]s and kept in a [`PeerEntry`] book.
+//!
+//! The event loop keeps only the `select!` loop and the dispatch; each concern is a
+//! part it lends the swarm to: `swarm` (building it, listen addresses), `requests`
+//! (outbound requests, their retries through relays or after hole punching), `peers`
+//! (the peer book), `liveness` (pings), `nat` (autonat, relays, DCUtR) and `kad`
+//! (provider records, lookups, DHT mode).
 
 mod behaviour;
 mod client;
 pub use client::kernel_key;
 pub mod codec;
 mod event_loop;
+mod kad;
+mod liveness;
+mod nat;
+mod peers;
+mod requests;
+mod swarm;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
