@@ -17,7 +17,7 @@ use crate::datadir::{DataDirError, DataDirLock};
 use crate::executor::{Executor, ExecutorError};
 use crate::net::{self, Client, NetConfig, NetError, PeerEvent};
 use crate::store::{BlobStore, StoreError};
-use crate::worker::{self, Traffic, WorkerConfig};
+use crate::worker::{self, FaultHook, Traffic, WorkerConfig};
 
 /// Everything a peer needs to start.
 #[derive(Clone, Debug)]
@@ -83,6 +83,20 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Node::launch(config, FaultHook::none()).await
+    }
+
+    /// A peer whose worker misbehaves as `faults` says (tests of slow and lying peers).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub async fn start_with_faults(
+        config: NodeConfig,
+        faults: worker::FaultInjection,
+    ) -> Result<Node, NodeError> {
+        Node::launch(config, faults.into()).await
+    }
+
+    async fn launch(config: NodeConfig, faults: FaultHook) -> Result<Node, NodeError> {
         let data_dir = DataDirLock::acquire(&config.data_dir)?;
         let key = idlegrid_bootstrap::load_or_create_identity(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir, config.store_cap)?;
@@ -97,13 +111,14 @@ impl Node {
                 let _ = join(client, list).await;
             }));
         }
-        tasks.push(tokio::spawn(worker::serve(
+        tasks.push(tokio::spawn(worker::serve_with(
             client.clone(),
             store.clone(),
             executor.clone(),
             config.worker.clone(),
             traffic.clone(),
             inbound,
+            faults,
         )));
         if config.advertise && config.worker.serve {
             let keys = idlegrid_kernels::supported()

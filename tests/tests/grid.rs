@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::policy::Gate;
-use idlegrid::worker::WorkerConfig;
+use idlegrid::worker::{FaultInjection, WorkerConfig};
 
 /// Runs a job to its end, within the test timeout.
 async fn run(
@@ -89,9 +89,11 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
     let plan = change_plan(128, 8, 4);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
 
-    let (workers, addrs) = workers(3, |i| WorkerConfig {
-        lie: i == 0,
-        ..WorkerConfig::default()
+    let (workers, addrs) = workers(3, |i| {
+        faulty(FaultInjection {
+            lie: i == 0,
+            ..FaultInjection::default()
+        })
     })
     .await;
     let liar = workers[0].peer_id().to_string();
@@ -122,7 +124,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     // it dies.
     let (mut workers, addrs) = workers(2, |i| match i {
         0 => slow_after_bench(Duration::from_secs(3), Gate::open()),
-        _ => WorkerConfig::default(),
+        _ => WorkerConfig::default().into(),
     })
     .await;
     let doomed = workers.remove(0);
@@ -169,13 +171,15 @@ async fn slow_worker_gets_fewer_chunks() {
     let plan = change_plan(160, 4, 4);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
 
-    let (workers, addrs) = workers(2, |i| WorkerConfig {
-        delay: if i == 0 {
-            Duration::from_millis(400)
-        } else {
-            Duration::ZERO
-        },
-        ..WorkerConfig::default()
+    let (workers, addrs) = workers(2, |i| {
+        faulty(FaultInjection {
+            delay: if i == 0 {
+                Duration::from_millis(400)
+            } else {
+                Duration::ZERO
+            },
+            ..FaultInjection::default()
+        })
     })
     .await;
     let slow = workers[0].peer_id().to_string();
@@ -275,16 +279,18 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
         .map(|chunk| video::encode_segment_files(&plan, chunk, &|| {}).unwrap())
         .collect();
 
-    let (mut workers, addrs) = workers(3, |i| WorkerConfig {
-        // The doomed worker benchmarks fast, then slows down, so it holds segments
-        // when it dies.
-        delay: if i == 0 {
-            Duration::from_secs(2)
-        } else {
-            Duration::ZERO
-        },
-        delay_from_chunk: 1,
-        ..WorkerConfig::default()
+    let (mut workers, addrs) = workers(3, |i| {
+        faulty(FaultInjection {
+            // The doomed worker benchmarks fast, then slows down, so it holds segments
+            // when it dies.
+            delay: if i == 0 {
+                Duration::from_secs(2)
+            } else {
+                Duration::ZERO
+            },
+            delay_from_chunk: 1,
+            ..FaultInjection::default()
+        })
     })
     .await;
     let doomed = workers.remove(0);

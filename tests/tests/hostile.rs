@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use idlegrid::worker::WorkerConfig;
+use idlegrid::worker::{FaultInjection, WorkerConfig};
 use idlegrid_kernels::noop;
 use idlegrid_protocol::{Cid, TaskRequest, TaskResponse, TaskSpec, TASK_PROTOCOL};
 use libp2p::request_response::{self, ProtocolSupport};
@@ -409,10 +409,12 @@ async fn running_on(client: &idlegrid::net::Client, worker: PeerId) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunk_cancelled_while_it_waits_for_a_core_is_not_computed() {
     // One core, and every chunk holds it a while, so a second chunk surely waits.
-    let (workers, addrs) = workers(1, |_| WorkerConfig {
-        delay: Duration::from_millis(700),
-        delay_from_chunk: 0,
-        ..WorkerConfig::default()
+    let (workers, addrs) = workers(1, |_| {
+        faulty(FaultInjection {
+            delay: Duration::from_millis(700),
+            delay_from_chunk: 0,
+            ..FaultInjection::default()
+        })
     })
     .await;
     let worker = workers[0].peer_id();

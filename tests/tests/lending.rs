@@ -217,7 +217,7 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     let stopping_gate = Gate::new(None, Vec::new(), grace);
     let (workers, addrs) = workers(2, |i| match i {
         0 => slow_after_bench(Duration::from_secs(30), stopping_gate.clone()),
-        _ => WorkerConfig::default(),
+        _ => WorkerConfig::default().into(),
     })
     .await;
     let stopping = workers[0].peer_id().to_string();

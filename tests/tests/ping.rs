@@ -102,7 +102,7 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
     let slow_gate = Gate::open();
     let (workers, addrs) = workers(2, |i| match i {
         1 => slow_after_bench(Duration::from_millis(300), slow_gate.clone()),
-        _ => WorkerConfig::default(),
+        _ => WorkerConfig::default().into(),
     })
     .await;
     let frozen_peer = workers[1].peer_id();

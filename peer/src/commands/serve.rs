@@ -58,6 +58,17 @@ pub struct FaultArgs {
     pub fault_delay_from_chunk: u64,
 }
 
+#[cfg(feature = "fault-injection")]
+impl FaultArgs {
+    fn injection(&self) -> crate::worker::FaultInjection {
+        crate::worker::FaultInjection {
+            lie: self.fault_lie,
+            delay: self.fault_delay.unwrap_or_default(),
+            delay_from_chunk: self.fault_delay_from_chunk,
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
@@ -90,12 +101,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.worker.serve = !args.bootstrap_node;
     config.advertise = !args.bootstrap_node;
     config.low_priority = !args.normal_priority;
-    #[cfg(feature = "fault-injection")]
-    {
-        config.worker.lie = args.fault.fault_lie;
-        config.worker.delay = args.fault.fault_delay.unwrap_or_default();
-        config.worker.delay_from_chunk = args.fault.fault_delay_from_chunk;
-    }
     if let Some(cores) = settings.cores {
         config.cores = cores.max(1);
     }
@@ -135,8 +140,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.worker.gate = gate.clone();
     let cores = config.cores;
-    let node = Node::start(config)
-        .await
+    #[cfg(not(feature = "fault-injection"))]
+    let started = Node::start(config).await;
+    #[cfg(feature = "fault-injection")]
+    let started = Node::start_with_faults(config, args.fault.injection()).await;
+    let node = started
         .with_context(|| format!("cannot start the peer (data dir {})", data_dir.display()))?;
     let addrs = tokio::time::timeout(Duration::from_secs(10), node.listen_addrs())
         .await

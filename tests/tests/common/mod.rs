@@ -13,7 +13,7 @@ use idlegrid::jobs::JobBlob;
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid::store::Resident;
-use idlegrid::worker::WorkerConfig;
+use idlegrid::worker::{FaultInjection, WorkerConfig};
 use idlegrid_kernels::change::{self, ChangeParams, ChangePlan};
 use libp2p::Multiaddr;
 
@@ -43,9 +43,42 @@ pub fn init_logging() {
     }
 }
 
+/// A test peer's worker: its config and how it misbehaves (by default it does not).
+#[derive(Clone, Debug, Default)]
+pub struct TestWorker {
+    pub config: WorkerConfig,
+    pub faults: FaultInjection,
+}
+
+impl From<WorkerConfig> for TestWorker {
+    fn from(config: WorkerConfig) -> Self {
+        TestWorker {
+            config,
+            faults: FaultInjection::default(),
+        }
+    }
+}
+
+/// A worker with the default config that misbehaves as `faults` says.
+pub fn faulty(faults: FaultInjection) -> TestWorker {
+    TestWorker {
+        config: WorkerConfig::default(),
+        faults,
+    }
+}
+
 /// Starts a peer on loopback that dials `peers`.
-pub async fn start(name: &str, serve: bool, worker: WorkerConfig, peers: Vec<Multiaddr>) -> Node {
+pub async fn start(
+    name: &str,
+    serve: bool,
+    worker: impl Into<TestWorker>,
+    peers: Vec<Multiaddr>,
+) -> Node {
     init_logging();
+    let TestWorker {
+        config: worker,
+        faults,
+    } = worker.into();
     let mut config = NodeConfig::new(temp_dir(name));
     config.net = NetConfig {
         listen: loopback(),
@@ -55,7 +88,7 @@ pub async fn start(name: &str, serve: bool, worker: WorkerConfig, peers: Vec<Mul
     };
     config.worker = WorkerConfig { serve, ..worker };
     config.cores = 1;
-    tokio::time::timeout(TIMEOUT, Node::start(config))
+    tokio::time::timeout(TIMEOUT, Node::start_with_faults(config, faults))
         .await
         .expect("node start timed out")
         .expect("node starts")
@@ -65,18 +98,23 @@ pub async fn start(name: &str, serve: bool, worker: WorkerConfig, peers: Vec<Mul
 /// addresses.
 /// A worker that benchmarks at full speed, then holds every job chunk `delay` before
 /// computing it (so a test can strike while it surely holds one), behind `gate`.
-pub fn slow_after_bench(delay: Duration, gate: idlegrid::policy::Gate) -> WorkerConfig {
-    WorkerConfig {
-        gate,
-        delay,
-        delay_from_chunk: 1,
-        ..WorkerConfig::default()
+pub fn slow_after_bench(delay: Duration, gate: idlegrid::policy::Gate) -> TestWorker {
+    TestWorker {
+        config: WorkerConfig {
+            gate,
+            ..WorkerConfig::default()
+        },
+        faults: FaultInjection {
+            delay,
+            delay_from_chunk: 1,
+            ..FaultInjection::default()
+        },
     }
 }
 
-pub async fn workers(
+pub async fn workers<W: Into<TestWorker>>(
     n: usize,
-    make: impl Fn(usize) -> WorkerConfig,
+    make: impl Fn(usize) -> W,
 ) -> (Vec<Node>, Vec<Multiaddr>) {
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();

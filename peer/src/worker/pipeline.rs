@@ -1,0 +1,199 @@
+//! The compute pipeline of one admitted chunk: fetch its inputs, wait for a core, load
+//! the inputs kept on disk, run the kernel on the [`Executor`](crate::executor::Executor),
+//! keep the result.
+//!
+//! Inputs come from the requester, several at once: large ones into memory while the
+//! [`MemoryBudget`](crate::blobs::MemoryBudget) allows (kept there for the next chunks
+//! that name them), the rest into the blob store. Until the kernel starts, the owner's
+//! stop hands the chunk back and its submitter's cancel drops it; once it runs, only
+//! the grace period's end does. The outcome is a [`Status`] the registry keeps: small
+//! results in memory, larger ones in the blob store.
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use idlegrid_protocol::{Cid, TaskSpec};
+use libp2p::PeerId;
+use tokio::sync::watch;
+
+use super::registry::Status;
+use super::Worker;
+use crate::blobs::{fetch_input, Fetched, Input};
+
+/// Results this small are kept with the chunk's status and answered from memory, so a
+/// tiny chunk costs no disk I/O on the worker.
+pub(super) const KEEP_IN_MEMORY: usize = 64 * 1024;
+
+/// Inputs of one chunk fetched at once (each with its own pieces in flight).
+const INPUTS_IN_FLIGHT: usize = 8;
+
+impl Worker {
+    /// Fetches the inputs (into memory or the store), waits for a compute slot, loads
+    /// the stored ones, runs the kernel, keeps the result.
+    pub(super) async fn compute(
+        &self,
+        peer: PeerId,
+        spec: TaskSpec,
+        mut cancelled: watch::Receiver<bool>,
+    ) -> Status {
+        // Phase times for the debug log: where a chunk's time goes on this worker.
+        let accepted = std::time::Instant::now();
+        let chunk = spec.id();
+        let gate = &self.config.gate;
+        let handed_back = || Status::Failed(format!("handed back: {}", gate.decision().summary()));
+        let cancelled_by = |what: &str| {
+            tracing::debug!("chunk {} for {peer}: cancelled {what}", chunk.short());
+            Status::Cancelled
+        };
+        // Resolves once the submitter cancels this run (never if the switch is gone
+        // without being thrown: the run finished or was replaced).
+        let mut cancel = async move || {
+            if cancelled.wait_for(|&c| c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        // Several inputs at once: a chunk naming many small ones (the change kernel's
+        // pieces of a band, a video segment's frames) would otherwise pay a round trip
+        // per input, seconds on a far link.
+        let fetch = futures::stream::iter(spec.inputs.iter().copied())
+            .map(|cid| async move {
+                fetch_input(
+                    &self.client,
+                    peer,
+                    cid,
+                    &self.store,
+                    self.config.max_input,
+                    &self.memory,
+                    &self.recent,
+                )
+                .await
+                .map_err(|e| format!("input {}: {e}", cid.short()))
+            })
+            .buffered(INPUTS_IN_FLIGHT)
+            .try_collect::<Vec<Fetched>>();
+        // A chunk still fetching its inputs has not started: a stop hands it back at
+        // once, like a chunk waiting for a core, instead of holding it (and the stop)
+        // until a slow transfer ends or times out. A dropped fetch removes its partial
+        // file and gives its memory back.
+        let fetched = tokio::select! {
+            fetched = fetch => match fetched {
+                Ok(fetched) => fetched,
+                Err(why) => return Status::Failed(why),
+            },
+            () = gate.stopped() => return handed_back(),
+            () = cancel() => return cancelled_by("while fetching its inputs"),
+        };
+        let fetched_after = accepted.elapsed();
+        let in_memory: usize = fetched
+            .iter()
+            .map(|f| match f {
+                Fetched::Memory(input) => input.bytes().len(),
+                Fetched::Stored => 0,
+            })
+            .sum();
+        tracing::debug!(
+            "chunk {} for {peer}: has its inputs after {fetched_after:.1?} ({in_memory} bytes in memory)",
+            chunk.short()
+        );
+        let slot = tokio::select! {
+            slot = self.executor.slot() => match slot {
+                Ok(slot) => slot,
+                Err(e) => return Status::Failed(e.to_string()),
+            },
+            () = gate.stopped() => return handed_back(),
+            () = cancel() => return cancelled_by("while waiting for a core"),
+        };
+        let slotted = accepted.elapsed();
+        let inputs = match self.load_inputs(&spec, fetched).await {
+            Ok(loaded) => loaded,
+            Err(why) => return Status::Failed(why),
+        };
+        let work = async {
+            self.faults.before_run().await;
+            self.executor.run_in_slot(spec, inputs).await
+        };
+        // A kernel cannot be interrupted mid-chunk: after the grace period its answer
+        // is no longer awaited and the chunk goes back to its submitter.
+        let mut output = tokio::select! {
+            output = work => match output {
+                Ok(output) => output,
+                Err(e) => return Status::Failed(e.to_string()),
+            },
+            () = gate.evicted() => return handed_back(),
+        };
+        drop(slot);
+        tracing::debug!(
+            "chunk {} for {peer}: inputs fetched after {fetched_after:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
+            chunk.short(),
+            accepted.elapsed()
+        );
+        self.faults.after_run(&mut output);
+        let len = output.len() as u64;
+        if output.len() <= KEEP_IN_MEMORY {
+            return Status::Done {
+                result: Cid::of(&output),
+                len,
+                small: Some(Bytes::from(output)),
+            };
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&output)).await {
+            Ok(Ok(result)) => Status::Done {
+                result,
+                len,
+                small: None,
+            },
+            Ok(Err(e)) => Status::Failed(e.to_string()),
+            Err(e) => Status::Failed(e.to_string()),
+        }
+    }
+
+    /// The chunk's inputs in order: those held in memory as they are (their memory is
+    /// given back when the kernel and
+    /// [`RecentInputs`](crate::blobs::RecentInputs) have both let go), the stored ones
+    /// read from the store (on a blocking thread).
+    async fn load_inputs(
+        &self,
+        spec: &TaskSpec,
+        fetched: Vec<Fetched>,
+    ) -> Result<Vec<Input>, String> {
+        let mut slots: Vec<Option<Input>> = Vec::with_capacity(fetched.len());
+        let mut to_read = Vec::new();
+        for (i, (input, cid)) in fetched.into_iter().zip(&spec.inputs).enumerate() {
+            match input {
+                Fetched::Memory(input) => slots.push(Some(Input::Memory(input))),
+                Fetched::Stored => {
+                    slots.push(None);
+                    to_read.push((i, *cid));
+                }
+            }
+        }
+        if !to_read.is_empty() {
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                to_read
+                    .into_iter()
+                    .map(|(i, cid)| match store.get(&cid) {
+                        Ok(Some(bytes)) => Ok((i, bytes)),
+                        Ok(None) => Err(format!("input {} vanished", cid.short())),
+                        Err(e) => Err(e.to_string()),
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            for (i, bytes) in read {
+                slots[i] = Some(Input::Read(bytes));
+            }
+        }
+        // Every slot is filled above; an empty one must fail the chunk, never run it on
+        // empty bytes.
+        let inputs = slots
+            .into_iter()
+            .zip(&spec.inputs)
+            .map(|(bytes, cid)| {
+                bytes.ok_or_else(|| format!("input {} was not loaded", cid.short()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(inputs)
+    }
+}
