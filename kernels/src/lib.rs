@@ -34,9 +34,9 @@ pub enum KernelError {
 
 /// The kernels this build runs, as (name, version): what a worker advertises.
 pub fn supported() -> Vec<(String, u32)> {
-    KERNELS
+    Kernel::ALL
         .iter()
-        .map(|k| (k.name.to_string(), k.version))
+        .map(|k| (k.name().to_string(), k.version()))
         .collect()
 }
 
@@ -66,51 +66,75 @@ impl Spread {
     }
 }
 
-/// A kernel's run function: one chunk and its inputs to the output bytes.
-type RunFn = fn(&TaskSpec, &[&[u8]], Spread) -> Result<Vec<u8>, KernelError>;
-
-/// One registered kernel: its validation and its run function.
-struct Registered {
-    name: &'static str,
-    version: u32,
-    /// Checks params and declared input lengths before any input is fetched.
-    validate: fn(&TaskSpec) -> Result<(), KernelError>,
-    run: RunFn,
+/// A kernel this build runs. A chunk names its kernel by a string on the wire; it is
+/// turned into this once ([`Kernel::from_name`]) and everything after steers by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Change,
+    Video,
+    Noop,
 }
 
-const KERNELS: &[Registered] = &[
-    Registered {
-        name: change::KERNEL,
-        version: change::VERSION,
-        validate: change::validate,
-        run: change::chunk::run_band,
-    },
-    Registered {
-        name: video::NAME,
-        version: video::VERSION,
-        validate: video::validate,
-        run: |spec, inputs, _| video::run(spec, inputs),
-    },
-    Registered {
-        name: noop::NAME,
-        version: noop::VERSION,
-        validate: noop::validate,
-        run: |spec, inputs, _| noop::run(spec, inputs),
-    },
-];
+impl Kernel {
+    /// Every kernel, in the order a worker advertises them.
+    pub const ALL: [Kernel; 3] = [Kernel::Change, Kernel::Video, Kernel::Noop];
 
-fn lookup(spec: &TaskSpec) -> Result<&'static Registered, KernelError> {
-    let kernel = KERNELS
-        .iter()
-        .find(|k| k.name == spec.kernel)
-        .ok_or_else(|| KernelError::UnknownKernel {
-            name: spec.kernel.clone(),
-        })?;
-    if kernel.version != spec.kernel_version {
+    /// The kernel's name in a [`TaskSpec`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Change => change::KERNEL,
+            Kernel::Video => video::NAME,
+            Kernel::Noop => noop::NAME,
+        }
+    }
+
+    /// The version of the kernel this build runs: a chunk of another version is refused.
+    pub fn version(self) -> u32 {
+        match self {
+            Kernel::Change => change::VERSION,
+            Kernel::Video => video::VERSION,
+            Kernel::Noop => noop::VERSION,
+        }
+    }
+
+    /// The kernel a [`TaskSpec`] names, if this build has it.
+    pub fn from_name(name: &str) -> Option<Kernel> {
+        Kernel::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Checks params and declared input lengths before any input is fetched.
+    fn validate(self, spec: &TaskSpec) -> Result<(), KernelError> {
+        match self {
+            Kernel::Change => change::validate(spec),
+            Kernel::Video => video::validate(spec),
+            Kernel::Noop => noop::validate(spec),
+        }
+    }
+
+    /// One chunk and its inputs to the output bytes.
+    fn run(
+        self,
+        spec: &TaskSpec,
+        inputs: &[&[u8]],
+        spread: Spread,
+    ) -> Result<Vec<u8>, KernelError> {
+        match self {
+            Kernel::Change => change::worker::run_band(spec, inputs, spread),
+            Kernel::Video => video::run(spec, inputs),
+            Kernel::Noop => noop::run(spec, inputs),
+        }
+    }
+}
+
+fn lookup(spec: &TaskSpec) -> Result<Kernel, KernelError> {
+    let kernel = Kernel::from_name(&spec.kernel).ok_or_else(|| KernelError::UnknownKernel {
+        name: spec.kernel.clone(),
+    })?;
+    if kernel.version() != spec.kernel_version {
         return Err(KernelError::WrongVersion {
             name: spec.kernel.clone(),
             got: spec.kernel_version,
-            want: kernel.version,
+            want: kernel.version(),
         });
     }
     Ok(kernel)
@@ -121,7 +145,7 @@ fn lookup(spec: &TaskSpec) -> Result<&'static Registered, KernelError> {
 pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
     spec.validate()
         .map_err(|e| KernelError::InvalidParams(e.to_string()))?;
-    (lookup(spec)?.validate)(spec)
+    lookup(spec)?.validate(spec)
 }
 
 /// Runs one chunk on its input blobs (in `spec.inputs` order). Deterministic: the same
@@ -146,5 +170,5 @@ pub fn run_with<B: AsRef<[u8]>>(
         )));
     }
     let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
-    (lookup(spec)?.run)(spec, &inputs, spread)
+    lookup(spec)?.run(spec, &inputs, spread)
 }

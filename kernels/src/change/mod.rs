@@ -9,29 +9,52 @@
 //! Data flow:
 //! - submitter: [`prep`] turns the images into grey levels, the difference image X and its
 //!   histogram; [`model`] turns the histogram into integer tables (all floating point of
-//!   the job happens there, once); [`chunk::plan`] cuts X into fixed-height row bands with
-//!   the exact halo and makes one shared tables blob plus the pieces of X the bands share;
-//! - worker: [`chunk::run`] validates a band and its tables and runs [`engine`] (integer
-//!   only, [`sweep`] is its hot loop, [`rng`] its random numbers) on it, returning only
-//!   the band's own rows of the mask;
-//! - submitter: [`ChangePlan::assemble`] joins the bands in order.
+//!   the job happens there, once); [`plan`](plan::plan) cuts X into fixed-height row
+//!   bands with the exact halo and makes one shared [`tables`] blob plus the pieces of X
+//!   the bands share, each band's [`params`] saying which rows it owns and computes;
+//! - worker: [`worker`] validates a band's params, blobs and tables and runs [`engine`]
+//!   (integer only, [`sweep`] is its hot loop, [`rng`] its random numbers) on it,
+//!   returning only the band's own rows of the mask, bit-packed;
+//! - submitter: [`assemble`] unpacks the bands' results and joins them in order.
 //!
 //! [`sample`] makes a deterministic demo pair and the calibration chunk.
 
-pub mod chunk;
+pub mod assemble;
 pub mod engine;
 pub mod model;
+pub mod params;
+pub mod plan;
 pub mod prep;
 pub mod rng;
 pub mod sample;
 mod sweep;
+pub mod tables;
+pub mod worker;
 
-pub use chunk::{
-    band_layout, halo_rows, plan, run, validate, ChangePlan, Mask, KERNEL, TAPER_FROM_BANDS,
-    VERSION,
-};
+pub use assemble::{Mask, PackedMaskError};
+pub use params::{halo_rows, validate};
+pub use plan::{band_layout, plan, ChangePlan, TAPER_FROM_BANDS};
 pub use prep::{difference, grey, histogram, Difference, MAX_PIXELS};
 pub use sample::{calibration_task, sample_pair, SamplePair};
+pub use worker::run;
+
+/// A chunk's life under one path: its params and checks, planning, running, and its
+/// packed result.
+pub mod chunk {
+    pub use super::assemble::{pack_mask, packed_len, unpack_mask_into, Mask};
+    pub use super::params::{band_params, halo_rows, validate, BandParams};
+    pub use super::plan::{band_layout, plan, ChangePlan, TAPER_FROM_BANDS};
+    pub use super::tables::MAX_TABLES_BLOB;
+    pub use super::worker::run;
+    pub use super::{KERNEL, VERSION};
+}
+
+/// Kernel name in a [`TaskSpec`](idlegrid_protocol::TaskSpec).
+pub const KERNEL: &str = "change";
+/// Kernel version: bump when a chunk's output bytes or its inputs' layout change. 2:
+/// the result is the bit-packed mask (version 1 sent one byte per pixel). 3: a band's
+/// rows come in pieces shared with its neighbours (version 2 sent one blob per band).
+pub const VERSION: u32 = 3;
 
 use std::fmt;
 use std::str::FromStr;

@@ -15,7 +15,7 @@ use idlegrid_protocol::{Cid, TaskSpec};
 use image::RgbImage;
 
 use super::rng::mix64;
-use super::{chunk, prep, ChangeParams};
+use super::{plan, prep, ChangeParams, KERNEL, VERSION};
 
 /// A generated pair with its ground truth.
 #[derive(Clone, Debug)]
@@ -235,7 +235,7 @@ pub fn calibration_task() -> Calibration {
         };
         // A fixed valid input and fixed valid params: planning cannot fail here, and if
         // it ever did the calibration would be an empty (refused) chunk, not a panic.
-        match chunk::plan(&diff, &params) {
+        match plan::plan(&diff, &params) {
             Ok(plan) => match plan.chunks.into_iter().next() {
                 Some(spec) => (spec, plan.blobs),
                 None => (empty_spec(), Vec::new()),
@@ -248,8 +248,8 @@ pub fn calibration_task() -> Calibration {
 
 fn empty_spec() -> TaskSpec {
     TaskSpec {
-        kernel: chunk::KERNEL.into(),
-        kernel_version: chunk::VERSION,
+        kernel: KERNEL.into(),
+        kernel_version: VERSION,
         params: Vec::new(),
         inputs: Vec::new(),
     }
