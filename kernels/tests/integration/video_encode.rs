@@ -4,12 +4,10 @@
 //! bytes; a segment encoded twice, or by another encoder instance on another thread, is
 //! byte-identical; frames at segment seams look like their neighbours.
 
-mod video_common;
-
+use crate::video_common::*;
 use idlegrid_kernels::video::{
     self, decoder, encoder, params::ENCODER_ID, sample, yuv, Assembler, VideoPlan,
 };
-use video_common::*;
 
 fn assemble(plan: &VideoPlan, segments: &[Vec<u8>], out: &std::path::Path) {
     let mut asm = Assembler::create(out, plan.assembly()).unwrap();

@@ -4,12 +4,10 @@
 //! only time out after minutes here, deadlines too, and speculation is off: the chunks
 //! it holds can only come back because the submitter's pings go unanswered.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};

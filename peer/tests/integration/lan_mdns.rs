@@ -6,13 +6,11 @@
 //! runs as root. Every process is killed and every namespace deleted on the way out,
 //! failed or not; every wait has a timeout.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{assert_same_as_local, can_make_namespaces, ip, temp_dir, write_sample, BIN};
+use crate::support::{assert_same_as_local, can_make_namespaces, ip, temp_dir, write_sample, BIN};
 
 /// Namespaces, veths and processes of one test, removed on drop.
 struct Lan {

@@ -4,11 +4,9 @@
 //! out at connection time (`--deny`), and a stopping
 //! volunteer handing its chunk back (what `serve` does on SIGTERM).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};

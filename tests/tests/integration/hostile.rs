@@ -3,12 +3,10 @@
 //! bytes do not match its Cid. Each is refused (or the stream dropped) with a reason,
 //! nothing panics, and the worker keeps serving honest requests afterwards.
 
-mod common;
-
 use std::io;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use idlegrid::worker::{FaultInjection, WorkerConfig};
 use idlegrid_kernels::noop;

@@ -2,17 +2,15 @@
 //! naming the file; a hostile or mistaken peer's chunk, blobs or segments get a
 //! `KernelError`/`VideoError`, never a panic; a failed assembly leaves no file behind.
 
-mod video_common;
-
 use std::path::{Path, PathBuf};
 
+use crate::video_common::*;
 use idlegrid_kernels::video::{
     self, nal, params::ENCODER_ID, sample, Assembler, AssemblyPlan, Fps, SegmentParams, VideoError,
 };
 use idlegrid_kernels::KernelError;
 use idlegrid_protocol::{Cid, TaskSpec};
 use proptest::prelude::*;
-use video_common::*;
 
 fn names(err: &VideoError, path: &Path) -> bool {
     err.to_string().contains(&path.display().to_string())

@@ -19,13 +19,13 @@
 //! vacuously. CI runs as root and installs iptables. Every process is killed and every
 //! namespace deleted on the way out, failed or not; every wait has a timeout.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{assert_same_as_local, can_make_namespaces, ip, run, temp_dir, write_sample, BIN};
+use crate::support::{
+    assert_same_as_local, can_make_namespaces, ip, run, temp_dir, write_sample, BIN,
+};
 
 /// Runs `command` inside namespace `ns`.
 fn in_ns(ns: &str, command: &[&str]) -> Result<(), String> {

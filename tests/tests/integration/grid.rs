@@ -2,11 +2,9 @@
 //! The most important property: a job's output is byte-identical to the local run,
 //! whatever the peers did.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::policy::Gate;
 use idlegrid::worker::{FaultInjection, WorkerConfig};
