@@ -36,7 +36,7 @@ enum Phase {
     Gathering { joins: Vec<Event<PeerId>> },
     /// The scheduler hands out chunks; `since` is when it started.
     Dispatching {
-        sched: Scheduler<PeerId>,
+        sched: Box<Scheduler<PeerId>>,
         since: Instant,
     },
 }
@@ -241,7 +241,7 @@ impl<'a> JobLoop<'a> {
             sched.handle(now, join, &mut self.actions);
         }
         self.phase = Phase::Dispatching {
-            sched,
+            sched: Box::new(sched),
             since: Instant::now(),
         };
         Ok(())

@@ -292,7 +292,7 @@ impl Worker {
                 } else if len as usize <= limits::MAX_INLINE_RESULT {
                     let store = self.store.clone();
                     match tokio::task::spawn_blocking(move || store.get(&result)).await {
-                        Ok(Ok(Some(bytes))) => Bytes::from(bytes),
+                        Ok(Ok(Some(bytes))) => bytes,
                         _ => Bytes::new(),
                     }
                 } else {
