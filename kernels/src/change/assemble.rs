@@ -105,7 +105,7 @@ pub fn unpack_mask_into(
 impl ChangePlan {
     /// Joins the chunk results (in chunk order, each a packed mask of its own rows)
     /// into the mask, checking each length.
-    pub fn assemble(&self, results: &[Vec<u8>]) -> Result<Mask, KernelError> {
+    pub fn assemble<R: AsRef<[u8]>>(&self, results: &[R]) -> Result<Mask, KernelError> {
         if results.len() != self.chunks.len() {
             return Err(KernelError::InvalidInput(format!(
                 "{} results for {} chunks",
@@ -116,7 +116,7 @@ impl ChangePlan {
         let w = self.width as usize;
         let mut pixels = Vec::with_capacity(w * self.height as usize);
         for (i, (res, &(a, b))) in results.iter().zip(&self.bands).enumerate() {
-            unpack_mask_into(res, (b - a) as usize * w, &mut pixels).map_err(|why| {
+            unpack_mask_into(res.as_ref(), (b - a) as usize * w, &mut pixels).map_err(|why| {
                 KernelError::InvalidInput(format!("result of chunk {i} (rows {a}..{b}): {why}"))
             })?;
         }

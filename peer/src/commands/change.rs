@@ -158,12 +158,7 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
         // runs); assembling needs only the plan's bands.
         plan.blobs = Vec::new();
         let outcome = run_on_grid(&args.net, &args.grid, blobs, job)?;
-        let results = outcome
-            .results
-            .all_bytes()?
-            .iter()
-            .map(|band| band.to_vec())
-            .collect();
+        let results = outcome.results.all_bytes()?;
         (results, Some(outcome))
     };
     let mask = plan
@@ -205,7 +200,7 @@ pub fn execute_local(
     plan: &ChangePlan,
     threads: usize,
     started: Instant,
-) -> anyhow::Result<Vec<Vec<u8>>> {
+) -> anyhow::Result<Vec<bytes::Bytes>> {
     let blobs: std::collections::HashMap<_, _> = plan.blobs.iter().map(|(c, b)| (*c, b)).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -235,7 +230,7 @@ pub fn execute_local(
                 let out = idlegrid_kernels::run_with(spec, &inputs, spread)
                     .with_context(|| format!("chunk {i} failed"))?;
                 bar.inc();
-                Ok(out)
+                Ok(bytes::Bytes::from(out))
             })
             .collect::<anyhow::Result<Vec<_>>>()
     });

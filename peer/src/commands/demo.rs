@@ -132,10 +132,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let outcome = grid::run_job(&submitter, job, config).await?;
     let elapsed = started.elapsed();
-    let results = tokio::task::block_in_place(|| outcome.results.all_bytes())?
-        .iter()
-        .map(|band| band.to_vec())
-        .collect::<Vec<_>>();
+    let results = tokio::task::block_in_place(|| outcome.results.all_bytes())?;
     let mask = plan.assemble(&results)?;
     let png = mask_png(&mask)?;
     std::fs::write(args.out.join("mask.png"), &png)?;

@@ -9,6 +9,8 @@
 //! the grace period's end does. The outcome is a [`Status`] the registry keeps: small
 //! results in memory, larger ones in the blob store.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use idlegrid_protocol::{Cid, TaskSpec};
@@ -17,7 +19,7 @@ use tokio::sync::watch;
 
 use super::registry::Status;
 use super::Worker;
-use crate::blobs::{fetch_input, Fetched, Input};
+use crate::blobs::{fetch_input, Fetched};
 
 /// Results this small are kept with the chunk's status and answered from memory, so a
 /// tiny chunk costs no disk I/O on the worker.
@@ -86,7 +88,7 @@ impl Worker {
         let in_memory: usize = fetched
             .iter()
             .map(|f| match f {
-                Fetched::Memory(input) => input.bytes().len(),
+                Fetched::Memory(input) => input.len(),
                 Fetched::Stored => 0,
             })
             .sum();
@@ -150,50 +152,46 @@ impl Worker {
     /// The chunk's inputs in order: those held in memory as they are (their memory is
     /// given back when the kernel and
     /// [`RecentInputs`](crate::blobs::RecentInputs) have both let go), the stored ones
-    /// read from the store (on a blocking thread).
+    /// read from the store on a blocking thread, each distinct blob once however often
+    /// the chunk names it.
     async fn load_inputs(
         &self,
         spec: &TaskSpec,
         fetched: Vec<Fetched>,
-    ) -> Result<Vec<Input>, String> {
-        let mut slots: Vec<Option<Input>> = Vec::with_capacity(fetched.len());
-        let mut to_read = Vec::new();
-        for (i, (input, cid)) in fetched.into_iter().zip(&spec.inputs).enumerate() {
-            match input {
-                Fetched::Memory(input) => slots.push(Some(Input::Memory(input))),
-                Fetched::Stored => {
-                    slots.push(None);
-                    to_read.push((i, *cid));
-                }
+    ) -> Result<Vec<Bytes>, String> {
+        let mut read: HashMap<Cid, Option<Bytes>> = HashMap::new();
+        for (input, cid) in fetched.iter().zip(&spec.inputs) {
+            if let Fetched::Stored = input {
+                read.insert(*cid, None);
             }
         }
-        if !to_read.is_empty() {
+        if !read.is_empty() {
             let store = self.store.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                to_read
-                    .into_iter()
-                    .map(|(i, cid)| match store.get(&cid) {
-                        Ok(Some(bytes)) => Ok((i, bytes)),
+            read = tokio::task::spawn_blocking(move || {
+                read.into_keys()
+                    .map(|cid| match store.get(&cid) {
+                        Ok(Some(bytes)) => Ok((cid, Some(bytes))),
                         Ok(None) => Err(format!("input {} vanished", cid.short())),
                         Err(e) => Err(e.to_string()),
                     })
-                    .collect::<Result<Vec<_>, String>>()
+                    .collect::<Result<HashMap<_, _>, String>>()
             })
             .await
             .map_err(|e| e.to_string())??;
-            for (i, bytes) in read {
-                slots[i] = Some(Input::Read(bytes));
-            }
         }
-        // Every slot is filled above; an empty one must fail the chunk, never run it on
-        // empty bytes.
-        let inputs = slots
+        fetched
             .into_iter()
             .zip(&spec.inputs)
-            .map(|(bytes, cid)| {
-                bytes.ok_or_else(|| format!("input {} was not loaded", cid.short()))
+            .map(|(input, cid)| match input {
+                Fetched::Memory(bytes) => Ok(bytes),
+                // Every stored input was read above; one missing fails the chunk, never
+                // runs it on empty bytes.
+                Fetched::Stored => read
+                    .get(cid)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| format!("input {} was not loaded", cid.short())),
             })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(inputs)
+            .collect()
     }
 }

@@ -18,15 +18,17 @@
 //! chunks often name it too (the change kernel's neighbouring bands share their halo
 //! rows); two chunks that want the same input at once fetch it once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod memory;
+
+pub use memory::{MemoryBudget, RecentInputs, RECENT_INPUTS_IDLE};
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use idlegrid_protocol::{limits, BlobRequest, BlobResponse, Cid};
 use libp2p::PeerId;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::net::{Client, NetError};
 use crate::store::{BlobStore, BlobWriter, StoreError};
@@ -260,36 +262,6 @@ async fn store_pieces(
     Ok(len)
 }
 
-/// Bytes of chunk inputs a worker may hold in memory at once (see [`fetch_input`]).
-/// Cloning shares it.
-#[derive(Clone)]
-pub struct MemoryBudget {
-    /// Free KiB (a permit a KiB: a semaphore takes at most `u32::MAX` permits at once).
-    kib: Arc<Semaphore>,
-}
-
-impl MemoryBudget {
-    pub fn new(bytes: u64) -> MemoryBudget {
-        let kib = (bytes / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
-        MemoryBudget {
-            kib: Arc::new(Semaphore::new(kib)),
-        }
-    }
-
-    /// A share of `bytes` if that much is free now; it returns when dropped.
-    fn try_take(&self, bytes: u64) -> Option<MemoryShare> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
-        self.kib
-            .clone()
-            .try_acquire_many_owned(kib)
-            .ok()
-            .map(MemoryShare)
-    }
-}
-
-/// Bytes taken from a [`MemoryBudget`], given back when this is dropped.
-pub struct MemoryShare(#[allow(dead_code)] OwnedSemaphorePermit);
-
 /// Inputs smaller than this always go to the blob store: writing them costs little, and
 /// they are the ones other chunks share (the change kernel's tables, a calibration
 /// chunk's inputs), which then travel once per worker instead of once per chunk.
@@ -299,23 +271,9 @@ pub const STORE_INPUTS_BELOW: u64 = 256 * 1024;
 pub enum Fetched {
     /// In the blob store (it was there already, or was written there).
     Stored,
-    /// In memory, verified against its Cid.
-    Memory(Arc<MemoryInput>),
-}
-
-/// A chunk input ready for its kernel: shared from memory, or read from the store.
-pub enum Input {
-    Memory(Arc<MemoryInput>),
-    Read(Bytes),
-}
-
-impl AsRef<[u8]> for Input {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Input::Memory(input) => input.bytes(),
-            Input::Read(bytes) => bytes,
-        }
-    }
+    /// In memory, verified against its Cid. The bytes hold their share of the
+    /// [`MemoryBudget`] until the last clone of them is dropped.
+    Memory(Bytes),
 }
 
 /// Drops a fetch lock from [`RecentInputs`] when its fetch is over.
@@ -328,125 +286,6 @@ struct ForgetFetchLock<'a> {
 impl Drop for ForgetFetchLock<'_> {
     fn drop(&mut self) {
         self.recent.fetched(&self.cid, &self.lock);
-    }
-}
-
-/// A verified input held in memory with its share of the [`MemoryBudget`], shared by
-/// the chunks using it and [`RecentInputs`]: the share goes back to the budget when
-/// the last of them lets go.
-pub struct MemoryInput {
-    bytes: Bytes,
-    _share: MemoryShare,
-}
-
-impl MemoryInput {
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-/// The large inputs a worker fetched lately, kept in memory for the next chunks that
-/// name them: the least recently used is dropped first when the budget needs room, and
-/// any left unused for [`RECENT_INPUTS_IDLE`] is dropped by [`RecentInputs::expire`],
-/// so a machine lent for one job does not keep its inputs in memory after it. Cloning
-/// shares it.
-#[derive(Clone, Default)]
-pub struct RecentInputs {
-    inner: Arc<Mutex<Recent>>,
-}
-
-/// How long an input unused by any new chunk stays in [`RecentInputs`].
-pub const RECENT_INPUTS_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[derive(Default)]
-struct Recent {
-    /// Each input with the last time a chunk asked for it (the oldest goes first).
-    inputs: HashMap<Cid, (Arc<MemoryInput>, std::time::Instant)>,
-    /// Inputs being fetched: a second chunk wanting one waits for the first's fetch.
-    fetching: HashMap<Cid, Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl RecentInputs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
-        // The map stays consistent whatever a panicking holder did (every update is one
-        // insert or remove), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The input, if it is held; it becomes the most recently used.
-    fn get(&self, cid: &Cid) -> Option<Arc<MemoryInput>> {
-        let mut recent = self.lock();
-        let (input, used) = recent.inputs.get_mut(cid)?;
-        *used = std::time::Instant::now();
-        Some(input.clone())
-    }
-
-    fn insert(&self, cid: Cid, input: Arc<MemoryInput>) {
-        self.lock()
-            .inputs
-            .insert(cid, (input, std::time::Instant::now()));
-    }
-
-    /// Drops the inputs no chunk has asked for in the last `idle`.
-    pub fn expire(&self, idle: std::time::Duration) {
-        let mut recent = self.lock();
-        let now = std::time::Instant::now();
-        recent
-            .inputs
-            .retain(|_, (_, used)| now.saturating_duration_since(*used) < idle);
-    }
-
-    /// Forgets the least recently used input; false if none is held. Its memory returns
-    /// to the budget once no chunk is using it.
-    fn evict_oldest(&self) -> bool {
-        let mut recent = self.lock();
-        let oldest = recent
-            .inputs
-            .iter()
-            .min_by_key(|(_, (_, used))| *used)
-            .map(|(cid, _)| *cid);
-        oldest.is_some_and(|cid| recent.inputs.remove(&cid).is_some())
-    }
-
-    /// Bytes held (some may also be in use by running chunks).
-    #[cfg(test)]
-    fn bytes(&self) -> u64 {
-        self.lock()
-            .inputs
-            .values()
-            .map(|(input, _)| input.bytes.len() as u64)
-            .sum()
-    }
-
-    /// The lock that makes concurrent fetches of `cid` one fetch.
-    fn fetch_lock(&self, cid: Cid) -> Arc<tokio::sync::Mutex<()>> {
-        self.lock().fetching.entry(cid).or_default().clone()
-    }
-
-    /// Drops `cid`'s fetch lock `lock` once its fetch is over (waiters keep their
-    /// clones), unless a later fetch has made a new one.
-    fn fetched(&self, cid: &Cid, lock: &Arc<tokio::sync::Mutex<()>>) {
-        let mut recent = self.lock();
-        if recent
-            .fetching
-            .get(cid)
-            .is_some_and(|l| Arc::ptr_eq(l, lock))
-        {
-            recent.fetching.remove(cid);
-        }
-    }
-
-    /// A share of `bytes` of `budget`, dropping held inputs, oldest first, until the
-    /// budget has room; None if it has none even with nothing held.
-    fn make_room(&self, budget: &MemoryBudget, bytes: u64) -> Option<MemoryShare> {
-        loop {
-            if let Some(share) = budget.try_take(bytes) {
-                return Some(share);
-            }
-            if !self.evict_oldest() {
-                return None;
-            }
-        }
     }
 }
 
@@ -501,10 +340,7 @@ pub async fn fetch_input(
     if actual != cid {
         return Err(FetchError::Mismatch { peer, cid, actual });
     }
-    let input = Arc::new(MemoryInput {
-        bytes,
-        _share: share,
-    });
+    let input = memory::held(bytes, share);
     recent.insert(cid, input.clone());
     Ok(Fetched::Memory(input))
 }
@@ -542,47 +378,4 @@ async fn join_pieces(
         joined.extend_from_slice(&piece);
     }
     Ok(Bytes::from(joined))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn held(recent: &RecentInputs, budget: &MemoryBudget, seed: u8, len: usize) -> Cid {
-        let bytes = Bytes::from(vec![seed; len]);
-        let cid = Cid::of(&bytes);
-        let share = recent.make_room(budget, len as u64).expect("room");
-        recent.insert(
-            cid,
-            Arc::new(MemoryInput {
-                bytes,
-                _share: share,
-            }),
-        );
-        cid
-    }
-
-    #[test]
-    fn recent_inputs_make_room_oldest_first_and_expire() {
-        let budget = MemoryBudget::new(3 << 20);
-        let recent = RecentInputs::default();
-        let a = held(&recent, &budget, 1, 1 << 20);
-        let b = held(&recent, &budget, 2, 1 << 20);
-        let _c = held(&recent, &budget, 3, 1 << 20);
-        // `a` used again: `b` is now the oldest and goes for `d`.
-        let in_use = recent.get(&a).expect("held");
-        let d = held(&recent, &budget, 4, 1 << 20);
-        assert!(recent.get(&b).is_none() && recent.get(&d).is_some());
-        assert_eq!(recent.bytes(), 3 << 20);
-        // Dropped from the cache while a chunk still uses it: its memory stays taken
-        // until the chunk lets go.
-        recent.expire(std::time::Duration::ZERO);
-        assert_eq!(recent.bytes(), 0);
-        assert!(budget.try_take(3 << 20).is_none());
-        drop(in_use);
-        assert!(budget.try_take(3 << 20).is_some());
-        // Nothing held and no room: no share, no loop.
-        let _all = budget.try_take(3 << 20);
-        assert!(recent.make_room(&budget, 1).is_none());
-    }
 }
