@@ -30,7 +30,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !(seconds.is_finite() && seconds >= 0.0) {
         return Err(format!("{text:?} is not a duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is too long a duration"))
 }
 
 /// Parses `512MiB`, `2GiB`, `4G`, `100k` or a bare number of bytes (powers of 1024).
@@ -55,7 +55,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("{text:?} is not a size"));
     }
-    Ok((value * scale as f64) as u64)
+    let bytes = value * scale as f64;
+    // u64::MAX as f64 rounds up to 2^64, which no u64 holds.
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large a size"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -79,5 +84,31 @@ mod tests {
         assert_eq!(parse_size("2G"), Ok(2 << 30));
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("100000000000000000000TiB").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_refused() {
+        assert!(parse_duration("100000000000000000000").is_err());
+        assert!(parse_duration("1e300h").is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever a person types, an answer or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,24}") {
+            let _ = parse_duration(&text);
+            let _ = parse_size(&text);
+        }
+
+        #[test]
+        fn any_number_and_unit_parses_or_is_refused(
+            number in proptest::num::f64::ANY,
+            unit in proptest::sample::select(vec!["", "ms", "s", "m", "h", "k", "MiB", "G", "TiB"]),
+        ) {
+            let text = format!("{number}{unit}");
+            let _ = parse_duration(&text);
+            let _ = parse_size(&text);
+        }
     }
 }

@@ -12,9 +12,8 @@
 //! Workers misbehave through the hidden `serve --fault-*` flags of the
 //! `fault-injection` build (a `cargo test --workspace` enables it; alone:
 //! `cargo test --release -p idlegrid --features fault-injection --test faults`).
-//! Shaping uses `tc netem` where the kernel has it; a kernel without `sch_netem` (the
-//! Firecracker VMs this was written on) gets the same 200 ms from a delay line in this
-//! process — the worker's cable cut in two, each half a TAP device, every Ethernet
+//! Shaping uses `tc netem` where the kernel has it; a kernel without `sch_netem` (some
+//! virtual machines' kernels) gets the same 200 ms from a delay line in this process — the worker's cable cut in two, each half a TAP device, every Ethernet
 //! frame handed across 200 ms late — and the 10 Mbit/s from `tc tbf`.
 //!
 //! Needs root and iproute2; without them every test prints why and passes vacuously.

@@ -332,7 +332,7 @@ async fn change_on(
         .peers
         .iter()
         .map(|p| {
-            if p.role == "remote" {
+            if p.role == idlegrid::grid::report::Role::Remote {
                 format!(
                     "{} chunks, {:.1} MB sent to it",
                     p.chunks_done,

@@ -284,7 +284,11 @@ const PEER_MEMORY: &str = "peers.json";
 /// Remembers each peer's score and breaker after a job (best effort).
 fn save_peer_memory(data_dir: &Path, report: &grid::JobReport) {
     let mut memory = load_peer_memory(data_dir);
-    for peer in report.peers.iter().filter(|p| p.role == "remote") {
+    for peer in report
+        .peers
+        .iter()
+        .filter(|p| p.role == grid::report::Role::Remote)
+    {
         memory.insert(
             peer.peer_id.clone(),
             RememberedPeer {

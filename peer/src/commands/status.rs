@@ -30,8 +30,8 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "MINUTES")]
     pub idle_minutes: Option<u64>,
     /// When idleness cannot be determined, assume "idle" or "busy".
-    #[arg(long, value_parser = ["idle", "busy"])]
-    pub when_unknown: Option<String>,
+    #[arg(long, value_enum)]
+    pub when_unknown: Option<WhenUnknown>,
     /// Stop lending while other programs use more than this % of all CPUs.
     #[arg(long, value_name = "PERCENT")]
     pub max_other_load: Option<f64>,
@@ -108,12 +108,8 @@ impl Settings {
         if let Some(m) = args.idle_minutes {
             policy.idle_after = Some(Duration::from_secs(m * 60));
         }
-        if let Some(w) = &args.when_unknown {
-            policy.when_unknown = if w == "busy" {
-                WhenUnknown::Busy
-            } else {
-                WhenUnknown::Idle
-            };
+        if let Some(w) = args.when_unknown {
+            policy.when_unknown = w;
         }
         if let Some(p) = args.max_other_load {
             anyhow::ensure!(

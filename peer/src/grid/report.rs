@@ -13,12 +13,21 @@ use super::peer_book::PeerBook;
 use crate::net::{Route, Source};
 use idlegrid_scheduler::Scheduler;
 
+/// Whether a report line is this machine's own worker or another peer (`local`,
+/// `remote` in the JSON). This machine sorts first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Local,
+    Remote,
+}
+
 /// One peer's line in the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerReport {
     pub peer_id: String,
     /// `local` for this machine's own worker.
-    pub role: &'static str,
+    pub role: Role,
     pub found_by: BTreeSet<Source>,
     /// Calibration score, work units per second.
     pub bench_score: f64,
@@ -50,7 +59,11 @@ pub(super) fn peer_reports(
         .peers()
         .map(|(peer, stats)| PeerReport {
             peer_id: peer.to_string(),
-            role: if peer == me { "local" } else { "remote" },
+            role: if peer == me {
+                Role::Local
+            } else {
+                Role::Remote
+            },
             found_by: book.found_by.get(&peer).cloned().unwrap_or_default(),
             bench_score: book.scores.get(&peer).copied().unwrap_or(stats.score),
             chunks_done: stats.chunks_done,
@@ -63,7 +76,7 @@ pub(super) fn peer_reports(
             bytes_received: book.received.get(&peer).copied().unwrap_or(0),
         })
         .collect();
-    peers.sort_by(|a, b| (a.role != "local", &a.peer_id).cmp(&(b.role != "local", &b.peer_id)));
+    peers.sort_by(|a, b| (a.role, &a.peer_id).cmp(&(b.role, &b.peer_id)));
     peers
 }
 
@@ -90,7 +103,7 @@ impl JobReport {
     pub fn remote_chunks(&self) -> u64 {
         self.peers
             .iter()
-            .filter(|p| p.role == "remote")
+            .filter(|p| p.role == Role::Remote)
             .map(|p| p.chunks_done)
             .sum()
     }
@@ -110,7 +123,7 @@ impl JobReport {
             "peer", "found", "chunks", "score/s", "failures", "breaker", "received"
         );
         for p in &self.peers {
-            let found = if p.role == "local" {
+            let found = if p.role == Role::Local {
                 "local".to_string()
             } else {
                 p.found_by

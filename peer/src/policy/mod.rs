@@ -22,7 +22,7 @@ pub use sense::{Clock, IdleSource, Idleness};
 pub use windows::{LocalTime, Window};
 
 /// What to assume when idleness cannot be determined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WhenUnknown {
     /// Lend as if nobody were there (machines without a seat: servers, containers).

@@ -56,9 +56,12 @@ pub struct WindowError {
 
 fn day_index(name: &str) -> Option<u8> {
     let name = name.to_ascii_lowercase();
+    // The first three characters name the day; `get` is None when they are not three
+    // whole characters of ASCII (a day name is ASCII), never a slice through a char.
+    let prefix = name.get(..3)?;
     DAY_NAMES
         .iter()
-        .position(|d| name.len() >= 3 && d.starts_with(&name[..3.min(name.len())]))
+        .position(|d| d.starts_with(prefix))
         .map(|i| i as u8)
 }
 
@@ -218,9 +221,29 @@ mod tests {
             "mon 25:00-26:00",
             "mon 09:60-10:00",
             "mon 1:00-2:00 x",
+            "éé-fri",
+            "mon-éé 19:00-07:00",
+            "m\u{301}on-fri",
         ] {
             let err = bad.parse::<Window>().unwrap_err();
             assert!(err.to_string().contains("bad time window"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever an owner writes, a window or an error naming it, never a panic.
+        #[test]
+        fn any_text_is_a_window_or_an_error(text in "\\PC{0,30}") {
+            let _ = text.parse::<Window>();
+        }
+
+        #[test]
+        fn any_day_range_and_hours_parse_or_are_refused(
+            from in "[a-zéü]{0,5}",
+            to in "[a-zéü]{0,5}",
+            h1 in 0u32..30, m1 in 0u32..70, h2 in 0u32..30, m2 in 0u32..70,
+        ) {
+            let _ = format!("{from}-{to} {h1}:{m1:02}-{h2}:{m2:02}").parse::<Window>();
         }
     }
 }

@@ -41,7 +41,7 @@ fn remote_chunks(report: &grid::JobReport) -> Vec<u64> {
     report
         .peers
         .iter()
-        .filter(|p| p.role == "remote")
+        .filter(|p| p.role == grid::report::Role::Remote)
         .map(|p| p.chunks_done)
         .collect()
 }
