@@ -4,6 +4,8 @@
 //! verified, only their id, and the bytes are read back from the blob store, where every
 //! verified result is written so that a resumed job can reuse it.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use idlegrid_protocol::Cid;
 
@@ -32,6 +34,8 @@ impl Held {
 pub(super) struct Collecting {
     slots: Vec<Option<Held>>,
     in_memory: u64,
+    /// Answers to chunks not settled yet, with their bytes, until one is verified.
+    answers: HashMap<usize, Vec<(Cid, Bytes)>>,
 }
 
 impl Collecting {
@@ -40,7 +44,27 @@ impl Collecting {
         Collecting {
             slots: known.into_iter().map(|r| r.map(Held::Stored)).collect(),
             in_memory: 0,
+            answers: HashMap::new(),
         }
+    }
+
+    /// A peer answered chunk `chunk` with `bytes` (hashing to `cid`): kept until the
+    /// chunk is settled, unless it is already.
+    pub fn answered(&mut self, chunk: usize, cid: Cid, bytes: Bytes) {
+        if !self.is_set(chunk) {
+            self.answers.entry(chunk).or_default().push((cid, bytes));
+        }
+    }
+
+    /// Chunk `chunk`'s result is verified as `cid`: the bytes of the answer that gave
+    /// it are kept, the other answers dropped.
+    pub fn verified(&mut self, chunk: usize, cid: Cid) {
+        let bytes = self.answers.remove(&chunk).and_then(|answers| {
+            answers
+                .into_iter()
+                .find_map(|(answer, bytes)| (answer == cid).then_some(bytes))
+        });
+        self.set(chunk, cid, bytes);
     }
 
     pub fn is_set(&self, chunk: usize) -> bool {
@@ -53,7 +77,7 @@ impl Collecting {
 
     /// Chunk `chunk`'s result is `cid`; its bytes, if still at hand, stay in memory
     /// while the budget allows.
-    pub fn set(&mut self, chunk: usize, cid: Cid, bytes: Option<Bytes>) {
+    fn set(&mut self, chunk: usize, cid: Cid, bytes: Option<Bytes>) {
         self.clear(chunk);
         let held = match bytes {
             Some(bytes) if self.in_memory + bytes.len() as u64 <= RESULTS_IN_MEMORY => {

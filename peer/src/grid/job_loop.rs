@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use idlegrid_protocol::Cid;
 use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc};
@@ -28,7 +27,7 @@ use crate::net::{kernel_key, PeerEvent, Route};
 use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
-use idlegrid_scheduler::{Action, ChunkIndex, Event, Outcome, Scheduler, SchedulerConfig};
+use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -57,8 +56,6 @@ pub(super) struct JobLoop<'a> {
     reused: usize,
     book: PeerBook,
     results: Collecting,
-    /// Answers not yet verified, per chunk, with their bytes (kept until verified).
-    answers: HashMap<ChunkIndex, Vec<(Cid, Bytes)>>,
     log: ResultLog,
     progress: Progress,
     actions: Vec<Action<PeerId>>,
@@ -125,7 +122,6 @@ impl<'a> JobLoop<'a> {
             costs,
             book: PeerBook::default(),
             results,
-            answers: HashMap::new(),
             log,
             progress,
             actions: Vec::new(),
@@ -317,12 +313,7 @@ impl<'a> JobLoop<'a> {
                     let Some(&job_index) = self.todo.get(chunk as usize) else {
                         continue;
                     };
-                    let bytes = self.answers.remove(&chunk).and_then(|answers| {
-                        answers
-                            .into_iter()
-                            .find_map(|(cid, bytes)| (cid == result).then_some(bytes))
-                    });
-                    self.results.set(job_index, result, bytes);
+                    self.results.verified(job_index, result);
                     if let Err(e) = self.log.record(&self.job.chunks[job_index].id(), &result) {
                         tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
                     }
@@ -398,12 +389,8 @@ impl<'a> JobLoop<'a> {
                 );
                 self.runs.ended(peer, chunk);
                 *self.book.received.entry(peer).or_default() += received;
-                let settled = self
-                    .todo
-                    .get(chunk as usize)
-                    .is_none_or(|&i| self.results.is_set(i));
-                if !settled {
-                    self.answers.entry(chunk).or_default().push((result, bytes));
+                if let Some(&job_index) = self.todo.get(chunk as usize) {
+                    self.results.answered(job_index, result, bytes);
                 }
                 self.handle(Event::ChunkDone {
                     peer,
