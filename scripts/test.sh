@@ -55,4 +55,21 @@ fi
 
 if [ "${1:-}" = "--packages" ]; then exit 0; fi
 if [ "${1:-}" = "--" ]; then shift; fi
-exec cargo test --release --workspace "$@"
+
+# cargo prints one summary per test binary; the sum of them closes the run, and is kept
+# in target/test-summary.txt for .ci/run to repeat at its end.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+summary="$(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed/) passed += $i
+            if ($(i + 1) ~ /^failed/) failed += $i
+        }
+    } END { printf "%d passed, %d failed\n", passed, failed }' "$log")"
+mkdir -p target
+echo "$summary" > target/test-summary.txt
+echo
+echo "$summary"
+exit "$status"
