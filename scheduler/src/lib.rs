@@ -1,5 +1,5 @@
 //! The scheduler: who computes which chunk, when to give up on a peer, and which result
-//! to believe. A pure state machine (DESIGN.md, "The scheduler is a state machine"): it
+//! to believe. A pure state machine (docs/design.md, "The scheduler is a state machine"): it
 //! holds no sockets and no clock. The event loop (and the simulator, with thousands of
 //! virtual peers) feeds it [`Event`]s with the current time and carries out the
 //! [`Action`]s it returns.
@@ -7,7 +7,7 @@
 //! Time is a [`Duration`] since the job started, passed with every call; the scheduler
 //! never reads a clock, so the same code runs in real and in virtual time.
 //!
-//! How it decides (issue 3, "Dispatch" and "Breakers and verification"):
+//! How it decides:
 //! - every peer keeps a small pipeline of chunks in flight, sized in seconds of its
 //!   estimated speed, so the first assignment is weighted by benchmark scores (or hand
 //!   weights) and later ones are pulled as peers finish;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use idlegrid_protocol::Cid;
 
 /// Index of a chunk in the job's plan: `0..n`. The plan is fixed before any peer is
-/// known (DESIGN.md: "the chunk plan depends only on inputs and parameters"), so an
+/// known (docs/design.md: "the chunk plan depends only on inputs and parameters"), so an
 /// index names the same work for the whole job.
 pub type ChunkIndex = u32;
 

@@ -1,4 +1,4 @@
-//! Results and what to believe (issue 3, "Breakers and verification").
+//! Results and what to believe.
 //!
 //! An answer is a vote. A chunk is settled by the trusted worker's vote, or by
 //! `replicas` agreeing votes that outnumber every other answer ([`ChunkState::tally`]).

@@ -1,6 +1,6 @@
 //! The scale simulator behind `idlegrid simulate`: the very same [`Scheduler`] the
-//! event loop drives, fed by thousands of virtual peers in virtual time (DESIGN.md,
-//! "The scheduler is a state machine"; issue 5).
+//! event loop drives, fed by thousands of virtual peers in virtual time (docs/design.md,
+//! "The scheduler is a state machine").
 //!
 //! [`world`] draws the plan and the peers (speeds spread over a factor, latency and
 //! bandwidth, deaths noticed or silent, liars) from one seed; [`engine`] runs the
