@@ -111,7 +111,7 @@ impl Node {
                 let _ = join(client, list).await;
             }));
         }
-        tasks.push(tokio::spawn(worker::serve_with(
+        tasks.push(tokio::spawn(worker::serve(
             client.clone(),
             store.clone(),
             executor.clone(),

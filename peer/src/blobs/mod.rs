@@ -13,7 +13,7 @@
 //! written to disk only to be read back a moment later (the page-cache write was the
 //! largest kernel item in a worker's profile outside the compute); small inputs, which
 //! other chunks of the job often share (the change kernel's tables), and inputs the
-//! budget cannot hold go to the blob store as before. A large input stays in
+//! budget cannot hold go to the blob store. A large input stays in
 //! [`RecentInputs`] after its chunk, as long as the budget has room, because the next
 //! chunks often name it too (the change kernel's neighbouring bands share their halo
 //! rows); two chunks that want the same input at once fetch it once.

@@ -157,9 +157,9 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
         // The job's blobs now hold the planner's bytes (kept in memory while the job
         // runs); assembling needs only the plan's bands.
         plan.blobs = Vec::new();
-        let outcome = run_on_grid(&args.net, &args.grid, blobs, job)?;
-        let results = outcome.results.all_bytes()?;
-        (results, Some(outcome))
+        let run = run_on_grid(&args.net, &args.grid, blobs, job)?;
+        let results = run.outcome.results.all_bytes()?;
+        (results, Some(run.into_outcome()))
     };
     let mask = plan
         .assemble(&results)

@@ -352,6 +352,23 @@ pub async fn store_blobs(node: &Node, blobs: Vec<JobBlob>) -> anyhow::Result<Res
     .await?
 }
 
+/// A job run on the grid from a synchronous command. The submitting peer (and so its
+/// hold on its data dir) stays up until this is dropped, so the results the outcome
+/// reads from the blob store stay there while the command assembles them.
+pub struct GridRun {
+    pub outcome: JobOutcome,
+    // Dropped in this order: the peer stops, then its runtime.
+    _node: Node,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl GridRun {
+    /// The outcome alone, once every result the command needs has been read.
+    pub fn into_outcome(self) -> JobOutcome {
+        self.outcome
+    }
+}
+
 /// Runs a planned job on the grid from a synchronous command: starts a runtime and a
 /// submitting peer, and runs the job; the outcome's results are then read in chunk
 /// order, off the runtime.
@@ -360,13 +377,14 @@ pub fn run_on_grid(
     grid_args: &GridArgs,
     blobs: Vec<JobBlob>,
     job: Job,
-) -> anyhow::Result<JobOutcome> {
+) -> anyhow::Result<GridRun> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (outcome, node) = runtime.block_on(submit(net, grid_args, blobs, job))?;
-    // The peer stops with its runtime; the outcome holds what it needs of the store.
-    drop(node);
-    drop(runtime);
-    Ok(outcome)
+    Ok(GridRun {
+        outcome,
+        _node: node,
+        _runtime: runtime,
+    })
 }
 
 /// Writes the report (if asked) with the output's path and hash, and prints the table.

@@ -131,12 +131,12 @@ fn execute_on_grid(
     // Claims the output (and checks it is writable) before any work is sent out.
     let mut assembler = video::Assembler::create(output, plan.assembly())?;
     let (job, blobs) = crate::jobs::video_job(plan)?;
-    let mut outcome = run_on_grid(&args.net, &args.grid, blobs, job)?;
-    for index in 0..outcome.results.len() {
-        assembler.push(index as u32, &outcome.results.bytes(index)?)?;
+    let mut run = run_on_grid(&args.net, &args.grid, blobs, job)?;
+    for index in 0..run.outcome.results.len() {
+        assembler.push(index as u32, &run.outcome.results.bytes(index)?)?;
     }
     let report = assembler.finish()?;
-    finish_report(&mut outcome, output, args.grid.report.as_deref())?;
+    finish_report(&mut run.outcome, output, args.grid.report.as_deref())?;
     Ok(report)
 }
 

@@ -2,7 +2,9 @@
 //! arrived (from the network or this machine's own kernel), kept in memory up to
 //! [`RESULTS_IN_MEMORY`]; past that, and for results an earlier run of the job
 //! verified, only their id, and the bytes are read back from the blob store, where every
-//! verified result is written so that a resumed job can reuse it.
+//! verified result is written so that a resumed job can reuse it. A result held by id is
+//! pinned there until the results are dropped, so the job's own later writes cannot
+//! evict it before it is assembled.
 
 use std::collections::HashMap;
 
@@ -10,28 +12,35 @@ use bytes::Bytes;
 use idlegrid_protocol::Cid;
 
 use super::GridError;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, Pins};
 
 /// Bytes of verified results a job keeps in memory for its assembler.
 pub const RESULTS_IN_MEMORY: u64 = 512 << 20;
 
 /// One chunk's verified result.
-#[derive(Clone)]
 enum Held {
     Memory { cid: Cid, bytes: Bytes },
-    Stored(Cid),
+    Stored { cid: Cid, _pin: Pins },
 }
 
 impl Held {
+    fn stored(store: &BlobStore, cid: Cid) -> Held {
+        Held::Stored {
+            cid,
+            _pin: store.pin([cid]),
+        }
+    }
+
     fn cid(&self) -> Cid {
         match self {
-            Held::Memory { cid, .. } | Held::Stored(cid) => *cid,
+            Held::Memory { cid, .. } | Held::Stored { cid, .. } => *cid,
         }
     }
 }
 
 /// The results of a running job, in chunk order; a chunk's may be withdrawn again.
 pub(super) struct Collecting {
+    store: BlobStore,
     slots: Vec<Option<Held>>,
     in_memory: u64,
     /// Answers to chunks not settled yet, with their bytes, until one is verified.
@@ -40,9 +49,13 @@ pub(super) struct Collecting {
 
 impl Collecting {
     /// Room for `chunks` results, the ones an earlier run verified already filled in.
-    pub fn new(known: Vec<Option<Cid>>) -> Collecting {
+    pub fn new(store: &BlobStore, known: Vec<Option<Cid>>) -> Collecting {
         Collecting {
-            slots: known.into_iter().map(|r| r.map(Held::Stored)).collect(),
+            slots: known
+                .into_iter()
+                .map(|r| r.map(|cid| Held::stored(store, cid)))
+                .collect(),
+            store: store.clone(),
             in_memory: 0,
             answers: HashMap::new(),
         }
@@ -84,7 +97,7 @@ impl Collecting {
                 self.in_memory += bytes.len() as u64;
                 Held::Memory { cid, bytes }
             }
-            _ => Held::Stored(cid),
+            _ => Held::stored(&self.store, cid),
         };
         if let Some(slot) = self.slots.get_mut(chunk) {
             *slot = Some(held);
@@ -100,7 +113,7 @@ impl Collecting {
     }
 
     /// Every chunk's result, or which chunk has none.
-    pub fn finish(self, store: &BlobStore) -> Result<JobResults, GridError> {
+    pub fn finish(self) -> Result<JobResults, GridError> {
         let held = self
             .slots
             .into_iter()
@@ -111,7 +124,7 @@ impl Collecting {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JobResults {
             held,
-            store: store.clone(),
+            store: self.store,
         })
     }
 }
@@ -142,7 +155,7 @@ impl JobResults {
         let missing = || GridError::Failed(format!("chunk {chunk}'s result is not held"));
         match self.held.get(chunk).ok_or_else(missing)? {
             Held::Memory { bytes, .. } => Ok(bytes.clone()),
-            Held::Stored(cid) => self
+            Held::Stored { cid, .. } => self
                 .store
                 .get(cid)
                 .map_err(|e| GridError::Failed(format!("chunk {chunk}'s result: {e}")))?

@@ -108,7 +108,7 @@ impl<'a> JobLoop<'a> {
         let pins = node
             .store
             .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
-        let results = Collecting::new(known);
+        let results = Collecting::new(&node.store, known);
         let progress = Progress::new(&job, |i| results.is_set(i), config.show_progress);
         let me = node.peer_id();
         Ok(JobLoop {
@@ -497,8 +497,11 @@ impl<'a> JobLoop<'a> {
             spot_check: self.config.spot_check,
             peers,
         };
-        let results = std::mem::replace(&mut self.results, Collecting::new(Vec::new()))
-            .finish(&self.node.store)?;
+        let results = std::mem::replace(
+            &mut self.results,
+            Collecting::new(&self.node.store, Vec::new()),
+        )
+        .finish()?;
         Ok(JobOutcome { results, report })
     }
 }

@@ -99,29 +99,9 @@ struct Worker {
     faults: FaultHook,
 }
 
-/// Serves inbound requests until the event loop closes the channel.
-pub async fn serve(
-    client: Client,
-    store: BlobStore,
-    executor: Executor,
-    config: WorkerConfig,
-    traffic: Traffic,
-    inbound: mpsc::Receiver<Inbound>,
-) {
-    serve_with(
-        client,
-        store,
-        executor,
-        config,
-        traffic,
-        inbound,
-        FaultHook::none(),
-    )
-    .await;
-}
-
-/// [`serve`] with the pipeline's fault hooks (armed only in fault-injection tests).
-pub(crate) async fn serve_with(
+/// Serves inbound requests until the event loop closes the channel; `faults` are the
+/// pipeline's hooks (armed only in fault-injection tests).
+pub(crate) async fn serve(
     client: Client,
     store: BlobStore,
     executor: Executor,
