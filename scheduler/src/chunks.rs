@@ -1,9 +1,11 @@
 //! Per-chunk state: the copies in flight (who, since when, expected when, deadline) and
 //! the standing votes (who answered what). A chunk's verdict is a function of its votes
-//! only ([`ChunkState::decide`]), so re-checking after a ban is "drop the banned
+//! only ([`ChunkState::tally`]), so re-checking after a ban is "drop the banned
 //! peer's votes and decide again".
 
 use idlegrid_protocol::Cid;
+
+use super::types::VerifiedBy;
 
 use super::{Micros, PeerIx};
 
@@ -24,6 +26,26 @@ pub struct Vote {
     pub peer: PeerIx,
     pub cid: Cid,
     pub trusted: bool,
+    /// The network host it came from: votes from one host count once.
+    pub host: u64,
+    /// Believed on its own (trusted pool, or a peer with a record that was not drawn
+    /// for an audit). A result backed only by votes that are not believed waits for a
+    /// check.
+    pub believed: bool,
+    /// What became of it once its result settled.
+    pub standing: VoteStanding,
+}
+
+/// A vote's standing once its chunk settled on its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoteStanding {
+    /// Not counted yet.
+    Open,
+    /// The result settled on this vote's credit alone.
+    Believed,
+    /// Someone else (the trusted worker, a believed peer on another host) returned
+    /// the same result.
+    Confirmed,
 }
 
 /// Where a chunk sits in the queues, so it can be found and moved in O(log n).
@@ -53,6 +75,10 @@ pub struct ChunkState {
     pub tail: bool,
     /// Two different answers were seen.
     pub disputed: bool,
+    /// Handed to the trusted worker to check a remote result (counted once).
+    pub check_requested: bool,
+    /// The check it waits for now.
+    pub check: Check,
     /// Distinct peers on which the kernel failed.
     pub kernel_failures: Vec<PeerIx>,
     /// The last peer it failed or timed out on: it goes elsewhere first.
@@ -66,10 +92,33 @@ pub struct ChunkState {
 /// The verdict of a chunk's votes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tally {
-    /// The settled result, if the votes settle it.
-    pub decision: Option<Cid>,
-    /// Votes for the most voted result.
+    /// The settled result, if the votes settle it, and what it rests on.
+    pub decision: Option<(Cid, VerifiedBy)>,
+    /// Distinct hosts behind the most backed result.
     pub top: u32,
+    /// Who may settle it now, under earned trust.
+    pub check: Check,
+}
+
+/// A check a chunk waits for (earned trust).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    None,
+    /// Enough hosts agree but none is believed: a copy from the trusted worker or
+    /// from a peer that earned trust (on another host) settles it.
+    ByVouched,
+    /// The answers disagree: only the trusted worker settles it, so that a ban always
+    /// rests on this machine's own computation.
+    ByLocal,
+}
+
+/// How a tally weighs votes: `replicas` hosts, and whether every vote is believed
+/// ([`Trust::All`](super::config::Trust::All)) or disagreements go to the trusted
+/// worker (earned trust).
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub replicas: u32,
+    pub trust_all: bool,
 }
 
 impl ChunkState {
@@ -84,6 +133,8 @@ impl ChunkState {
             votes: Vec::new(),
             retried: false,
             disputed: false,
+            check_requested: false,
+            check: Check::None,
             kernel_failures: Vec::new(),
             last_failed: None,
             sent_to: Vec::new(),
@@ -91,59 +142,82 @@ impl ChunkState {
         }
     }
 
-    /// The trusted worker's answer wins outright; otherwise a result needs `replicas`
-    /// votes and strictly more than any other result (so a tie is never settled, and a
-    /// contradicted result needs at least two backers).
-    pub fn tally(&self, replicas: u32) -> Tally {
+    /// The trusted worker's answer wins outright. Otherwise a result needs `replicas`
+    /// distinct hosts behind it, strictly more than any other result has (so a tie is
+    /// never settled), and at least one believed vote; under earned trust a
+    /// disagreement is left to the trusted worker.
+    pub fn tally(&self, rule: Rule) -> Tally {
         if let Some(v) = self.votes.iter().find(|v| v.trusted) {
             return Tally {
-                decision: Some(v.cid),
+                decision: Some((v.cid, VerifiedBy::Local)),
                 top: u32::MAX,
+                check: Check::None,
             };
         }
-        let mut top: Option<(Cid, u32)> = None;
-        let mut second = 0u32;
+        // (result, distinct hosts, any believed), each result once.
+        let mut results: Vec<(Cid, u32, bool)> = Vec::new();
         for (i, v) in self.votes.iter().enumerate() {
-            // Count each distinct result once, at its first vote.
             if self.votes[..i].iter().any(|w| w.cid == v.cid) {
                 continue;
             }
-            let n = self.votes.iter().filter(|w| w.cid == v.cid).count() as u32;
-            match top {
-                Some((_, t)) if n <= t => second = second.max(n),
-                Some((_, t)) => {
-                    second = t;
-                    top = Some((v.cid, n));
-                }
-                None => top = Some((v.cid, n)),
-            }
+            let backers: Vec<&Vote> = self.votes.iter().filter(|w| w.cid == v.cid).collect();
+            let hosts = backers
+                .iter()
+                .enumerate()
+                .filter(|(j, w)| !backers[..*j].iter().any(|x| x.host == w.host))
+                .count() as u32;
+            results.push((v.cid, hosts, backers.iter().any(|w| w.believed)));
         }
-        match top {
-            Some((cid, n)) if n >= replicas && n > second => Tally {
-                decision: Some(cid),
-                top: n,
-            },
-            Some((_, n)) => Tally {
-                decision: None,
-                top: n,
-            },
-            None => Tally {
+        let Some(&(cid, top, believed)) = results.iter().max_by_key(|r| r.1) else {
+            return Tally {
                 decision: None,
                 top: 0,
-            },
+                check: Check::None,
+            };
+        };
+        let second = results
+            .iter()
+            .filter(|r| r.0 != cid)
+            .map(|r| r.1)
+            .max()
+            .unwrap_or(0);
+        let contested = results.len() > 1;
+        let enough = top >= rule.replicas && top > second;
+        if rule.trust_all {
+            return Tally {
+                decision: enough.then_some((cid, VerifiedBy::Unchecked { hosts: top })),
+                top,
+                check: Check::None,
+            };
+        }
+        let settled = enough && believed && !contested;
+        let check = if contested {
+            Check::ByLocal
+        } else if enough && !believed {
+            Check::ByVouched
+        } else {
+            Check::None
+        };
+        Tally {
+            decision: settled.then_some((cid, VerifiedBy::Peers { hosts: top })),
+            top,
+            check,
         }
     }
 
-    /// Copies still wanted in flight for the chunk to be settled (0 once verified).
-    pub fn needed(&self, replicas: u32) -> u32 {
+    /// Copies still wanted in flight for the chunk to be settled: 0 once verified; for
+    /// a check by a peer that earned trust, one; 0 while it waits for the trusted
+    /// worker to settle a disagreement (`checkable`: one is joined).
+    pub fn needed(&self, rule: Rule, checkable: bool) -> u32 {
         if self.verified.is_some() {
             return 0;
         }
-        let tally = self.tally(replicas);
-        if tally.decision.is_some() {
-            0
-        } else {
-            replicas.saturating_sub(tally.top).max(1)
+        let tally = self.tally(rule);
+        match (tally.decision, tally.check) {
+            (Some(_), _) => 0,
+            (None, Check::ByLocal) if checkable => 0,
+            (None, Check::ByVouched) => 1,
+            _ => rule.replicas.saturating_sub(tally.top).max(1),
         }
     }
 
@@ -153,9 +227,11 @@ impl ChunkState {
     }
 
     /// The peer should not be given a copy: it holds one, or — when `others` says
-    /// other peers could take it — it failed this chunk before.
-    pub fn shuns(&self, peer: PeerIx, others: bool) -> bool {
+    /// other peers could take it — it failed this chunk before, or the chunk waits for
+    /// a check that this peer (`may_check` false) cannot make.
+    pub fn shuns(&self, peer: PeerIx, others: bool, may_check: bool) -> bool {
         self.held_by(peer)
+            || (self.check != Check::None && !may_check)
             || (others && (self.last_failed == Some(peer) || self.kernel_failures.contains(&peer)))
     }
 

@@ -7,10 +7,24 @@ use std::time::Duration;
 /// How the scheduler hands out, times and checks chunks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
-    /// Agreeing results from distinct peers needed to verify a chunk (`--replicas`).
-    /// A result from the trusted local worker counts as enough on its own.
-    /// Default 1.
+    /// Agreeing results from distinct hosts needed to verify a chunk (`--replicas`):
+    /// peers on one network host ([`Event::PeerStanding`]) are one vote, so one machine
+    /// with many keys cannot outvote the rest. A result from the trusted local worker
+    /// counts as enough on its own. Default 1.
+    ///
+    /// [`Event::PeerStanding`]: super::types::Event::PeerStanding
     pub replicas: u32,
+    /// Whose results are believed without a check (`--trust`). Default
+    /// [`Trust::Earned`] with BOINC's figures: 10 verified results in a row, then
+    /// audits of at least 10 %.
+    pub trust: Trust,
+    /// Seed of the audit draws of [`Trust::Earned`]. Keep it secret from peers (the
+    /// event loop draws it at random per job): a peer that knew it could tell which of
+    /// its results will be checked. Default 0.
+    pub audit_seed: u64,
+    /// The trusted worker only checks results (spot checks, audits, disputes) and
+    /// computes no ordinary chunk: `--no-compute` under earned trust. Default false.
+    pub trusted_checks_only: bool,
     /// Fraction of chunks (0..=1) also computed by the trusted local worker
     /// (`--spot-check`). Which chunks is a deterministic function of
     /// `spot_check_seed` and the chunk index, so a re-run checks the same ones and a
@@ -77,6 +91,9 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             replicas: 1,
+            trust: Trust::default(),
+            audit_seed: 0,
+            trusted_checks_only: false,
             spot_check: 0.0,
             spot_check_seed: 0,
             min_in_flight: 2,
@@ -94,6 +111,35 @@ impl Default for SchedulerConfig {
             poison_threshold: 3,
             no_peer_grace: Duration::from_secs(60),
             rtt_round_trips: 20,
+        }
+    }
+}
+
+/// How far a remote peer's result is believed on its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Trust {
+    /// A closed pool of the user's own machines: every answer is a vote and
+    /// `replicas` agreeing hosts settle a chunk; nothing is checked unless
+    /// `spot_check` asks.
+    All,
+    /// Adaptive trust, as BOINC does it. A peer's result settles a chunk only once it
+    /// is verified — recomputed by the trusted worker, or matched by a peer whose
+    /// result is believed — until `after` of its results in a row were verified
+    /// (counted across jobs: [`Event::PeerStanding`]). From then on each of its results
+    /// is believed with probability 1 − max(1/in_a_row, `audit_floor`) and checked
+    /// otherwise; the draw is made when the result arrives, from a seed the peer does
+    /// not know. A disagreement is always settled by the trusted worker, so only a
+    /// result that contradicts this machine's own computation gets a peer banned.
+    ///
+    /// [`Event::PeerStanding`]: super::types::Event::PeerStanding
+    Earned { after: u32, audit_floor: f64 },
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust::Earned {
+            after: 10,
+            audit_floor: 0.1,
         }
     }
 }
@@ -119,6 +165,8 @@ pub enum ConfigError {
     SpeculationGain(f64),
     #[error("poison threshold must be at least 1")]
     PoisonThreshold,
+    #[error("the audit floor {0} is not within (0, 1]: a trusted peer that turns would never be checked")]
+    AuditFloor(f64),
     #[error("a job of {0} chunks is too large (at most u32::MAX - 1)")]
     TooManyChunks(usize),
 }
@@ -158,6 +206,11 @@ impl SchedulerConfig {
         }
         if self.poison_threshold == 0 {
             return Err(ConfigError::PoisonThreshold);
+        }
+        if let Trust::Earned { audit_floor, .. } = self.trust {
+            if !(audit_floor > 0.0 && audit_floor <= 1.0) {
+                return Err(ConfigError::AuditFloor(audit_floor));
+            }
         }
         Ok(())
     }

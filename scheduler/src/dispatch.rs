@@ -24,7 +24,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use super::chunks::{ChunkState, InFlight, Slot};
+use super::chunks::{Check, ChunkState, InFlight, Slot};
 use super::types::{Action, ChunkIndex};
 use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 
@@ -41,6 +41,9 @@ const RUN_SCAN_LIMIT: usize = 64;
 const FRESH: u8 = 1;
 /// The class of fresh tail chunks, served after all others.
 const TAIL: u8 = 2;
+/// Chunks waiting for a check by a peer that earned trust: those peers take them
+/// first, the others never (see `Check::ByVouched`).
+const CHECK: u8 = 3;
 
 /// A chunk is small when it costs less than this fraction of the plan's largest: the
 /// change kernel's tapered last bands and a short last video segment are, a change band
@@ -137,7 +140,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     fn endgame(&self) -> bool {
         let pending = &self.queues.pending;
         pending.len() <= self.usable_peers as usize
-            || pending.first().is_some_and(|&(class, _)| class == TAIL)
+            || pending.first().is_some_and(|&(class, _)| class >= TAIL)
     }
 
     /// Gives a hungry peer copies up to its pipeline target; false if it got none.
@@ -164,8 +167,24 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             if let Some(chunk) = self.pick_trusted(ix, true) {
                 return Some(chunk);
             }
+            if self.config.trusted_checks_only {
+                return None;
+            }
         }
         let others = self.usable_peers > 1;
+        let may_check = self.may_check(ix);
+        if may_check {
+            let check = self
+                .queues
+                .pending
+                .range((CHECK, 0)..=(CHECK, ChunkIndex::MAX))
+                .take(SCAN_LIMIT)
+                .map(|&(_, c)| c)
+                .find(|&c| !self.chunks[c as usize].shuns(ix, others, true));
+            if check.is_some() {
+                return check;
+            }
+        }
         let retries_waiting = self
             .queues
             .pending
@@ -175,7 +194,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             // The tail only once no other fresh chunk is left.
             let class = if self.has_pending(FRESH) { FRESH } else { TAIL };
             if let Some(chunk) = self.next_in_run(ix, class) {
-                if !self.chunks[chunk as usize].shuns(ix, others) {
+                if !self.chunks[chunk as usize].shuns(ix, others, may_check) {
                     return Some(chunk);
                 }
             }
@@ -185,7 +204,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .iter()
             .take(SCAN_LIMIT)
             .map(|&(_, c)| c)
-            .find(|&c| !self.chunks[c as usize].shuns(ix, others))
+            .find(|&c| !self.chunks[c as usize].shuns(ix, others, may_check))
     }
 
     /// Whether a chunk of pending class `class` is waiting.
@@ -249,14 +268,16 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         ChunkIndex::try_from(start as u64 + len / 2).ok()
     }
 
-    /// The trusted worker's own queues: a spot check whose remote answer is in, then
+    /// The trusted worker's own queues: a spot check whose remote answer is in or a
+    /// remote result to check (earned trust), then
     /// (with `disputes`) a disputed or revoked chunk still unsettled. Entries no
     /// longer needed are dropped here.
     fn pick_trusted(&mut self, ix: PeerIx, disputes: bool) -> Option<ChunkIndex> {
         while let Some(&chunk) = self.queues.spot.iter().next() {
             self.queues.spot.remove(&chunk);
             let state = &self.chunks[chunk as usize];
-            if !state.trusted_voted && !state.copies.iter().any(|c| c.peer == ix) {
+            let wanted = state.spot_check || state.verified.is_none();
+            if wanted && !state.trusted_voted && !state.copies.iter().any(|c| c.peer == ix) {
                 return Some(chunk);
             }
         }
@@ -283,9 +304,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let now = self.now;
         let peer = &self.peers[ix as usize];
         let keep = 1.0 - self.config.speculation_gain;
+        let may_check = self.may_check(ix);
         let helps = |&&(eta, c): &&(Micros, ChunkIndex)| {
             let state = &self.chunks[c as usize];
-            if state.held_by(ix) {
+            if state.shuns(ix, false, may_check) {
                 return false;
             }
             let mine = peer.eta_for(now, state.cost).saturating_sub(now) as f64;
@@ -398,15 +420,22 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Puts a chunk in the queue its state calls for: pending if it wants more copies,
     /// outstanding if it could take a speculative one, nowhere otherwise.
     pub(super) fn refresh_chunk(&mut self, chunk: ChunkIndex) {
-        let replicas = self.config.replicas;
+        let rule = self.rule();
+        let checkable = self.usable_trusted > 0;
         let spec = self.config.speculative_copies;
         let state = &self.chunks[chunk as usize];
-        let needed = state.needed(replicas);
+        let needed = state.needed(rule, checkable);
         let copies = state.copies.len() as u32;
         let to = if needed == 0 {
             Slot::None
         } else if copies < needed {
-            Slot::Pending(if state.retried { 0 } else { fresh_class(state) })
+            Slot::Pending(if state.check != Check::None {
+                CHECK
+            } else if state.retried {
+                0
+            } else {
+                fresh_class(state)
+            })
         } else if copies < needed + spec {
             state.eta(needed).map_or(Slot::None, Slot::Outstanding)
         } else {

@@ -22,7 +22,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
             None => {
                 let ix = self.peers.len() as PeerIx;
-                self.peers.push(PeerState::new(key, score, trusted, weight));
+                // A host of its own until `PeerStanding` says otherwise (keys far above
+                // any a caller would derive from an address).
+                let host = u64::MAX - u64::from(ix);
+                self.peers
+                    .push(PeerState::new(key, host, score, trusted, weight));
                 self.index.insert(key, ix);
                 if trusted {
                     self.trusted_peers.push(ix);
@@ -32,6 +36,18 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
         };
         self.refresh_peer(ix);
+    }
+
+    /// What the submitter knows of a peer from outside the job: its host and record.
+    pub(super) fn on_standing(&mut self, key: P, host: u64, vouched: u32) {
+        let Some(&ix) = self.index.get(&key) else {
+            return;
+        };
+        let peer = &mut self.peers[ix as usize];
+        if !peer.trusted {
+            peer.host = host;
+            peer.vouched = vouched;
+        }
     }
 
     /// A peer told how many chunks it runs side by side.
@@ -146,11 +162,14 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if is_usable == was_usable {
             return;
         }
+        // A trusted worker that only checks computes no ordinary chunk: it does not
+        // keep a job without peers alive.
+        let computes = u32::from(!(trusted && self.config.trusted_checks_only));
         if is_usable {
-            self.usable_peers += 1;
+            self.usable_peers += computes;
             self.usable_trusted += u32::from(trusted);
         } else {
-            self.usable_peers -= 1;
+            self.usable_peers -= computes;
             self.usable_trusted -= u32::from(trusted);
         }
         self.peerless_since = if self.usable_peers == 0 {

@@ -20,9 +20,11 @@
 //!   every peer holds only its least pipeline, so peers finish close together;
 //! - when nothing is left to hand out, idle peers duplicate the outstanding chunks
 //!   expected to finish last (speculation); the first verified answer wins;
-//! - a chunk is verified by `replicas` agreeing distinct peers or by the trusted local
-//!   worker; whoever contradicts a settled result is banned and every result it backed
-//!   is re-checked ([`verify`]).
+//! - a chunk is verified by the trusted local worker, or by `replicas` agreeing hosts
+//!   of which one is believed: under earned trust ([`Trust`]) a peer is believed only
+//!   once its results were verified ten times in a row, and audited after that;
+//!   whoever contradicts a settled result is banned and every result of it nobody
+//!   else confirmed is re-checked ([`verify`]).
 //!
 //! Driving it:
 //! ```text
@@ -72,7 +74,9 @@ pub use breaker::Breaker;
 pub use config::{ConfigError, SchedulerConfig};
 pub use types::{
     Action, BreakerState, ChunkIndex, Event, FailureKind, JobFailure, PeerStats, Progress,
+    VerifiedBy,
 };
+pub use config::Trust;
 
 use chunks::{ChunkState, Slot};
 use peers::PeerState;
@@ -118,8 +122,9 @@ pub struct Scheduler<P> {
     now: Micros,
     /// Id of the next copy handed out.
     next_copy_id: u64,
-    /// Bans decided but not yet carried out (a ban's re-checks can decide more).
-    ban_queue: Vec<(PeerIx, ChunkIndex)>,
+    /// Bans decided but not yet carried out (a ban's re-checks can decide more):
+    /// the peer, the chunk, what it claimed and what was settled.
+    ban_queue: Vec<(PeerIx, ChunkIndex, Cid, Cid)>,
     /// Peers that may get work, and how many of them are trusted.
     usable_peers: u32,
     usable_trusted: u32,
@@ -203,6 +208,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             } => self.on_done(peer, chunk, result, out),
             Event::ChunkFailed { peer, chunk, kind } => self.on_failed(peer, chunk, kind, out),
             Event::PeerSlots { peer, slots } => self.on_slots(peer, slots),
+            Event::PeerStanding {
+                peer,
+                host,
+                vouched,
+            } => self.on_standing(peer, host, vouched),
             Event::PeerRtt { peer, rtt } => self.on_rtt(peer, rtt),
             Event::PeerUnresponsive { peer } => self.on_unresponsive(peer, out),
             Event::Tick => self.on_tick(out),
@@ -253,6 +263,21 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// The settled result of a chunk, if any.
     pub fn verified_result(&self, chunk: ChunkIndex) -> Option<Cid> {
         self.chunks.get(chunk as usize).and_then(|c| c.verified)
+    }
+
+    /// How the settled result of a chunk was verified, if it is settled.
+    pub fn verified_by(&self, chunk: ChunkIndex) -> Option<VerifiedBy> {
+        let state = self.chunks.get(chunk as usize)?;
+        state.verified?;
+        state.tally(self.rule()).decision.map(|(_, how)| how)
+    }
+
+    /// How votes are weighed in this job.
+    pub(crate) fn rule(&self) -> chunks::Rule {
+        chunks::Rule {
+            replicas: self.config.replicas,
+            trust_all: self.config.trust == Trust::All,
+        }
     }
 
     /// Whether the trusted worker recomputes this chunk as a spot check.

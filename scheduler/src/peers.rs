@@ -33,6 +33,16 @@ pub struct PeerState<P> {
     pub trusted: bool,
     pub banned: bool,
     pub connected: bool,
+    /// The network host it connects from ([`Event::PeerStanding`]); a host of its own
+    /// until told.
+    ///
+    /// [`Event::PeerStanding`]: super::types::Event::PeerStanding
+    pub host: u64,
+    /// Its results verified in a row: its record, plus this job's confirmations.
+    pub vouched: u32,
+    /// Its results this job that others confirmed, and that were believed unaudited.
+    pub confirmed: u64,
+    pub believed: u64,
     pub breaker: Breaker,
     /// Chunks it has a copy of.
     pub in_flight: Vec<ChunkIndex>,
@@ -58,7 +68,7 @@ pub struct PeerState<P> {
 }
 
 impl<P: Copy> PeerState<P> {
-    pub fn new(key: P, score: f64, trusted: bool, weight: Option<f64>) -> Self {
+    pub fn new(key: P, host: u64, score: f64, trusted: bool, weight: Option<f64>) -> Self {
         let mut peer = PeerState {
             key,
             score,
@@ -71,6 +81,10 @@ impl<P: Copy> PeerState<P> {
             trusted,
             banned: false,
             connected: true,
+            host,
+            vouched: 0,
+            confirmed: 0,
+            believed: 0,
             breaker: Breaker::new(trusted),
             in_flight: Vec::new(),
             last_pick: None,
@@ -232,6 +246,9 @@ impl<P: Copy> PeerState<P> {
             trusted: self.trusted,
             banned: self.banned,
             connected: self.connected,
+            vouched: self.vouched,
+            confirmed: self.confirmed,
+            believed: self.believed,
         }
     }
 }

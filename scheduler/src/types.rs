@@ -62,6 +62,13 @@ pub enum Event<P> {
     /// `slots` times its share of it. Without this event a peer counts as one slot.
     /// Sent for an unknown peer, it is ignored (send it after `PeerJoined`).
     PeerSlots { peer: P, slots: u32 },
+    /// What the submitter knows of a peer beyond this job: the network host it
+    /// connects from (`host`, any stable key: peers with the same one are one vote
+    /// towards `replicas`) and how many of its results in a row earlier jobs verified
+    /// (`vouched`, see [`crate::config::Trust::Earned`]). Without this event a peer is
+    /// a host of its own with no record. Send it after `PeerJoined`; ignored for an
+    /// unknown peer and for the trusted worker.
+    PeerStanding { peer: P, host: u64, vouched: u32 },
     /// The peer disconnected or was lost (connection closed). Its chunks in flight go
     /// back to the queue; this does not count on its breaker.
     PeerLeft { peer: P },
@@ -117,19 +124,46 @@ pub enum Action<P> {
     /// still be fed back as [`Event::ChunkDone`].
     Cancel { peer: P, chunk: ChunkIndex },
     /// The chunk's result is settled: the output may be assembled from `result`.
-    Verified { chunk: ChunkIndex, result: Cid },
+    /// `how` says what it rests on (the result log keeps it).
+    Verified {
+        chunk: ChunkIndex,
+        result: Cid,
+        how: VerifiedBy,
+    },
+    /// `peer`'s result for `chunk` was confirmed by someone else: the trusted worker,
+    /// or a believed peer on another host. One more verified result in its record.
+    Confirmed { peer: P, chunk: ChunkIndex },
     /// A previously [`Action::Verified`] result is withdrawn: a peer that backed it was
     /// caught lying, or a later answer disputes it. Drop it; a new `Verified` for the
     /// chunk follows before [`Action::JobComplete`].
     Revoked { chunk: ChunkIndex },
-    /// The peer returned a result that contradicts a settled one. It gets no more work
-    /// in this job, and its other results are re-checked.
-    PeerBanned { peer: P, chunk: ChunkIndex },
+    /// The peer returned a result (`claimed`) that contradicts the settled one
+    /// (`settled`) of `chunk`: the evidence. It gets no more work in this job, and
+    /// every result of it that nobody else confirmed is withdrawn and computed again.
+    PeerBanned {
+        peer: P,
+        chunk: ChunkIndex,
+        claimed: Cid,
+        settled: Cid,
+    },
     /// Every chunk is verified (and every spot check done). Sent once; later events
     /// produce no actions.
     JobComplete,
     /// The job cannot finish. Sent once; later events produce no actions.
     JobFailed { reason: JobFailure },
+}
+
+/// What a settled result rests on, weakest last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifiedBy {
+    /// The trusted worker computed it (alone, or matching a remote result).
+    Local,
+    /// `hosts` distinct hosts returned it, at least one of them believed
+    /// (earned trust, unaudited): a single believed peer is `hosts: 1`.
+    Peers { hosts: u32 },
+    /// `hosts` distinct hosts returned it and nothing was checked
+    /// ([`crate::config::Trust::All`]).
+    Unchecked { hosts: u32 },
 }
 
 /// Why a job failed.
@@ -145,6 +179,14 @@ pub enum JobFailure {
     /// input itself is bad, and retrying elsewhere would not help.
     #[error("chunk {chunk} fails in the kernel on {peers} peer(s)")]
     PoisonChunk { chunk: ChunkIndex, peers: u32 },
+    /// Under earned trust a result needed a check (no peer with a record vouched for
+    /// it, or answers disagreed) and no trusted worker is left to make it.
+    #[error(
+        "chunk {chunk}'s result cannot be verified: no peer with a record vouches for it and \
+         this machine does not compute (run without --no-compute, or --trust all for a pool \
+         you own)"
+    )]
+    Unverifiable { chunk: ChunkIndex },
 }
 
 /// A peer's circuit breaker, as shown in `peers`, the progress display and the report.
@@ -189,6 +231,13 @@ pub struct PeerStats {
     pub trusted: bool,
     /// Caught returning a wrong result: gets nothing more in this job.
     pub banned: bool,
+    /// Its results verified in a row (its record from earlier jobs, plus this job's).
+    pub vouched: u32,
+    /// Its results in this job that someone else confirmed (the trusted worker, or a
+    /// believed peer on another host).
+    pub confirmed: u64,
+    /// Its results in this job believed on its record alone, unaudited.
+    pub believed: u64,
     /// Joined and not left.
     pub connected: bool,
 }
@@ -215,6 +264,9 @@ pub struct Progress {
     pub disputes: u64,
     /// Peers banned for lying.
     pub banned_peers: u32,
+    /// Remote results handed to the trusted worker to check (earned trust: a result
+    /// from a peer without a record, an audit, a disagreement or a suspect failure).
+    pub checks: u64,
     /// Spot checks scheduled on the trusted worker, and still to do.
     pub spot_checks: u32,
     pub spot_checks_pending: u32,

@@ -1,13 +1,18 @@
 //! Results and what to believe.
 //!
 //! An answer is a vote. A chunk is settled by the trusted worker's vote, or by
-//! `replicas` agreeing votes that outnumber every other answer ([`ChunkState::tally`]).
+//! `replicas` agreeing hosts that outnumber every other answer and include a believed
+//! vote ([`ChunkState::tally`]). Under earned trust ([`Trust::Earned`]) a vote is
+//! believed only from a peer with a record of verified results, and even then an
+//! audit drawn in secret when the result arrives may decide to check it; a result no
+//! one believes, and every disagreement, goes to the trusted worker. Each result that
+//! someone else confirms adds to its peer's record ([`Action::Confirmed`]).
+//!
 //! Whoever voted against a settled result is banned; banning drops all its votes and
 //! settles each of those chunks again, which revokes any result that no longer has
 //! enough backers and sends the chunk back to the queue — so no wrong result survives
-//! a caught liar. Disputed chunks and spot checks go to the trusted worker's queue; the
-//! trusted worker also pulls ordinary work, so a job finishes on it alone if every
-//! remote peer dies or lies.
+//! a caught liar. The trusted worker also pulls ordinary work, so a job finishes on it
+//! alone if every remote peer dies or lies.
 //!
 //! [`ChunkState::tally`]: super::chunks::ChunkState::tally
 
@@ -17,8 +22,8 @@ use std::hash::Hash;
 use idlegrid_protocol::Cid;
 
 use super::breaker::Tripped;
-use super::chunks::Vote;
-use super::config::SchedulerConfig;
+use super::chunks::{Check, Vote, VoteStanding};
+use super::config::{SchedulerConfig, Trust};
 use super::types::{Action, ChunkIndex, FailureKind, JobFailure};
 use super::{Outcome, PeerIx, Scheduler};
 
@@ -31,6 +36,13 @@ pub fn is_spot_checked(config: &SchedulerConfig, chunk: ChunkIndex) -> bool {
     }
     let h = splitmix64(config.spot_check_seed ^ splitmix64(u64::from(chunk)));
     ((h >> 11) as f64 / (1u64 << 53) as f64) < config.spot_check
+}
+
+/// A uniform draw in [0, 1) from (seed, peer, chunk): a fixed function, so the
+/// scheduler stays deterministic, but of a seed the peer does not know.
+fn audit_draw(seed: u64, peer: PeerIx, chunk: ChunkIndex) -> f64 {
+    let h = splitmix64(seed ^ splitmix64((u64::from(peer) << 32) | u64::from(chunk)));
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn splitmix64(x: u64) -> u64 {
@@ -103,12 +115,21 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             if !state.kernel_failures.contains(&ix) {
                 state.kernel_failures.push(ix);
             }
-            let peers = state.kernel_failures.len() as u32;
-            // Poisoned if it failed on enough peers, or on every peer there is.
+            let hosts = self.failed_hosts(chunk);
+            // Poisoned if it failed on enough hosts, or on every peer there is.
             let enough = self.config.poison_threshold.min(self.usable_peers.max(1));
-            if trusted || peers >= enough {
-                self.fail(JobFailure::PoisonChunk { chunk, peers }, out);
+            if trusted {
+                self.fail(JobFailure::PoisonChunk { chunk, peers: hosts }, out);
                 return;
+            }
+            if hosts >= enough {
+                if self.config.trust == Trust::All || self.usable_trusted == 0 {
+                    self.fail(JobFailure::PoisonChunk { chunk, peers: hosts }, out);
+                    return;
+                }
+                // Strangers' failures do not end a job this machine can still compute:
+                // its own worker decides.
+                self.request_check(chunk);
             }
         }
         self.chunks[chunk as usize].last_failed = Some(ix);
@@ -144,9 +165,67 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         }
     }
 
+    /// Distinct hosts on which the kernel failed this chunk.
+    fn failed_hosts(&self, chunk: ChunkIndex) -> u32 {
+        let failures = &self.chunks[chunk as usize].kernel_failures;
+        failures
+            .iter()
+            .enumerate()
+            .filter(|(i, &p)| {
+                let host = self.peers[p as usize].host;
+                !failures[..*i]
+                    .iter()
+                    .any(|&q| self.peers[q as usize].host == host)
+            })
+            .count() as u32
+    }
+
+    /// Whether a peer may make the check a chunk waits for: the trusted worker, any
+    /// peer in a trusted pool, a peer with a record under earned trust.
+    pub(super) fn may_check(&self, ix: PeerIx) -> bool {
+        let peer = &self.peers[ix as usize];
+        match self.config.trust {
+            Trust::All => true,
+            Trust::Earned { after, .. } => peer.trusted || peer.vouched >= after.max(1),
+        }
+    }
+
+    /// Whether a remote peer's result is believed on its own: always in a trusted
+    /// pool; under earned trust only from a peer with `after` verified results in a
+    /// row, and then unless the audit draw picks it (probability
+    /// max(1/in_a_row, floor)).
+    fn believes(&self, ix: PeerIx, chunk: ChunkIndex) -> bool {
+        let peer = &self.peers[ix as usize];
+        match self.config.trust {
+            Trust::All => true,
+            Trust::Earned { after, audit_floor } => {
+                if peer.vouched < after.max(1) {
+                    return false;
+                }
+                let audit = (1.0 / f64::from(peer.vouched)).max(audit_floor);
+                audit_draw(self.config.audit_seed, ix, chunk) >= audit
+            }
+        }
+    }
+
+    /// Hands a chunk to the trusted worker to check (once per chunk).
+    pub(super) fn request_check(&mut self, chunk: ChunkIndex) {
+        let state = &mut self.chunks[chunk as usize];
+        if state.trusted_voted {
+            return;
+        }
+        if !state.check_requested {
+            state.check_requested = true;
+            self.progress.checks += 1;
+        }
+        self.queues.spot.insert(chunk);
+    }
+
     /// Records a vote and settles the chunk.
     fn add_vote(&mut self, ix: PeerIx, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
         let trusted = self.peers[ix as usize].trusted;
+        let host = self.peers[ix as usize].host;
+        let believed = trusted || self.believes(ix, chunk);
         let state = &mut self.chunks[chunk as usize];
         // One vote per peer: a repeated answer adds nothing (and a peer that changes
         // its mind is not allowed to).
@@ -158,6 +237,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             peer: ix,
             cid,
             trusted,
+            host,
+            believed,
+            standing: VoteStanding::Open,
         });
         self.peers[ix as usize].voted.push(chunk);
         let state = &mut self.chunks[chunk as usize];
@@ -184,7 +266,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Decides a chunk again from its votes: verify, revoke or replace its result, and
     /// queue the bans of whoever contradicts it.
     pub(super) fn settle(&mut self, chunk: ChunkIndex, out: &mut Vec<Action<P>>) {
-        let tally = self.chunks[chunk as usize].tally(self.config.replicas);
+        let tally = self.chunks[chunk as usize].tally(self.rule());
         let before = self.chunks[chunk as usize].verified;
         match (before, tally.decision) {
             (None, None) => {}
@@ -196,7 +278,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 self.queues.disputes.insert(chunk);
                 out.push(Action::Revoked { chunk });
             }
-            (before, Some(cid)) => {
+            (before, Some((cid, how))) => {
                 if before != Some(cid) {
                     if before.is_some() {
                         self.progress.revoked += 1;
@@ -205,17 +287,80 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                         self.progress.verified += 1;
                     }
                     self.chunks[chunk as usize].verified = Some(cid);
-                    out.push(Action::Verified { chunk, result: cid });
+                    out.push(Action::Verified {
+                        chunk,
+                        result: cid,
+                        how,
+                    });
                     self.cancel_losers(chunk, out);
                 }
+                self.count_standings(chunk, cid, out);
                 for v in &self.chunks[chunk as usize].votes {
                     if v.cid != cid && !v.trusted {
-                        self.ban_queue.push((v.peer, chunk));
+                        self.ban_queue.push((v.peer, chunk, v.cid, cid));
                     }
                 }
             }
         }
+        let check = if tally.decision.is_some() {
+            Check::None
+        } else {
+            tally.check
+        };
+        self.chunks[chunk as usize].check = check;
+        if check != Check::None {
+            if self.usable_trusted == 0 {
+                // Nobody is left who could settle it for sure; waiting might never end.
+                self.fail(JobFailure::Unverifiable { chunk }, out);
+            } else {
+                self.request_check(chunk);
+            }
+        }
         self.refresh_chunk(chunk);
+    }
+
+    /// The chunk settled on `cid`: each remote vote for it is confirmed if someone
+    /// else vouches for the same bytes (the trusted worker, or a believed vote from
+    /// another host) — one more verified result in that peer's record — or else it
+    /// stands on its own credit.
+    fn count_standings(&mut self, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
+        let votes = &self.chunks[chunk as usize].votes;
+        let mut changes = Vec::new();
+        for (i, v) in votes.iter().enumerate() {
+            if v.trusted || v.cid != cid || v.standing == VoteStanding::Confirmed {
+                continue;
+            }
+            let confirmed = votes.iter().any(|w| {
+                w.cid == cid && (w.trusted || (w.believed && w.host != v.host && w.peer != v.peer))
+            });
+            if confirmed {
+                changes.push((i, VoteStanding::Confirmed));
+            } else if v.standing == VoteStanding::Open {
+                changes.push((i, VoteStanding::Believed));
+            }
+        }
+        for (i, standing) in changes {
+            let vote = &mut self.chunks[chunk as usize].votes[i];
+            let was = vote.standing;
+            vote.standing = standing;
+            let ix = vote.peer;
+            let peer = &mut self.peers[ix as usize];
+            if was == VoteStanding::Believed {
+                peer.believed = peer.believed.saturating_sub(1);
+            }
+            match standing {
+                VoteStanding::Confirmed => {
+                    peer.confirmed += 1;
+                    peer.vouched = peer.vouched.saturating_add(1);
+                    out.push(Action::Confirmed {
+                        peer: peer.key,
+                        chunk,
+                    });
+                }
+                VoteStanding::Believed => peer.believed += 1,
+                VoteStanding::Open => {}
+            }
+        }
     }
 
     /// The chunk is settled: every other copy lost the race. A spot check's copy on
@@ -242,14 +387,22 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
 
     /// Carries out queued bans, including those their re-checks cause.
     fn run_bans(&mut self, out: &mut Vec<Action<P>>) {
-        while let Some((ix, evidence)) = self.ban_queue.pop() {
-            self.ban(ix, evidence, out);
+        while let Some((ix, evidence, claimed, settled)) = self.ban_queue.pop() {
+            self.ban(ix, evidence, claimed, settled, out);
         }
     }
 
-    /// Bans a peer caught lying on `evidence`: no more work, its copies requeued, its
-    /// votes dropped and their chunks settled again.
-    fn ban(&mut self, ix: PeerIx, evidence: ChunkIndex, out: &mut Vec<Action<P>>) {
+    /// Bans a peer caught lying on `evidence` (it `claimed` what contradicts the
+    /// `settled` result): no more work, its copies requeued, its votes dropped and
+    /// their chunks settled again.
+    fn ban(
+        &mut self,
+        ix: PeerIx,
+        evidence: ChunkIndex,
+        claimed: Cid,
+        settled: Cid,
+        out: &mut Vec<Action<P>>,
+    ) {
         let peer = &mut self.peers[ix as usize];
         if peer.banned || peer.trusted {
             return;
@@ -261,6 +414,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         out.push(Action::PeerBanned {
             peer: key,
             chunk: evidence,
+            claimed,
+            settled,
         });
         self.usable_changed(ix, was_usable);
         self.withdraw_all(ix, true, out);

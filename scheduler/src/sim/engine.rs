@@ -85,6 +85,12 @@ pub struct Measured {
     pub requeued: u64,
     pub revoked: u64,
     pub disputes: u64,
+    /// Remote results the trusted worker was asked to check.
+    pub checks: u64,
+    /// Answers each peer gave so far.
+    pub answers: Vec<u64>,
+    /// For each liar banned: the answers it had given when it was banned.
+    pub liar_answers_at_ban: Vec<u64>,
     /// Chunks verified right now (revocations subtract).
     pub verified: u64,
     /// When 50 %, 90 % and 99 % of the chunks were first verified, µs.
@@ -98,11 +104,12 @@ pub fn truth(chunk: ChunkIndex) -> Cid {
     Cid(bytes)
 }
 
-/// A wrong result, different for every liar (liars do not collude).
-fn lie(peer: u32, chunk: ChunkIndex) -> Cid {
+/// A wrong result, the same for every liar on one host (a Sybil group colludes) and
+/// different across hosts.
+fn lie(host: u64, chunk: ChunkIndex) -> Cid {
     let mut bytes = [0u8; 32];
     bytes[..4].copy_from_slice(&chunk.to_le_bytes());
-    bytes[4..8].copy_from_slice(&peer.to_le_bytes());
+    bytes[4..12].copy_from_slice(&host.to_le_bytes());
     bytes[8] = 1;
     Cid(bytes)
 }
@@ -150,6 +157,7 @@ pub fn run(config: &SimConfig, world: &World, sched: Scheduler<u32>) -> Measured
         actions: Vec::new(),
         m: Measured {
             final_results: vec![None; world.costs.len()],
+            answers: vec![0; world.peers.len()],
             ..Measured::default()
         },
     };
@@ -177,6 +185,7 @@ pub fn run(config: &SimConfig, world: &World, sched: Scheduler<u32>) -> Measured
     m.requeued = progress.requeued;
     m.revoked = progress.revoked;
     m.disputes = progress.disputes;
+    m.checks = progress.checks;
     m.wall = started.elapsed();
     m
 }
@@ -221,6 +230,11 @@ impl Engine<'_> {
                     weight: None,
                 });
                 self.feed(Event::PeerSlots { peer: p, slots });
+                self.feed(Event::PeerStanding {
+                    peer: p,
+                    host: peer.host,
+                    vouched: peer.vouched,
+                });
             }
             SimEvent::Die(p) => {
                 let w = &mut self.workers[p as usize];
@@ -256,8 +270,9 @@ impl Engine<'_> {
                 self.start_next(peer);
             }
             SimEvent::Answer { peer, chunk, wrong } => {
+                self.m.answers[peer as usize] += 1;
                 let result = if wrong {
-                    lie(peer, chunk)
+                    lie(self.world.peers[peer as usize].host, chunk)
                 } else {
                     truth(chunk)
                 };
@@ -334,7 +349,7 @@ impl Engine<'_> {
                     self.start_next(peer);
                 }
             }
-            Action::Verified { chunk, result } => {
+            Action::Verified { chunk, result, .. } => {
                 if result != truth(chunk) {
                     self.m.wrong_ever_verified += 1;
                 }
@@ -354,10 +369,13 @@ impl Engine<'_> {
             Action::PeerBanned { peer, .. } => {
                 if self.world.peers[peer as usize].lie_rate > 0.0 {
                     self.m.liars_banned += 1;
+                    let answers = self.m.answers[peer as usize];
+                    self.m.liar_answers_at_ban.push(answers);
                 } else {
                     self.m.honest_banned += 1;
                 }
             }
+            Action::Confirmed { .. } => {}
             Action::JobComplete => {
                 self.m.outcome = Some(Outcome::Complete);
                 self.m.makespan = self.now;

@@ -3,7 +3,8 @@
 //! "The scheduler is a state machine").
 //!
 //! [`world`] draws the plan and the peers (speeds spread over a factor, latency and
-//! bandwidth, deaths noticed or silent, liars) from one seed; [`engine`] runs the
+//! bandwidth, deaths noticed or silent, liars alone or in Sybil groups, newcomers
+//! without a record) from one seed; [`engine`] runs the
 //! discrete-event loop around the scheduler; [`report`] turns what it measured into
 //! the printed figures and the one-line JSON. Same seed, same figures (except the
 //! real-time cost per event).
@@ -35,6 +36,14 @@ pub struct SimConfig {
     pub byzantine: f64,
     /// Fraction of a liar's answers that are wrong.
     pub lie_rate: f64,
+    /// Fraction of remote peers without a record of verified results (newcomers);
+    /// the others start trusted, having earned it in earlier jobs — so a liar among
+    /// them is a peer that turned after earning trust. Matters under earned trust
+    /// only. Default 0: a grid already in use.
+    pub new_peers: f64,
+    /// Liars come in groups of this many keys on one host, returning the same wrong
+    /// bytes (a Sybil attack on `replicas`). Default 1.
+    pub sybil: u32,
     /// Fastest peer / slowest peer.
     pub speed_spread: f64,
     pub replicas: u32,
@@ -53,6 +62,8 @@ impl Default for SimConfig {
             fail: 0.0,
             byzantine: 0.0,
             lie_rate: 0.5,
+            new_peers: 0.0,
+            sybil: 1,
             speed_spread: 10.0,
             replicas: 1,
             spot_check: 0.0,
@@ -83,6 +94,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         ("fail", config.fail),
         ("byzantine", config.byzantine),
         ("lie rate", config.lie_rate),
+        ("new peers", config.new_peers),
     ] {
         if !(0.0..=1.0).contains(&value) {
             return Err(SimError::Fraction { name, value });
@@ -95,6 +107,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         replicas: config.replicas,
         spot_check: config.spot_check,
         spot_check_seed: config.seed,
+        audit_seed: config.seed ^ 0xA0D1_7000,
         ..config.scheduler.clone()
     };
     let mut rng = StdRng::seed_from_u64(config.seed);

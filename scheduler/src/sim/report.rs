@@ -46,6 +46,12 @@ pub struct SimReport {
     pub wrong_ever_verified: u64,
     pub liars_banned: u32,
     pub honest_banned: u32,
+    /// Remote results the trusted worker was asked to check (earned trust).
+    pub checks: u64,
+    /// Over the liars banned: the most answers one gave before it was banned, and how
+    /// many gave more than 50.
+    pub liar_answers_at_ban_max: u64,
+    pub liars_banned_after_50: u32,
     /// Scheduler calls.
     pub events: u64,
     /// Real time per scheduler call, nanoseconds.
@@ -98,6 +104,10 @@ impl SimReport {
             wrong_ever_verified: m.wrong_ever_verified,
             liars_banned: m.liars_banned,
             honest_banned: m.honest_banned,
+            checks: m.checks,
+            liar_answers_at_ban_max: m.liar_answers_at_ban.iter().copied().max().unwrap_or(0),
+            liars_banned_after_50: m.liar_answers_at_ban.iter().filter(|&&a| a > 50).count()
+                as u32,
             events: m.events,
             ns_per_event: if m.events > 0 {
                 m.scheduler_time.as_nanos() as f64 / m.events as f64
@@ -122,7 +132,8 @@ impl SimReport {
                 "\"chunks_recomputed\":{},\"computed\":{},\"assignments\":{},",
                 "\"speculative\":{},\"requeued\":{},\"revoked\":{},\"disputes\":{},",
                 "\"wrong_accepted\":{},\"wrong_ever_verified\":{},\"liars_banned\":{},",
-                "\"honest_banned\":{},\"events\":{},\"ns_per_event\":{},\"wall_s\":{}}}"
+                "\"honest_banned\":{},\"checks\":{},\"liar_answers_at_ban_max\":{},",
+                "\"liars_banned_after_50\":{},\"events\":{},\"ns_per_event\":{},\"wall_s\":{}}}"
             ),
             self.peers,
             self.chunks,
@@ -146,6 +157,9 @@ impl SimReport {
             self.wrong_ever_verified,
             self.liars_banned,
             self.honest_banned,
+            self.checks,
+            self.liar_answers_at_ban_max,
+            self.liars_banned_after_50,
             self.events,
             num(self.ns_per_event),
             num(self.wall_s),
@@ -210,8 +224,17 @@ impl fmt::Display for SimReport {
         )?;
         writeln!(
             f,
-            "banned:              {} liars, {} honest",
-            self.liars_banned, self.honest_banned
+            "banned:              {} liars, {} honest; a liar gave at most {} answers before \
+             its ban ({} more than 50)",
+            self.liars_banned,
+            self.honest_banned,
+            self.liar_answers_at_ban_max,
+            self.liars_banned_after_50
+        )?;
+        writeln!(
+            f,
+            "checks:              {} remote results recomputed by the local worker",
+            self.checks
         )?;
         write!(
             f,

@@ -55,15 +55,73 @@ fn spot_checks_catch_liars_without_replicas() {
 
 #[test]
 fn without_checks_lies_get_through() {
-    // The control for the two tests above: they are not vacuous.
-    let config = SimConfig {
+    // The control for the tests around it: they are not vacuous. A trusted pool
+    // (`--trust all`) checks nothing.
+    let mut config = SimConfig {
         byzantine: 0.3,
         lie_rate: 1.0,
         ..small(10, 300)
     };
+    config.scheduler.trust = crate::Trust::All;
     let r = run(&config).expect("runs");
     assert!(r.completed, "{r}");
     assert!(r.wrong_accepted > 0, "{r}");
+}
+
+#[test]
+fn earned_trust_catches_peers_that_turn_liar_within_fifty_answers() {
+    // Every peer starts with a record (trust earned in earlier jobs); a fifth of them
+    // now lie on every chunk.
+    for seed in 1..=5 {
+        let config = SimConfig {
+            byzantine: 0.2,
+            lie_rate: 1.0,
+            seed,
+            ..small(40, 2000)
+        };
+        let r = run(&config).expect("runs");
+        assert!(r.completed, "seed {seed}: {r}");
+        assert_eq!(r.wrong_accepted, 0, "seed {seed}: {r}");
+        assert_eq!(r.honest_banned, 0, "seed {seed}: {r}");
+        assert_eq!(r.liars_banned, r.lying_peers, "seed {seed}: {r}");
+        assert_eq!(r.liars_banned_after_50, 0, "seed {seed}: {r}");
+    }
+}
+
+#[test]
+fn newcomers_that_lie_are_banned_on_their_first_checked_result() {
+    let config = SimConfig {
+        byzantine: 0.3,
+        lie_rate: 1.0,
+        new_peers: 1.0,
+        ..small(10, 300)
+    };
+    let r = run(&config).expect("runs");
+    assert!(r.completed, "{r}");
+    assert_eq!(r.wrong_accepted, 0, "{r}");
+    assert_eq!(r.wrong_ever_verified, 0, "nothing of theirs was ever believed: {r}");
+    assert_eq!(r.liars_banned, r.lying_peers, "{r}");
+}
+
+#[test]
+fn a_sybil_group_on_one_host_cannot_outvote_replicas() {
+    // Liars in groups of four keys on one host, agreeing on the same wrong bytes, in
+    // a trusted pool where replicas are the only defence.
+    for seed in 1..=3 {
+        let mut config = SimConfig {
+            byzantine: 0.4,
+            lie_rate: 1.0,
+            sybil: 4,
+            replicas: 2,
+            seed,
+            ..small(30, 300)
+        };
+        config.scheduler.trust = crate::Trust::All;
+        let r = run(&config).expect("runs");
+        assert!(r.completed, "seed {seed}: {r}");
+        assert_eq!(r.wrong_accepted, 0, "seed {seed}: {r}");
+        assert_eq!(r.honest_banned, 0, "seed {seed}: {r}");
+    }
 }
 
 #[test]

@@ -41,7 +41,14 @@ pub struct VirtualPeer {
     /// Fraction of its answers that are wrong (0 for honest peers).
     pub lie_rate: f64,
     pub trusted: bool,
+    /// Its network host: a Sybil group of liars shares one.
+    pub host: u64,
+    /// Its record of verified results in a row when the job starts.
+    pub vouched: u32,
 }
+
+/// The record a peer that earned trust in earlier jobs starts with.
+pub const EARNED_RECORD: u32 = 10;
 
 impl VirtualPeer {
     /// Transfer time of `bytes` over its link, latency included, µs.
@@ -87,8 +94,12 @@ impl World {
             death_noticed_after: None,
             lie_rate: 0.0,
             trusted: true,
+            host: 0,
+            vouched: 0,
         });
-        for _ in 1..config.peers {
+        // The host of the Sybil group being filled, and how many keys it has.
+        let mut sybil_host: Option<(u64, u32)> = None;
+        for index in 1..config.peers {
             let speed = BASE_SPEED * spread.powf(rng.gen_range(0.0..1.0));
             let score = speed * rng.gen_range(0.8..1.25);
             let cores = rng.gen_range(1..=4);
@@ -100,6 +111,20 @@ impl World {
             let noticed = rng.gen_bool(0.5);
             let notice_delay = rng.gen_range(2_000_000..20_000_000);
             let byzantine = rng.gen_bool(config.byzantine.clamp(0.0, 1.0));
+            let newcomer = rng.gen_bool(config.new_peers.clamp(0.0, 1.0));
+            let mut host = u64::from(index);
+            if byzantine && config.sybil > 1 {
+                host = match sybil_host {
+                    Some((h, n)) if n < config.sybil => {
+                        sybil_host = Some((h, n + 1));
+                        h
+                    }
+                    _ => {
+                        sybil_host = Some((host, 1));
+                        host
+                    }
+                };
+            }
             peers.push(VirtualPeer {
                 speed,
                 score,
@@ -111,6 +136,8 @@ impl World {
                 death_noticed_after: (dies && noticed).then_some(notice_delay),
                 lie_rate: if byzantine { config.lie_rate } else { 0.0 },
                 trusted: false,
+                host,
+                vouched: if newcomer { 0 } else { EARNED_RECORD },
             });
         }
         World { costs, peers }

@@ -13,7 +13,7 @@ fn fine_config() -> SchedulerConfig {
 
 #[test]
 fn first_assignment_is_weighted_by_score_and_hand_weights_override() {
-    let mut h = Harness::new(fine_config(), vec![1; 1000]);
+    let mut h = Harness::pool(fine_config(), vec![1; 1000]);
     // pipeline 2 s: 2 s × 10 units/s = 20 chunks; 2 s × 30 = 60.
     let a = h.join(1, 10.0);
     let b = h.join(2, 30.0);
@@ -44,7 +44,7 @@ fn first_assignment_is_weighted_by_score_and_hand_weights_override() {
 
 #[test]
 fn a_peer_goes_on_with_the_next_chunk_and_jumps_when_its_run_is_taken() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 8]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 8]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
@@ -77,7 +77,7 @@ fn the_small_last_chunks_go_out_after_all_others_largest_first() {
     // the image's edge: not small) and chunk 2 is small but not at the end: both are
     // ordinary chunks.
     let mut costs = vec![100, 80, 30, 100, 100, 100, 25, 50, 25];
-    let mut h = Harness::new(SchedulerConfig::default(), costs.clone());
+    let mut h = Harness::pool(SchedulerConfig::default(), costs.clone());
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
@@ -96,14 +96,14 @@ fn the_small_last_chunks_go_out_after_all_others_largest_first() {
     assert_eq!(assigned(&h.done(1, 2, good(2)), 1), vec![8]);
     // A plan of equal chunks has no tail.
     costs.fill(100);
-    let mut h = Harness::new(SchedulerConfig::default(), costs);
+    let mut h = Harness::pool(SchedulerConfig::default(), costs);
     assert_eq!(assigned(&h.join(1, 10.0), 1), vec![0, 1]);
 }
 
 #[test]
 fn near_the_end_a_peer_holds_only_its_least_pipeline() {
     // 2 s of pipeline at 200 units/s is 4 chunks of 100 in flight.
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 10]);
     assert_eq!(assigned(&h.join(1, 200.0), 1), vec![0, 1, 2, 3]);
     assert_eq!(assigned(&h.join(2, 200.0), 2), vec![7, 8, 9, 5]);
     // Two chunks are left for two peers: the endgame. A peer with two or more in
@@ -118,7 +118,7 @@ fn near_the_end_a_peer_holds_only_its_least_pipeline() {
     // is 80, so a pipeline holds 5 chunks; peer 2 stops at 3 when the tail is reached.
     let mut costs = vec![100; 8];
     costs.extend([40, 20, 20]);
-    let mut h = Harness::new(SchedulerConfig::default(), costs);
+    let mut h = Harness::pool(SchedulerConfig::default(), costs);
     assert_eq!(assigned(&h.join(1, 200.0), 1), vec![0, 1, 2, 3, 4]);
     assert_eq!(assigned(&h.join(2, 200.0), 2), vec![6, 7, 5]);
     h.now = secs(1);
@@ -130,7 +130,7 @@ fn near_the_end_a_peer_holds_only_its_least_pipeline() {
 
 #[test]
 fn peers_pull_one_chunk_per_answer() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 10]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1], "min_in_flight copies at first");
     h.now = secs(10);
@@ -148,7 +148,7 @@ fn an_expired_deadline_requeues_the_chunk_and_counts_a_failure() {
         speculative_copies: 0,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![100; 4]);
+    let mut h = Harness::pool(config, vec![100; 4]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     // Chunk 0: 10 s expected, deadline 3 × 10 s = 30 s.
@@ -192,7 +192,7 @@ fn breaker_opens_probes_half_open_and_closes() {
         breaker_cooldown: secs(10),
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 20]);
+    let mut h = Harness::pool(config, vec![10; 20]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let out = h.fail(1, 0, FailureKind::Transport);
@@ -243,7 +243,7 @@ fn breaker_opens_probes_half_open_and_closes() {
 
 #[test]
 fn idle_fast_peer_duplicates_the_slowest_outstanding_chunk() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 3]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 3]);
     // The slow peer takes two chunks (100 s each), the fast one the last (1 s).
     let slow = h.join(1, 1.0);
     assert_eq!(assigned(&slow, 1), vec![0, 1]);
@@ -270,7 +270,7 @@ fn idle_fast_peer_duplicates_the_slowest_outstanding_chunk() {
 
 #[test]
 fn speculation_is_skipped_when_it_would_not_be_faster() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 3]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 3]);
     let fast = h.join(1, 100.0);
     assert_eq!(assigned(&fast, 1), vec![0, 1]);
     let slow = h.join(2, 1.0);
@@ -282,7 +282,7 @@ fn speculation_is_skipped_when_it_would_not_be_faster() {
 
 #[test]
 fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 4]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![10; 4]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
@@ -309,7 +309,7 @@ fn a_peer_lost_mid_chunk_gives_its_chunks_back_without_a_breaker_failure() {
 #[test]
 fn answers_arriving_together_measure_throughput_not_infinity() {
     // A worker running its two chunks side by side answers both after 10 s.
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 10]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 10]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     h.now = secs(10);
@@ -327,7 +327,7 @@ fn answers_arriving_together_measure_throughput_not_infinity() {
 
 #[test]
 fn a_peer_with_several_slots_gets_one_more_chunk_than_it_runs() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![100; 20]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![100; 20]);
     let a = h.join(1, 40.0);
     assert_eq!(assigned(&a, 1).len(), 2);
     let out = h.ev(Event::PeerSlots { peer: 1, slots: 4 });

@@ -9,7 +9,7 @@ fn the_job_finishes_on_the_trusted_worker_when_every_remote_dies() {
         replicas: 2,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 50]);
+    let mut h = Harness::pool(config, vec![10; 50]);
     let mut first = h.join_trusted(0, 1.0);
     for p in 1..=5 {
         first.extend(h.join(p, 100.0));
@@ -31,7 +31,7 @@ fn the_job_finishes_correctly_when_every_remote_lies() {
         replicas: 2,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 30]);
+    let mut h = Harness::pool(config, vec![10; 30]);
     h.join_trusted(0, 10.0);
     for p in 1..=6 {
         h.join(p, 10.0);
@@ -51,7 +51,7 @@ fn the_job_finishes_correctly_when_every_remote_lies() {
 
 #[test]
 fn no_usable_peer_for_the_grace_period_fails_the_job() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 2]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![10; 2]);
     assert_eq!(h.s.next_wakeup(), Some(secs(60)));
     assert!(h.tick_at(secs(59)).is_empty());
     let out = h.tick_at(secs(60));
@@ -76,7 +76,7 @@ fn a_chunk_the_kernel_fails_everywhere_fails_the_job() {
         breaker_threshold: 10,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 2]);
+    let mut h = Harness::pool(config, vec![10; 2]);
     h.join(1, 10.0);
     h.join(2, 10.0);
     let out = h.fail(1, 0, FailureKind::Kernel);
@@ -95,7 +95,7 @@ fn a_chunk_the_kernel_fails_everywhere_fails_the_job() {
 
 #[test]
 fn an_empty_plan_completes_at_once() {
-    let mut h = Harness::new(SchedulerConfig::default(), Vec::new());
+    let mut h = Harness::pool(SchedulerConfig::default(), Vec::new());
     assert_eq!(h.ev(Event::Tick), vec![Action::JobComplete]);
     assert_eq!(h.s.outcome(), Some(Outcome::Complete));
 }
@@ -131,7 +131,7 @@ fn bad_configurations_are_refused() {
 
 #[test]
 fn unknown_peers_and_chunks_are_ignored() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 2]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![10; 2]);
     assert!(h.done(7, 0, good(0)).is_empty());
     h.join(1, 10.0);
     assert!(h.done(1, 99, good(0)).is_empty());

@@ -5,6 +5,7 @@ mod dispatch;
 mod lifecycle;
 mod ping;
 mod storm;
+mod trust;
 mod verify;
 
 use std::time::Duration;
@@ -35,6 +36,19 @@ struct Harness {
 }
 
 impl Harness {
+    /// A scheduler in a trusted pool (`Trust::All`): the tests of dispatch, timing and
+    /// replicas, where any answer is a vote.
+    fn pool(config: SchedulerConfig, costs: Vec<u64>) -> Self {
+        Harness::new(
+            SchedulerConfig {
+                trust: Trust::All,
+                ..config
+            },
+            costs,
+        )
+    }
+
+    /// A scheduler with the configuration as given (earned trust by default).
     fn new(config: SchedulerConfig, costs: Vec<u64>) -> Self {
         Harness {
             s: Scheduler::new(config, costs).expect("valid config"),
@@ -148,7 +162,7 @@ fn verified(actions: &[Action<u32>]) -> Vec<(ChunkIndex, Cid)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Verified { chunk, result } => Some((*chunk, *result)),
+            Action::Verified { chunk, result, .. } => Some((*chunk, *result)),
             _ => None,
         })
         .collect()
@@ -156,4 +170,15 @@ fn verified(actions: &[Action<u32>]) -> Vec<(ChunkIndex, Cid)> {
 
 fn complete(actions: &[Action<u32>]) -> bool {
     actions.contains(&Action::JobComplete)
+}
+
+/// The (peer, evidence chunk) of every ban in `actions`.
+fn banned(actions: &[Action<u32>]) -> Vec<(u32, ChunkIndex)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PeerBanned { peer, chunk, .. } => Some((*peer, *chunk)),
+            _ => None,
+        })
+        .collect()
 }

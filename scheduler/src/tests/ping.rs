@@ -19,7 +19,7 @@ fn an_unanswered_ping_opens_the_breaker_at_once_and_its_chunks_go_elsewhere() {
         breaker_cooldown: secs(10),
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 6]);
+    let mut h = Harness::pool(config, vec![10; 6]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     let b = h.join(2, 10.0);
@@ -72,7 +72,7 @@ fn an_unanswered_ping_opens_the_breaker_at_once_and_its_chunks_go_elsewhere() {
 
 #[test]
 fn the_trusted_worker_and_unknown_peers_ignore_pings() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 4]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![10; 4]);
     h.join_trusted(0, 10.0);
     let out = h.ev(Event::PeerUnresponsive { peer: 0 });
     assert!(out.is_empty(), "{out:?}");
@@ -96,7 +96,7 @@ fn a_far_peer_gets_a_deadline_floor_of_its_round_trips() {
         max_in_flight: 2,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 20]);
+    let mut h = Harness::pool(config, vec![10; 20]);
     // Fast peers: the expected time is milliseconds, so the floor decides.
     let near = h.join(1, 1000.0);
     assert_eq!(deadlines(&near, 1), vec![secs(10), secs(10)]);

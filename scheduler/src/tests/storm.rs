@@ -33,7 +33,7 @@ impl<P: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
                     "a banned peer's vote stands"
                 );
             }
-            let decision = c.tally(self.config.replicas).decision;
+            let decision = c.tally(self.rule()).decision.map(|(cid, _)| cid);
             assert_eq!(c.verified, decision, "chunk {i}: verified vs its votes");
             match c.slot {
                 Slot::None => {}
@@ -75,7 +75,7 @@ fn random_event_storms_keep_the_books_straight_and_finish_correctly() {
             ..SchedulerConfig::default()
         };
         let costs = (0..30).map(|_| rng.gen_range(1..100)).collect();
-        let mut h = Harness::new(config, costs);
+        let mut h = Harness::pool(config, costs);
         let liars = [5u32, 6];
         let kinds = [
             FailureKind::Timeout,

@@ -10,7 +10,7 @@ fn replicas_settle_by_majority_and_ban_the_minority() {
         min_in_flight: 1,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 1]);
+    let mut h = Harness::pool(config, vec![10; 1]);
     let a = h.join(1, 10.0);
     let b = h.join(2, 10.0);
     assert_eq!(assigned(&a, 1), vec![0]);
@@ -28,7 +28,7 @@ fn replicas_settle_by_majority_and_ban_the_minority() {
     h.now = secs(2);
     let out = h.done(3, 0, good(0));
     assert_eq!(verified(&out), vec![(0, good(0))]);
-    assert!(out.contains(&Action::PeerBanned { peer: 2, chunk: 0 }));
+    assert!(banned(&out).contains(&(2, 0)));
     assert!(complete(&out));
     assert_eq!(h.s.peer_stats(&2).map(|s| s.banned), Some(true));
 }
@@ -40,7 +40,7 @@ fn the_trusted_worker_settles_a_dispute_alone() {
         min_in_flight: 1,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 2]);
+    let mut h = Harness::pool(config, vec![10; 2]);
     h.join(1, 10.0);
     h.join(2, 10.0);
     // Both remotes took chunk 0 and then 1 is pending for the trusted worker.
@@ -63,7 +63,7 @@ fn the_trusted_worker_settles_a_dispute_alone() {
     );
     let out = h.done(9, 0, good(0));
     assert_eq!(verified(&out), vec![(0, good(0))]);
-    assert!(out.contains(&Action::PeerBanned { peer: 1, chunk: 0 }));
+    assert!(banned(&out).contains(&(1, 0)));
     assert!(complete(&out));
 }
 
@@ -76,7 +76,7 @@ fn a_caught_liar_is_banned_and_every_result_it_backed_is_redone() {
         min_in_flight: 3,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 4]);
+    let mut h = Harness::pool(config, vec![10; 4]);
     let l = h.join(1, 10.0);
     assert_eq!(assigned(&l, 1), vec![0, 1, 2]);
     h.now = secs(1);
@@ -91,7 +91,7 @@ fn a_caught_liar_is_banned_and_every_result_it_backed_is_redone() {
         "spot checks of answered chunks first"
     );
     let out = h.done(9, 0, good(0));
-    assert!(out.contains(&Action::PeerBanned { peer: 1, chunk: 0 }));
+    assert!(banned(&out).contains(&(1, 0)));
     let revoked: Vec<_> = out
         .iter()
         .filter_map(|a| match a {
@@ -150,7 +150,7 @@ fn a_spot_check_catches_a_lie_a_single_replica_accepted() {
         spot_check: 1.0,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 1]);
+    let mut h = Harness::pool(config, vec![10; 1]);
     h.join_trusted(9, 0.001); // too slow to be given ordinary work first
     let out = h.join(1, 10.0);
     assert_eq!(assigned(&out, 1), vec![0]);
@@ -172,7 +172,7 @@ fn a_slow_trusted_worker_still_gets_its_spot_checks_among_many_idle_peers() {
         min_in_flight: 1,
         ..SchedulerConfig::default()
     };
-    let mut h = Harness::new(config, vec![10; 1]);
+    let mut h = Harness::pool(config, vec![10; 1]);
     for p in 1..=10 {
         h.join(p, 1000.0);
     }
@@ -192,7 +192,7 @@ fn a_slow_trusted_worker_still_gets_its_spot_checks_among_many_idle_peers() {
 
 #[test]
 fn an_answer_to_a_chunk_never_sent_is_ignored() {
-    let mut h = Harness::new(SchedulerConfig::default(), vec![10; 4]);
+    let mut h = Harness::pool(SchedulerConfig::default(), vec![10; 4]);
     let a = h.join(1, 10.0);
     assert_eq!(assigned(&a, 1), vec![0, 1]);
     h.join(2, 10.0);
