@@ -13,5 +13,6 @@ pub mod policy;
 pub mod priority;
 pub mod results;
 pub mod store;
+pub mod trust;
 pub mod units;
 pub mod worker;

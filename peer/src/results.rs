@@ -3,9 +3,12 @@
 //! of computing them again.
 //!
 //! One append-only log per job, `<data dir>/results/<job id>.log`, a line per event:
-//! `R <chunk> <result>` when a chunk's result is verified, `X <chunk>` when it is
+//! `R <chunk> <result> <how>` when a chunk's result is verified, `X <chunk>` when it is
 //! withdrawn (a peer that backed it was caught lying). The last word about a chunk
-//! wins. A line is written with one `write` call and nothing is renamed: a file per chunk
+//! wins. `<how>` is what the result rests on — `local` (this machine computed it),
+//! `peers:N` (N hosts, one of them trusted on its record), `unchecked:N` (a trusted
+//! pool) — so that a run with stronger settings reuses only what meets them and
+//! computes the rest again (a line without it counts as `unchecked:1`). A line is written with one `write` call and nothing is renamed: a file per chunk
 //! would cost an inode each, and on ext4 creating inodes right after others were freed
 //! is slow enough to matter on jobs of small chunks. A line torn by a crash does not
 //! parse and is skipped; its chunk is computed again.
@@ -18,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use idlegrid_protocol::Cid;
+use idlegrid_scheduler::VerifiedBy;
 
 use crate::store::BlobStore;
 
@@ -35,7 +39,34 @@ pub struct ResultLogError {
 pub struct ResultLog {
     path: PathBuf,
     file: File,
-    known: HashMap<Cid, Cid>,
+    known: HashMap<Cid, (Cid, VerifiedBy)>,
+}
+
+/// `local`, `peers:N`, `unchecked:N`.
+fn how_word(how: VerifiedBy) -> String {
+    match how {
+        VerifiedBy::Local => "local".to_string(),
+        VerifiedBy::Peers { hosts } => format!("peers:{hosts}"),
+        VerifiedBy::Unchecked { hosts } => format!("unchecked:{hosts}"),
+    }
+}
+
+/// The inverse of [`how_word`]; what a line without the word (or with one not known)
+/// counts as is the weakest: `unchecked:1`.
+fn parse_how(word: Option<&str>) -> VerifiedBy {
+    let weakest = VerifiedBy::Unchecked { hosts: 1 };
+    let Some(word) = word else { return weakest };
+    if word == "local" {
+        return VerifiedBy::Local;
+    }
+    let hosts = |w: &str| w.parse::<u32>().ok();
+    match word.split_once(':') {
+        Some(("peers", n)) => hosts(n).map_or(weakest, |hosts| VerifiedBy::Peers { hosts }),
+        Some(("unchecked", n)) => {
+            hosts(n).map_or(weakest, |hosts| VerifiedBy::Unchecked { hosts })
+        }
+        _ => weakest,
+    }
 }
 
 impl ResultLog {
@@ -61,7 +92,7 @@ impl ResultLog {
                     match (line.as_bytes().first(), chunk) {
                         (Some(b'R'), Some(chunk)) => {
                             if let Some(result) = words.next().and_then(Cid::from_hex) {
-                                known.insert(chunk, result);
+                                known.insert(chunk, (result, parse_how(words.next())));
                             }
                         }
                         (Some(b'X'), Some(chunk)) => {
@@ -87,19 +118,35 @@ impl ResultLog {
         Ok(log)
     }
 
-    /// The result an earlier run (or this one) verified for `chunk`, if `store` still
-    /// holds its bytes.
-    pub fn known(&self, chunk: &Cid, store: &BlobStore) -> Option<Cid> {
+    /// The result an earlier run (or this one) verified for `chunk`, if it was
+    /// verified in a way `enough` accepts and `store` still holds its bytes.
+    pub fn known(
+        &self,
+        chunk: &Cid,
+        store: &BlobStore,
+        enough: impl Fn(VerifiedBy) -> bool,
+    ) -> Option<Cid> {
         self.known
             .get(chunk)
-            .copied()
-            .filter(|result| store.has(result))
+            .filter(|(result, how)| enough(*how) && store.has(result))
+            .map(|(result, _)| *result)
     }
 
-    /// Remembers that `chunk` produced `result` (whose bytes are in the store).
-    pub fn record(&mut self, chunk: &Cid, result: &Cid) -> Result<(), ResultLogError> {
-        self.known.insert(*chunk, *result);
-        self.append(format!("R {} {}\n", chunk.to_hex(), result.to_hex()))
+    /// Remembers that `chunk` produced `result` (whose bytes are in the store),
+    /// verified as `how` says.
+    pub fn record(
+        &mut self,
+        chunk: &Cid,
+        result: &Cid,
+        how: VerifiedBy,
+    ) -> Result<(), ResultLogError> {
+        self.known.insert(*chunk, (*result, how));
+        self.append(format!(
+            "R {} {} {}\n",
+            chunk.to_hex(),
+            result.to_hex(),
+            how_word(how)
+        ))
     }
 
     /// Forgets the result of `chunk` (it was withdrawn).
@@ -125,6 +172,23 @@ impl ResultLog {
 mod tests {
     use super::*;
 
+    fn any(_: VerifiedBy) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_line_without_how_counts_as_the_weakest() {
+        assert_eq!(parse_how(None), VerifiedBy::Unchecked { hosts: 1 });
+        assert_eq!(parse_how(Some("peers:x")), VerifiedBy::Unchecked { hosts: 1 });
+        for how in [
+            VerifiedBy::Local,
+            VerifiedBy::Peers { hosts: 3 },
+            VerifiedBy::Unchecked { hosts: 2 },
+        ] {
+            assert_eq!(parse_how(Some(&how_word(how))), how);
+        }
+    }
+
     #[test]
     fn results_survive_a_reopen_withdrawals_too_and_a_torn_line_is_skipped() {
         let data = std::env::temp_dir().join(format!("idlegrid-results-{}", std::process::id()));
@@ -136,12 +200,12 @@ mod tests {
         let [ra, rb, rc] = [b"ra", b"rb", b"rc"].map(|r| store.put(r).unwrap());
         {
             let mut log = ResultLog::open(&data, &job).unwrap();
-            assert_eq!(log.known(&a, &store), None);
-            log.record(&a, &ra).unwrap();
-            log.record(&b, &rb).unwrap();
+            assert_eq!(log.known(&a, &store, any), None);
+            log.record(&a, &ra, VerifiedBy::Local).unwrap();
+            log.record(&b, &rb, VerifiedBy::Local).unwrap();
             log.forget(&b).unwrap();
-            log.record(&c, &rc).unwrap();
-            assert_eq!(log.known(&a, &store), Some(ra));
+            log.record(&c, &rc, VerifiedBy::Peers { hosts: 1 }).unwrap();
+            assert_eq!(log.known(&a, &store, any), Some(ra));
         }
         // A crash in the middle of a line.
         let path = dir.join(format!("{}.log", job.to_hex()));
@@ -149,21 +213,29 @@ mod tests {
         file.write_all(format!("R {} {}", b.to_hex(), &rb.to_hex()[..10]).as_bytes())
             .unwrap();
         let mut log = ResultLog::open(&data, &job).unwrap();
-        assert_eq!(log.known(&a, &store), Some(ra));
-        assert_eq!(log.known(&b, &store), None, "withdrawn, then a torn line");
-        assert_eq!(log.known(&c, &store), Some(rc));
+        assert_eq!(log.known(&a, &store, any), Some(ra));
+        assert_eq!(log.known(&b, &store, any), None, "withdrawn, then a torn line");
+        assert_eq!(log.known(&c, &store, any), Some(rc));
+        // How each was verified is kept: stronger settings reuse only what meets them.
+        let local_only = |how| how == VerifiedBy::Local;
+        assert_eq!(log.known(&a, &store, local_only), Some(ra));
+        assert_eq!(log.known(&c, &store, local_only), None);
         // What is recorded after the torn line is read back.
-        log.record(&b, &rb).unwrap();
+        log.record(&b, &rb, VerifiedBy::Unchecked { hosts: 2 }).unwrap();
         drop(log);
         let log = ResultLog::open(&data, &job).unwrap();
-        assert_eq!(log.known(&b, &store), Some(rb));
+        assert_eq!(log.known(&b, &store, any), Some(rb));
+        assert_eq!(
+            log.known(&b, &store, |how| how == VerifiedBy::Unchecked { hosts: 2 }),
+            Some(rb)
+        );
         // A result whose bytes are gone from the store is not known.
         fs::remove_file(data.join("blobs").join(rc.to_hex())).unwrap();
         let reopened = BlobStore::open(&data, 1 << 20).unwrap();
-        assert_eq!(log.known(&c, &reopened), None);
+        assert_eq!(log.known(&c, &reopened, any), None);
         // Another job has a log of its own.
         let other = ResultLog::open(&data, &Cid::of(b"other")).unwrap();
-        assert_eq!(other.known(&a, &store), None);
+        assert_eq!(other.known(&a, &store, any), None);
         let _ = fs::remove_dir_all(&data);
     }
 }

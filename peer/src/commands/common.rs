@@ -16,6 +16,7 @@ use crate::net::NetConfig;
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::store::Resident;
 use crate::units::parse_duration;
+use idlegrid_scheduler::Trust;
 
 /// Flags of every command that starts a peer.
 #[derive(clap::Args, Debug, Clone)]
@@ -121,9 +122,17 @@ pub struct GridArgs {
     /// Compute on this machine only, without the network.
     #[arg(long)]
     pub local: bool,
-    /// Distinct peers that must return the same result for a chunk to count.
+    /// Distinct hosts that must return the same result for a chunk to count (peers
+    /// on one machine are one host).
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
+    /// Whose results are believed without a check. `earned`: a peer's results are
+    /// recomputed here (or matched by a peer that earned trust) until 10 in a row were
+    /// right, then audited at random (at least 1 in 10); a peer caught once is banned
+    /// for good. `all`: a closed pool of your own machines, nothing checked unless
+    /// --spot-check asks.
+    #[arg(long, value_enum, default_value_t = TrustArg::Earned)]
+    pub trust: TrustArg,
     /// Fraction of chunks (0 to 1) recomputed on this machine to catch lying peers.
     #[arg(long, default_value_t = 0.0)]
     pub spot_check: f64,
@@ -131,7 +140,8 @@ pub struct GridArgs {
     #[arg(long, default_value_t = 0)]
     pub min_peers: usize,
     /// Leave the computing to remote peers (a laptop on battery, a busy desk machine):
-    /// this machine only hands out chunks, checks and joins the results. Implies
+    /// this machine only hands out chunks, checks and joins the results (under
+    /// --trust earned it still recomputes the results that need checking). Implies
     /// --min-peers 1 at least.
     #[arg(long, conflicts_with = "local")]
     pub no_compute: bool,
@@ -145,6 +155,13 @@ pub struct GridArgs {
     /// Write a JSON report of the job (per peer: chunks, score, failures, breaker, bytes).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+/// `--trust`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrustArg {
+    Earned,
+    All,
 }
 
 /// Parsed `--weights`.
@@ -185,13 +202,18 @@ impl GridArgs {
                 self.spot_check
             );
         }
-        if self.no_compute && self.spot_check > 0.0 {
+        if self.no_compute && self.spot_check > 0.0 && self.trust == TrustArg::All {
             anyhow::bail!(
-                "--spot-check recomputes chunks on this machine, so it cannot go with --no-compute"
+                "--spot-check recomputes chunks on this machine, so it cannot go with \
+                 --no-compute --trust all"
             );
         }
         Ok(GridConfig {
             replicas: self.replicas,
+            trust: match self.trust {
+                TrustArg::Earned => Trust::default(),
+                TrustArg::All => Trust::All,
+            },
             spot_check: self.spot_check,
             min_peers: if self.no_compute {
                 self.min_peers.max(1)

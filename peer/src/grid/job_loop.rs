@@ -27,7 +27,8 @@ use crate::net::{kernel_key, PeerEvent, Route};
 use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
-use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig};
+use crate::trust::TrustBook;
+use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig, Trust, VerifiedBy};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -55,6 +56,8 @@ pub(super) struct JobLoop<'a> {
     costs: Vec<u64>,
     reused: usize,
     book: PeerBook,
+    /// What earlier jobs learnt of each peer's honesty; this job adds to it.
+    trust: TrustBook,
     results: Collecting,
     log: ResultLog,
     progress: Progress,
@@ -85,10 +88,11 @@ impl<'a> JobLoop<'a> {
             Cid::from_hasher(&hasher)
         };
         let log = ResultLog::open(node.data_dir(), &job_id)?;
+        let enough = |how| strong_enough(how, config.trust, config.replicas);
         let known: Vec<Option<Cid>> = job
             .chunks
             .iter()
-            .map(|spec| log.known(&spec.id(), &node.store))
+            .map(|spec| log.known(&spec.id(), &node.store, enough))
             .collect();
         let todo: Vec<usize> = (0..job.chunks.len())
             .filter(|&i| known[i].is_none())
@@ -102,6 +106,11 @@ impl<'a> JobLoop<'a> {
         sched_config.spot_check = config.spot_check;
         sched_config.spot_check_seed =
             u64::from_le_bytes(job_id.0[..8].try_into().unwrap_or([0; 8]));
+        sched_config.trust = config.trust;
+        // Secret and fresh per run: a peer must not be able to tell which of its
+        // results will be audited.
+        sched_config.audit_seed = rand::random();
+        sched_config.trusted_checks_only = !config.compute_locally;
         sched_config
             .validate()
             .map_err(|e| GridError::Config(e.to_string()))?;
@@ -121,6 +130,7 @@ impl<'a> JobLoop<'a> {
             todo,
             costs,
             book: PeerBook::default(),
+            trust: TrustBook::open(node.data_dir()),
             results,
             log,
             progress,
@@ -152,13 +162,19 @@ impl<'a> JobLoop<'a> {
     }
 
     /// This machine computes too: benchmarks it; it joins as the trusted worker when
-    /// the job starts dispatching.
+    /// the job starts dispatching. With `--no-compute` under earned trust it joins
+    /// only to check the results that need it (no benchmark: it gets no other work).
     pub async fn join_this_machine(&mut self) {
-        if !self.config.compute_locally {
+        let checks_only = !self.config.compute_locally;
+        if checks_only && self.config.trust == Trust::All {
             return;
         }
-        tracing::debug!("benchmarking this machine");
-        let score = local_bench(self.node, &self.job).await;
+        let score = if checks_only {
+            1.0
+        } else {
+            tracing::debug!("benchmarking this machine");
+            local_bench(self.node, &self.job).await
+        };
         tracing::debug!("this machine scores {score:.0} units/s");
         self.book.scores.insert(self.me, score);
         self.book.local_score = Some(score);
@@ -196,7 +212,7 @@ impl<'a> JobLoop<'a> {
             tokio::select! {
                 report = reports.recv() => {
                     let Some(report) = report else { return Err(GridError::Stopped) };
-                    self.on_report(report);
+                    self.on_report(report).await;
                 }
                 event = events.recv() => match event {
                     Ok(event) => self.on_peer_event(event),
@@ -309,12 +325,13 @@ impl<'a> JobLoop<'a> {
                         .spawn(peer, chunk, self.job.chunks[job_index].clone());
                 }
                 Action::Cancel { peer, chunk } => self.runs.stop(peer, chunk),
-                Action::Verified { chunk, result } => {
+                Action::Verified { chunk, result, how } => {
                     let Some(&job_index) = self.todo.get(chunk as usize) else {
                         continue;
                     };
                     self.results.verified(job_index, result);
-                    if let Err(e) = self.log.record(&self.job.chunks[job_index].id(), &result) {
+                    let id = self.job.chunks[job_index].id();
+                    if let Err(e) = self.log.record(&id, &result, how) {
                         tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
                     }
                     self.progress.verified(job_index);
@@ -330,9 +347,24 @@ impl<'a> JobLoop<'a> {
                     }
                     self.progress.revoked(job_index);
                 }
-                Action::PeerBanned { peer, chunk } => {
+                Action::Confirmed { peer, .. } => self.trust.confirmed(&peer),
+                Action::PeerBanned {
+                    peer,
+                    chunk,
+                    claimed,
+                    settled,
+                } => {
+                    let job_index = self.todo.get(chunk as usize).copied();
+                    let id = job_index.map(|i| self.job.chunks[i].id());
+                    if let Some(id) = &id {
+                        self.trust.ban(&peer, id, &claimed, &settled);
+                    }
                     self.progress.println(&format!(
-                        "peer {peer} returned a wrong result for chunk {chunk}: banned for this job"
+                        "peer {peer} returned {} for chunk {} where this machine computed {}: \
+                         banned, and its results nobody else confirmed are computed again",
+                        claimed.short(),
+                        job_index.unwrap_or(chunk as usize),
+                        settled.short()
                     ));
                 }
                 Action::JobComplete | Action::JobFailed { .. } => {}
@@ -341,10 +373,50 @@ impl<'a> JobLoop<'a> {
         self.actions = actions;
     }
 
-    fn on_report(&mut self, report: Report) {
+    /// A peer cannot be used now (`retry`: ask it again later).
+    fn report_unusable(&mut self, peer: PeerId, why: String, retry: bool) {
+        self.book.probing.remove(&peer);
+        // Said once per peer and reason, not at every probe again.
+        if self.book.unusable.get(&peer) != Some(&why) {
+            tracing::info!("not using peer {peer} for now: {why}");
+        }
+        self.book.unusable.insert(peer, why);
+        if retry {
+            self.book
+                .reprobe_at
+                .insert(peer, Instant::now() + self.config.reprobe_after);
+        }
+    }
+
+    /// The network host `peer` connects from, as a key: its IP address (an IPv6 /64,
+    /// which one machine can fill with addresses), so that many keys on one machine
+    /// are one vote. A peer on loopback runs on this very machine, the user's own, and
+    /// a relayed one's address is its relay's: each of those counts as a host of its
+    /// own.
+    async fn host_of(&self, peer: PeerId) -> u64 {
+        let entries = self.node.client.peers().await.unwrap_or_default();
+        let addr = entries
+            .into_iter()
+            .find(|e| e.peer == Some(peer))
+            .and_then(|e| e.connected_from);
+        host_key(peer, addr.as_ref())
+    }
+
+    async fn on_report(&mut self, report: Report) {
         match report {
             Report::Ready { peer, score, slots } => {
                 tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
+                if let Some(ban) = self.trust.ban_of(&peer) {
+                    let why = format!(
+                        "banned: it returned {} for chunk {} where this machine computed {}",
+                        short_hex(&ban.claimed),
+                        short_hex(&ban.chunk),
+                        short_hex(&ban.settled)
+                    );
+                    self.report_unusable(peer, why, false);
+                    return;
+                }
+                let host = self.host_of(peer).await;
                 self.book.probing.remove(&peer);
                 self.book.unusable.remove(&peer);
                 self.book.reprobe_at.remove(&peer);
@@ -361,20 +433,17 @@ impl<'a> JobLoop<'a> {
                     slots: slots.max(1),
                 };
                 self.join(join, slots);
-            }
-            Report::Unusable { peer, why, retry } => {
-                self.book.probing.remove(&peer);
-                // Said once per peer and reason, not at every probe again.
-                if self.book.unusable.get(&peer) != Some(&why) {
-                    tracing::info!("not using peer {peer} for now: {why}");
-                }
-                self.book.unusable.insert(peer, why);
-                if retry {
-                    self.book
-                        .reprobe_at
-                        .insert(peer, Instant::now() + self.config.reprobe_after);
+                let standing = Event::PeerStanding {
+                    peer,
+                    host,
+                    vouched: self.trust.in_a_row(&peer),
+                };
+                match &mut self.phase {
+                    Phase::Gathering { joins } => joins.push(standing),
+                    Phase::Dispatching { .. } => self.handle(standing),
                 }
             }
+            Report::Unusable { peer, why, retry } => self.report_unusable(peer, why, retry),
             Report::Done {
                 peer,
                 chunk,
@@ -471,6 +540,7 @@ impl<'a> JobLoop<'a> {
     async fn finish(mut self) -> Result<JobOutcome, GridError> {
         self.runs.stop_all();
         self.progress.finish();
+        self.trust.save();
         let Phase::Dispatching { sched, since } = &self.phase else {
             return Err(GridError::Failed("the job ended before it started".into()));
         };
@@ -495,6 +565,11 @@ impl<'a> JobLoop<'a> {
             dispatch_seconds: since.elapsed().as_secs_f64(),
             replicas: self.config.replicas,
             spot_check: self.config.spot_check,
+            trust: match self.config.trust {
+                Trust::All => "all",
+                Trust::Earned { .. } => "earned",
+            },
+            checks: sched.progress().checks,
             peers,
         };
         let results = std::mem::replace(
@@ -519,4 +594,40 @@ fn pipeline_for(total_work: f64, fastest_score: f64, configured: Duration) -> Du
         Duration::from_millis(20),
         configured.max(Duration::from_millis(20)),
     )
+}
+
+/// Whether a result an earlier run verified as `how` meets this run's settings: this
+/// machine's own result always does; a remote one must have as many hosts behind it as
+/// `replicas` asks, and under earned trust must not come from a trusted pool's
+/// unchecked run.
+fn strong_enough(how: VerifiedBy, trust: Trust, replicas: u32) -> bool {
+    match how {
+        VerifiedBy::Local => true,
+        VerifiedBy::Peers { hosts } => hosts >= replicas,
+        VerifiedBy::Unchecked { hosts } => trust == Trust::All && hosts >= replicas,
+    }
+}
+
+/// See [`JobLoop::host_of`].
+fn host_key(peer: PeerId, addr: Option<&libp2p::Multiaddr>) -> u64 {
+    use libp2p::multiaddr::Protocol;
+    let of = |bytes: &[u8]| {
+        let hash = blake3::hash(bytes);
+        u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    };
+    let own = of(&peer.to_bytes());
+    let Some(addr) = addr else { return own };
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return own;
+    }
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) if !ip.is_loopback() => of(&ip.octets()),
+        Some(Protocol::Ip6(ip)) if !ip.is_loopback() => of(&ip.octets()[..8]),
+        _ => own,
+    }
+}
+
+/// The first 8 characters of a hex id.
+fn short_hex(hex: &str) -> &str {
+    hex.get(..8).unwrap_or(hex)
 }

@@ -10,7 +10,8 @@
 //! tasks that report back on one channel; the loop turns each report into scheduler
 //! events and carries out the actions that come back. Verified results are kept as
 //! they arrive (`collected.rs`) and written to the blob store and the job's result log,
-//! so a resumed job reuses them.
+//! so a resumed job reuses them; what the job learns of each peer's honesty goes to
+//! the trust book (`crate::trust`), which the next job starts from.
 
 mod collected;
 mod job_loop;
@@ -30,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::node::Node;
 pub use collected::{JobResults, RESULTS_IN_MEMORY};
-use idlegrid_scheduler::SchedulerConfig;
+use idlegrid_scheduler::{SchedulerConfig, Trust};
 use job_loop::JobLoop;
 pub use report::{JobReport, PeerReport};
 
@@ -52,12 +53,16 @@ pub struct Job {
     pub units: Vec<u64>,
 }
 
-/// How a job uses the grid. Defaults: one replica, no spot checks, start at once with
-/// whoever is there.
+/// How a job uses the grid. Defaults: earned trust (a peer's results are checked
+/// until it has a record), one replica, no spot checks, start at once with whoever is
+/// there.
 #[derive(Clone, Debug)]
 pub struct GridConfig {
-    /// Agreeing peers needed per chunk (`--replicas`).
+    /// Agreeing hosts needed per chunk (`--replicas`).
     pub replicas: u32,
+    /// Whose results are believed without a check (`--trust`): earned (the default)
+    /// or all (a closed pool of the user's own machines).
+    pub trust: Trust,
     /// Fraction of chunks recomputed locally (`--spot-check`).
     pub spot_check: f64,
     /// Remote peers to wait for before starting (`--min-peers`). Default 0.
@@ -69,7 +74,8 @@ pub struct GridConfig {
     /// Hand weights (`--weights PEER=W`), replacing benchmark scores: W is the peer's
     /// speed relative to this machine's (2 = twice as fast, 0 = not used).
     pub weights: HashMap<PeerId, f64>,
-    /// Compute on this machine too. Default on.
+    /// Compute on this machine too. Default on. Off, under earned trust this machine
+    /// still checks the results that need it (and nothing else).
     pub compute_locally: bool,
     /// Show the live progress display (on a terminal).
     pub show_progress: bool,
@@ -84,6 +90,7 @@ impl Default for GridConfig {
     fn default() -> Self {
         GridConfig {
             replicas: 1,
+            trust: Trust::default(),
             spot_check: 0.0,
             min_peers: 0,
             discover_timeout: Duration::from_secs(30),

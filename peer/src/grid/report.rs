@@ -1,7 +1,8 @@
 //! What a job tells the user at the end: the per-peer "who computed what" table on the
 //! terminal and the `--report FILE` JSON (output path and blake3, chunk count, elapsed
-//! time, and per peer: PeerId, how found, benchmark score, chunks done, failures,
-//! breaker state, bytes sent and received).
+//! time, the trust settings and the checks they cost, and per peer: PeerId, how found,
+//! benchmark score, chunks done, how its results were verified, its trust record,
+//! failures, breaker state, bytes sent and received).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,14 @@ pub struct PeerReport {
     /// Calibration score, work units per second.
     pub bench_score: f64,
     pub chunks_done: u64,
+    /// Its results in this job that someone else confirmed: recomputed by this
+    /// machine, or matched by a peer with a record on another host.
+    pub results_confirmed: u64,
+    /// Its results in this job taken on its record alone (earned trust, not audited,
+    /// or any result in a trusted pool).
+    pub results_believed: u64,
+    /// Its results verified in a row after the job: its standing for the next one.
+    pub verified_in_a_row: u32,
     pub failures: u64,
     pub breaker: &'static str,
     pub banned: bool,
@@ -67,6 +76,9 @@ pub(super) fn peer_reports(
             found_by: book.found_by.get(&peer).cloned().unwrap_or_default(),
             bench_score: book.scores.get(&peer).copied().unwrap_or(stats.score),
             chunks_done: stats.chunks_done,
+            results_confirmed: stats.confirmed,
+            results_believed: stats.believed,
+            verified_in_a_row: stats.vouched,
             failures: stats.failures,
             breaker: stats.breaker.label(),
             banned: stats.banned,
@@ -95,6 +107,11 @@ pub struct JobReport {
     pub dispatch_seconds: f64,
     pub replicas: u32,
     pub spot_check: f64,
+    /// `earned` (results of peers without a record are checked) or `all` (a trusted
+    /// pool: nothing is checked unless spot checks ask).
+    pub trust: &'static str,
+    /// Remote results that had to be checked (no record, an audit, a disagreement).
+    pub checks: u64,
     pub peers: Vec<PeerReport>,
 }
 
@@ -119,8 +136,8 @@ impl JobReport {
     /// The "who computed what" table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<54} {:<7} {:>7} {:>9} {:>8} {:<9} {:>10}\n",
-            "peer", "found", "chunks", "score/s", "failures", "breaker", "received"
+            "{:<54} {:<7} {:>7} {:>9} {:>9} {:>8} {:<9} {:>10}\n",
+            "peer", "found", "chunks", "checked", "score/s", "failures", "breaker", "received"
         );
         for p in &self.peers {
             let found = if p.role == Role::Local {
@@ -132,11 +149,17 @@ impl JobReport {
                     .collect::<Vec<_>>()
                     .join("+")
             };
+            // Of a remote peer's results, how many someone else confirmed.
+            let checked = match p.role {
+                Role::Local => "-".to_string(),
+                Role::Remote => p.results_confirmed.to_string(),
+            };
             out.push_str(&format!(
-                "{:<54} {:<7} {:>7} {:>9} {:>8} {:<9} {:>10}{}\n",
+                "{:<54} {:<7} {:>7} {:>9} {:>9} {:>8} {:<9} {:>10}{}\n",
                 p.peer_id,
                 found,
                 p.chunks_done,
+                checked,
                 human(p.bench_score),
                 p.failures,
                 p.breaker,

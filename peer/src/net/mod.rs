@@ -167,6 +167,9 @@ pub struct PeerEntry {
     pub route: Option<Route>,
     /// A direct connection to it was made by hole punching (DCUtR).
     pub hole_punched: bool,
+    /// The remote address of its latest connection, as this peer saw it (not what the
+    /// peer claims): a job counts the peers behind one network host as one vote.
+    pub connected_from: Option<Multiaddr>,
 }
 
 /// How a connection reaches a peer.

@@ -134,7 +134,9 @@ impl PeerBook {
         let addr = endpoint.get_remote_address().clone();
         let dialer = endpoint.is_dialer();
         let known = self.book.contains_key(&peer);
-        self.entry(peer).connected = true;
+        let entry = self.entry(peer);
+        entry.connected = true;
+        entry.connected_from = Some(addr.clone());
         self.update_route(peer);
         let entry = self.entry(peer);
         if !known {
