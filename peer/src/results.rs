@@ -62,9 +62,7 @@ fn parse_how(word: Option<&str>) -> VerifiedBy {
     let hosts = |w: &str| w.parse::<u32>().ok();
     match word.split_once(':') {
         Some(("peers", n)) => hosts(n).map_or(weakest, |hosts| VerifiedBy::Peers { hosts }),
-        Some(("unchecked", n)) => {
-            hosts(n).map_or(weakest, |hosts| VerifiedBy::Unchecked { hosts })
-        }
+        Some(("unchecked", n)) => hosts(n).map_or(weakest, |hosts| VerifiedBy::Unchecked { hosts }),
         _ => weakest,
     }
 }
@@ -179,7 +177,10 @@ mod tests {
     #[test]
     fn a_line_without_how_counts_as_the_weakest() {
         assert_eq!(parse_how(None), VerifiedBy::Unchecked { hosts: 1 });
-        assert_eq!(parse_how(Some("peers:x")), VerifiedBy::Unchecked { hosts: 1 });
+        assert_eq!(
+            parse_how(Some("peers:x")),
+            VerifiedBy::Unchecked { hosts: 1 }
+        );
         for how in [
             VerifiedBy::Local,
             VerifiedBy::Peers { hosts: 3 },
@@ -214,14 +215,19 @@ mod tests {
             .unwrap();
         let mut log = ResultLog::open(&data, &job).unwrap();
         assert_eq!(log.known(&a, &store, any), Some(ra));
-        assert_eq!(log.known(&b, &store, any), None, "withdrawn, then a torn line");
+        assert_eq!(
+            log.known(&b, &store, any),
+            None,
+            "withdrawn, then a torn line"
+        );
         assert_eq!(log.known(&c, &store, any), Some(rc));
         // How each was verified is kept: stronger settings reuse only what meets them.
         let local_only = |how| how == VerifiedBy::Local;
         assert_eq!(log.known(&a, &store, local_only), Some(ra));
         assert_eq!(log.known(&c, &store, local_only), None);
         // What is recorded after the torn line is read back.
-        log.record(&b, &rb, VerifiedBy::Unchecked { hosts: 2 }).unwrap();
+        log.record(&b, &rb, VerifiedBy::Unchecked { hosts: 2 })
+            .unwrap();
         drop(log);
         let log = ResultLog::open(&data, &job).unwrap();
         assert_eq!(log.known(&b, &store, any), Some(rb));

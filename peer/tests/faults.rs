@@ -604,6 +604,11 @@ mod suite {
                 args.push("--peer".into());
                 args.push(format!("{}/p2p/{}", w.dial, w.peer_id));
             }
+            // The scenarios time how faults are handled, so the workers' results are
+            // taken as a closed pool's (no checks) unless a scenario says otherwise.
+            if !extra.contains(&"--trust") {
+                args.extend(["--trust".to_string(), "all".to_string()]);
+            }
             args.extend(extra.iter().map(|s| s.to_string()));
             args
         }
@@ -825,6 +830,11 @@ mod suite {
     #[test]
     fn lying_worker_caught_by_spot_checks_and_banned() {
         liar_is_caught("liar-spot", "c", &["--spot-check", "0.25"]);
+    }
+
+    #[test]
+    fn lying_worker_caught_by_earned_trust_the_default() {
+        liar_is_caught("liar-earned", "e", &["--trust", "earned"]);
     }
 
     #[test]

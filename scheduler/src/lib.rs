@@ -71,12 +71,12 @@ use std::time::Duration;
 use idlegrid_protocol::Cid;
 
 pub use breaker::Breaker;
+pub use config::Trust;
 pub use config::{ConfigError, SchedulerConfig};
 pub use types::{
     Action, BreakerState, ChunkIndex, Event, FailureKind, JobFailure, PeerStats, Progress,
     VerifiedBy,
 };
-pub use config::Trust;
 
 use chunks::{ChunkState, Slot};
 use peers::PeerState;

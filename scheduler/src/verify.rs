@@ -119,12 +119,24 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             // Poisoned if it failed on enough hosts, or on every peer there is.
             let enough = self.config.poison_threshold.min(self.usable_peers.max(1));
             if trusted {
-                self.fail(JobFailure::PoisonChunk { chunk, peers: hosts }, out);
+                self.fail(
+                    JobFailure::PoisonChunk {
+                        chunk,
+                        peers: hosts,
+                    },
+                    out,
+                );
                 return;
             }
             if hosts >= enough {
                 if self.config.trust == Trust::All || self.usable_trusted == 0 {
-                    self.fail(JobFailure::PoisonChunk { chunk, peers: hosts }, out);
+                    self.fail(
+                        JobFailure::PoisonChunk {
+                            chunk,
+                            peers: hosts,
+                        },
+                        out,
+                    );
                     return;
                 }
                 // Strangers' failures do not end a job this machine can still compute:

@@ -31,6 +31,7 @@ use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid_kernels::change::{self, ChangeParams};
 use idlegrid_kernels::noop;
+use idlegrid_scheduler::Trust;
 use libp2p::Multiaddr;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -79,6 +80,7 @@ async fn submitter(name: &str, peers: &[Multiaddr]) -> Result<Node> {
 
 fn remote_only(min_peers: usize) -> GridConfig {
     GridConfig {
+        trust: Trust::All,
         min_peers,
         compute_locally: false,
         show_progress: false,
@@ -120,6 +122,7 @@ async fn overhead_local(chunks: usize) -> Result<f64> {
     let node = submitter("noop-local", &[]).await?;
     let job = noop_job(chunks);
     let config = GridConfig {
+        trust: Trust::All,
         show_progress: false,
         ..GridConfig::default()
     };
@@ -307,6 +310,7 @@ async fn change_on(
     // coordinates waits for its workers.
     let config = if submitter_computes {
         GridConfig {
+            trust: Trust::All,
             show_progress: false,
             ..GridConfig::default()
         }

@@ -2,9 +2,10 @@
 //!
 //! Starts a short-lived, non-serving peer, looks for others for `--wait` (mDNS, the DHT
 //! through bootstrap peers, `--peer`), probes each, and prints PeerId, addresses, how
-//! it was found, agent version, kernels offered, RTT, and from the last job this
-//! machine submitted the peer's benchmark score and breaker state (`--bench` measures
-//! a fresh score on the change kernel now).
+//! it was found, agent version, kernels offered, RTT, from the last job this machine
+//! submitted the peer's benchmark score and breaker state (`--bench` measures a fresh
+//! score on the change kernel now), and its trust record: results verified in a row,
+//! or banned and why.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +20,9 @@ use crate::grid::remote;
 use crate::grid::report::human;
 use crate::jobs::JobBlob;
 use crate::net::kernel_key;
+use crate::trust::TrustBook;
 use crate::units::parse_duration;
+use idlegrid_scheduler::Trust;
 
 /// Arguments of `idlegrid peers`.
 #[derive(clap::Args, Debug)]
@@ -64,6 +67,7 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
     };
     // What the last jobs learnt of each peer (a second job at once keeps its own).
     let memory = load_peer_memory(&submit_dir(&args.net, 0));
+    let trust = TrustBook::open(&submit_dir(&args.net, 0));
     let entries = node.client.peers().await?;
     let mut probes = Vec::new();
     for entry in entries {
@@ -97,6 +101,7 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
     for probe in probes {
         rows.push(probe.await?);
     }
+    print_bans(&trust);
     if rows.is_empty() {
         println!(
             "no peers found in {:?} (mDNS {}; give --peer or --bootstrap to look beyond the LAN)",
@@ -106,8 +111,8 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} address",
-        "peer", "found", "agent", "kernels", "score/s", "rtt", "route", "breaker"
+        "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} {:<10} address",
+        "peer", "found", "agent", "kernels", "score/s", "rtt", "route", "breaker", "trust"
     );
     rows.sort_by_key(|(_, peer, _, _)| *peer);
     for (entry, peer, probe, fresh_score) in rows {
@@ -153,10 +158,40 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
             .addrs
             .first()
             .map_or("-".to_string(), |a| a.to_string());
+        let standing = trust_word(&trust, &peer);
         println!(
-            "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} {}",
-            peer, found, agent, kernels, score, rtt, route, breaker, address
+            "{:<54} {:<8} {:<16} {:<20} {:>9} {:>8} {:<12} {:<9} {:<10} {}",
+            peer, found, agent, kernels, score, rtt, route, breaker, standing, address
         );
     }
     Ok(())
+}
+
+/// `banned`, `trusted:N` (N results verified in a row, enough to be believed) or
+/// `new:N/10`.
+fn trust_word(book: &TrustBook, peer: &PeerId) -> String {
+    let after = match Trust::default() {
+        Trust::Earned { after, .. } => after,
+        Trust::All => 0,
+    };
+    match book.get(peer) {
+        Some(r) if r.banned.is_some() => "banned".to_string(),
+        Some(r) if r.in_a_row >= after => format!("trusted:{}", r.in_a_row),
+        Some(r) => format!("new:{}/{after}", r.in_a_row),
+        None => format!("new:0/{after}"),
+    }
+}
+
+/// The peers this machine banned, seen now or not, with the evidence.
+fn print_bans(book: &TrustBook) {
+    for (peer, record) in book.records() {
+        if let Some(ban) = &record.banned {
+            println!(
+                "banned {peer}: returned {} for chunk {} where this machine computed {}",
+                ban.claimed.get(..16).unwrap_or(&ban.claimed),
+                ban.chunk.get(..16).unwrap_or(&ban.chunk),
+                ban.settled.get(..16).unwrap_or(&ban.settled),
+            );
+        }
+    }
 }

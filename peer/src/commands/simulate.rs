@@ -3,6 +3,9 @@
 //! [`idlegrid_scheduler::sim`]). With `--json` the last line is one JSON object for scripts.
 
 use idlegrid_scheduler::sim::{self, SimConfig};
+use idlegrid_scheduler::{SchedulerConfig, Trust};
+
+use crate::commands::common::TrustArg;
 
 /// Arguments of `idlegrid simulate`.
 #[derive(clap::Args, Debug)]
@@ -19,13 +22,26 @@ pub struct SimulateArgs {
     /// Fraction of remote peers that die mid-job (half noticed, half silent).
     #[arg(long, default_value_t = 0.0)]
     pub fail: f64,
-    /// Fraction of remote peers that return wrong results (half of their answers).
+    /// Fraction of remote peers that return wrong results.
     #[arg(long, default_value_t = 0.0)]
     pub byzantine: f64,
+    /// Fraction of a liar's answers that are wrong.
+    #[arg(long, default_value_t = 0.5)]
+    pub lie_rate: f64,
+    /// Fraction of remote peers new to the submitter (no record of verified results);
+    /// the others earned trust in earlier jobs, so a liar among them is one that turned.
+    #[arg(long, default_value_t = 0.0)]
+    pub new_peers: f64,
+    /// Liars come in groups of this many keys on one host, agreeing on their lies.
+    #[arg(long, default_value_t = 1)]
+    pub sybil: u32,
+    /// `earned` (results believed only from peers with a record, audited) or `all`.
+    #[arg(long, value_enum, default_value_t = TrustArg::Earned)]
+    pub trust: TrustArg,
     /// Fastest peer / slowest peer.
     #[arg(long, default_value_t = 10.0)]
     pub speed_spread: f64,
-    /// Agreeing peers needed per chunk.
+    /// Agreeing hosts needed per chunk.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
     /// Fraction of chunks the local worker recomputes.
@@ -43,9 +59,19 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         fail: args.fail,
         byzantine: args.byzantine,
+        lie_rate: args.lie_rate,
+        new_peers: args.new_peers,
+        sybil: args.sybil,
         speed_spread: args.speed_spread,
         replicas: args.replicas,
         spot_check: args.spot_check,
+        scheduler: SchedulerConfig {
+            trust: match args.trust {
+                TrustArg::Earned => Trust::default(),
+                TrustArg::All => Trust::All,
+            },
+            ..SchedulerConfig::default()
+        },
         ..SimConfig::default()
     };
     let report = sim::run(&config)?;

@@ -36,6 +36,7 @@ use job_loop::JobLoop;
 pub use report::{JobReport, PeerReport};
 
 /// A job as the grid sees it.
+#[derive(Clone)]
 pub struct Job {
     /// Kernel name and version every chunk uses.
     pub kernel: String,

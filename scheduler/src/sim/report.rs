@@ -106,8 +106,7 @@ impl SimReport {
             honest_banned: m.honest_banned,
             checks: m.checks,
             liar_answers_at_ban_max: m.liar_answers_at_ban.iter().copied().max().unwrap_or(0),
-            liars_banned_after_50: m.liar_answers_at_ban.iter().filter(|&&a| a > 50).count()
-                as u32,
+            liars_banned_after_50: m.liar_answers_at_ban.iter().filter(|&&a| a > 50).count() as u32,
             events: m.events,
             ns_per_event: if m.events > 0 {
                 m.scheduler_time.as_nanos() as f64 / m.events as f64

@@ -99,7 +99,10 @@ fn newcomers_that_lie_are_banned_on_their_first_checked_result() {
     let r = run(&config).expect("runs");
     assert!(r.completed, "{r}");
     assert_eq!(r.wrong_accepted, 0, "{r}");
-    assert_eq!(r.wrong_ever_verified, 0, "nothing of theirs was ever believed: {r}");
+    assert_eq!(
+        r.wrong_ever_verified, 0,
+        "nothing of theirs was ever believed: {r}"
+    );
     assert_eq!(r.liars_banned, r.lying_peers, "{r}");
 }
 

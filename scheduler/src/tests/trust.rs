@@ -82,7 +82,11 @@ fn a_newcomer_that_lies_from_its_first_result_never_gets_a_wrong_chunk_in() {
     assert_eq!(bans.len(), 1, "banned once, on its first checked result");
     let (peer, chunk, claimed, settled) = bans[0];
     assert_eq!(peer, 1);
-    assert_eq!((claimed, settled), (lie(1, chunk), good(chunk)), "the evidence");
+    assert_eq!(
+        (claimed, settled),
+        (lie(1, chunk), good(chunk)),
+        "the evidence"
+    );
 }
 
 #[test]
@@ -132,12 +136,18 @@ fn a_trusted_peer_that_turns_is_caught_and_its_unconfirmed_results_are_redone() 
     }
     let stats = h.s.peer_stats(&1).unwrap();
     assert!(stats.banned);
-    let believed_wrong = verified(&all).iter().filter(|(c, r)| *r != good(*c)).count();
+    let believed_wrong = verified(&all)
+        .iter()
+        .filter(|(c, r)| *r != good(*c))
+        .count();
     let revoked = all
         .iter()
         .filter(|a| matches!(a, Action::Revoked { .. }))
         .count();
-    assert_eq!(believed_wrong, revoked, "every wrong result it got in is withdrawn");
+    assert_eq!(
+        believed_wrong, revoked,
+        "every wrong result it got in is withdrawn"
+    );
     assert!(
         believed_wrong < 50,
         "caught within 50 results at a 10 % audit rate (it got {believed_wrong} in first)"
@@ -161,7 +171,10 @@ fn one_host_with_many_keys_is_one_vote() {
     // Two keys of one host agree on a lie: one vote, not two.
     h.done(1, 0, lie(7, 0));
     let out = h.done(2, 0, lie(7, 0));
-    assert!(verified(&out).is_empty(), "one host cannot settle replicas 2");
+    assert!(
+        verified(&out).is_empty(),
+        "one host cannot settle replicas 2"
+    );
     let out = h.join(3, 10.0);
     assert_eq!(assigned(&out, 3), vec![0], "another host is asked");
     standing(&mut h, 3, 8, 0);
@@ -195,8 +208,14 @@ fn a_disagreement_is_settled_by_the_local_worker_not_by_a_strangers_word() {
     let out = h.done(1, 0, lie(1, 0));
     assert!(verified(&out).is_empty());
     let out = h.done(2, 0, good(0));
-    assert!(verified(&out).is_empty(), "a disagreement waits for this machine");
-    assert!(banned(&out).is_empty(), "nobody is banned on a stranger's word");
+    assert!(
+        verified(&out).is_empty(),
+        "a disagreement waits for this machine"
+    );
+    assert!(
+        banned(&out).is_empty(),
+        "nobody is banned on a stranger's word"
+    );
     assert_eq!(assigned(&out, 9), vec![0], "this machine settles it");
     let out = h.done(9, 0, good(0));
     assert_eq!(verified(&out), vec![(0, good(0))]);

@@ -8,6 +8,7 @@ use crate::common::*;
 use idlegrid::grid::{self, GridConfig};
 use idlegrid::policy::Gate;
 use idlegrid::worker::{FaultInjection, WorkerConfig};
+use idlegrid_scheduler::Trust;
 
 /// Runs a job to its end, within the test timeout.
 async fn run(
@@ -100,6 +101,7 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
     // Only remote peers compute, so every chunk needs two of them to agree and the
     // liar's answers are votes (a trusted local result would settle chunks alone).
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 3,
         replicas: 2,
         compute_locally: false,
@@ -132,6 +134,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     // Remote peers only: the submitter's own worker could finish this job before the
     // doomed worker holds a chunk.
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         compute_locally: false,
         show_progress: false,
@@ -185,6 +188,7 @@ async fn slow_worker_gets_fewer_chunks() {
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         compute_locally: false,
         show_progress: false,
@@ -234,6 +238,7 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
         .await
         .unwrap();
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         compute_locally: false,
         show_progress: false,
@@ -311,6 +316,7 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
         drop(doomed);
     });
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 3,
         show_progress: false,
         ..GridConfig::default()
@@ -361,6 +367,7 @@ async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 1,
         compute_locally: false,
         show_progress: false,

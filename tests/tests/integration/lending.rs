@@ -13,6 +13,7 @@ use idlegrid::node::{Node, NodeConfig};
 use idlegrid::policy::Gate;
 use idlegrid::worker::WorkerConfig;
 use idlegrid_protocol::{TaskRequest, TaskResponse};
+use idlegrid_scheduler::Trust;
 use libp2p::pnet::PreSharedKey;
 use libp2p::Multiaddr;
 
@@ -176,6 +177,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
     // Only remote peers compute: a job this small would otherwise be done by the
     // submitter's own worker before the others get a chunk.
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         compute_locally: false,
         show_progress: false,
@@ -222,6 +224,7 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         show_progress: false,
         ..GridConfig::default()

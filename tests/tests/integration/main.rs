@@ -8,3 +8,4 @@ mod grid;
 mod hostile;
 mod lending;
 mod ping;
+mod trust;

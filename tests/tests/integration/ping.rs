@@ -14,6 +14,7 @@ use idlegrid::node::{Node, NodeConfig};
 use idlegrid::policy::Gate;
 use idlegrid::worker::WorkerConfig;
 use idlegrid_scheduler::SchedulerConfig;
+use idlegrid_scheduler::Trust;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +133,7 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
     );
     let (job, _resident) = prepare(&submitter, &plan).await;
     let grid_config = GridConfig {
+        trust: Trust::All,
         min_peers: 2,
         compute_locally: false,
         show_progress: false,
