@@ -72,7 +72,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             },
             ..SchedulerConfig::default()
         },
-        ..SimConfig::default()
     };
     let report = sim::run(&config)?;
     println!("{report}");
