@@ -167,9 +167,6 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             if let Some(chunk) = self.pick_trusted(ix, true) {
                 return Some(chunk);
             }
-            if self.config.trusted_checks_only {
-                return None;
-            }
         }
         let others = self.usable_peers > 1;
         let may_check = self.may_check(ix);
@@ -184,6 +181,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             if check.is_some() {
                 return check;
             }
+        }
+        if self.peers[ix as usize].trusted && self.config.trusted_checks_only {
+            return None;
         }
         let retries_waiting = self
             .queues

@@ -141,7 +141,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 }
                 // Strangers' failures do not end a job this machine can still compute:
                 // its own worker decides.
-                self.request_check(chunk);
+                self.request_check(chunk, Check::ByLocal);
             }
         }
         self.chunks[chunk as usize].last_failed = Some(ix);
@@ -220,8 +220,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         }
     }
 
-    /// Hands a chunk to the trusted worker to check (once per chunk).
-    pub(super) fn request_check(&mut self, chunk: ChunkIndex) {
+    /// Marks a chunk as waiting for a check (counted once per chunk). One only the
+    /// trusted worker may make goes to its own queue, served before anything else; one
+    /// a peer with a record may make too waits in the pending queue's check class,
+    /// which those peers and the trusted worker take first.
+    pub(super) fn request_check(&mut self, chunk: ChunkIndex, by: Check) {
         let state = &mut self.chunks[chunk as usize];
         if state.trusted_voted {
             return;
@@ -230,7 +233,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             state.check_requested = true;
             self.progress.checks += 1;
         }
-        self.queues.spot.insert(chunk);
+        if by == Check::ByLocal {
+            self.queues.spot.insert(chunk);
+        }
     }
 
     /// Records a vote and settles the chunk.
@@ -325,7 +330,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 // Nobody is left who could settle it for sure; waiting might never end.
                 self.fail(JobFailure::Unverifiable { chunk }, out);
             } else {
-                self.request_check(chunk);
+                self.request_check(chunk, check);
             }
         }
         self.refresh_chunk(chunk);

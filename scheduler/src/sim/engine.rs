@@ -85,7 +85,7 @@ pub struct Measured {
     pub requeued: u64,
     pub revoked: u64,
     pub disputes: u64,
-    /// Remote results the trusted worker was asked to check.
+    /// Remote results that needed a check.
     pub checks: u64,
     /// Answers each peer gave so far.
     pub answers: Vec<u64>,

@@ -46,7 +46,8 @@ pub struct SimReport {
     pub wrong_ever_verified: u64,
     pub liars_banned: u32,
     pub honest_banned: u32,
-    /// Remote results the trusted worker was asked to check (earned trust).
+    /// Remote results that needed a check (earned trust), by the trusted worker or a
+    /// peer with a record.
     pub checks: u64,
     /// Over the liars banned: the most answers one gave before it was banned, and how
     /// many gave more than 50.
@@ -232,7 +233,8 @@ impl fmt::Display for SimReport {
         )?;
         writeln!(
             f,
-            "checks:              {} remote results recomputed by the local worker",
+            "checks:              {} remote results checked (by the local worker or a peer \
+             with a record)",
             self.checks
         )?;
         write!(
