@@ -87,14 +87,16 @@ const FRUITLESS_LIMIT: usize = 8;
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Gives work to hungry peers, fastest first, while there is any to give.
     pub(super) fn dispatch(&mut self, out: &mut Vec<Action<P>>) {
-        // The trusted workers first for spot checks: only they can do them, and they
-        // may be too slow to come up among the first hungry peers below. (Disputes
-        // can wait for their turn: remote peers can settle those too.)
-        if !self.queues.spot.is_empty() {
+        // The trusted workers first for spot checks and for results that wait for a
+        // check: they may be too slow to come up among the first hungry peers below,
+        // and those may be peers that cannot make the checks. (Disputes can wait for
+        // their turn: remote peers can settle those too.)
+        if !self.queues.spot.is_empty() || self.has_pending(CHECK) {
             for i in 0..self.trusted_peers.len() {
                 let ix = self.trusted_peers[i];
                 while self.peers[ix as usize].hungry(&self.config, self.mean_cost, self.endgame()) {
-                    let Some(chunk) = self.pick_trusted(ix, false) else {
+                    let Some(chunk) = self.pick_trusted(ix, false).or_else(|| self.pick_check(ix))
+                    else {
                         break;
                     };
                     self.assign(ix, chunk, false, out);
@@ -171,15 +173,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let others = self.usable_peers > 1;
         let may_check = self.may_check(ix);
         if may_check {
-            let check = self
-                .queues
-                .pending
-                .range((CHECK, 0)..=(CHECK, ChunkIndex::MAX))
-                .take(SCAN_LIMIT)
-                .map(|&(_, c)| c)
-                .find(|&c| !self.chunks[c as usize].shuns(ix, others, true));
-            if check.is_some() {
-                return check;
+            if let Some(chunk) = self.pick_check(ix) {
+                return Some(chunk);
             }
         }
         if self.peers[ix as usize].trusted && self.config.trusted_checks_only {
@@ -205,6 +200,18 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .take(SCAN_LIMIT)
             .map(|&(_, c)| c)
             .find(|&c| !self.chunks[c as usize].shuns(ix, others, may_check))
+    }
+
+    /// A chunk waiting for a check that peer `ix` (which may make checks) does not
+    /// already hold.
+    fn pick_check(&self, ix: PeerIx) -> Option<ChunkIndex> {
+        let others = self.usable_peers > 1;
+        self.queues
+            .pending
+            .range((CHECK, 0)..=(CHECK, ChunkIndex::MAX))
+            .take(SCAN_LIMIT)
+            .map(|&(_, c)| c)
+            .find(|&c| !self.chunks[c as usize].shuns(ix, others, true))
     }
 
     /// Whether a chunk of pending class `class` is waiting.

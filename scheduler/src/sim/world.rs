@@ -47,6 +47,15 @@ pub struct VirtualPeer {
     pub vouched: u32,
 }
 
+/// A uniform draw in [0, 1) from (seed, index), outside the seeded RNG's stream.
+fn unit_draw(seed: u64, index: u32) -> f64 {
+    let mut z = seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The record a peer that earned trust in earlier jobs starts with.
 pub const EARNED_RECORD: u32 = 10;
 
@@ -111,7 +120,9 @@ impl World {
             let noticed = rng.gen_bool(0.5);
             let notice_delay = rng.gen_range(2_000_000..20_000_000);
             let byzantine = rng.gen_bool(config.byzantine.clamp(0.0, 1.0));
-            let newcomer = rng.gen_bool(config.new_peers.clamp(0.0, 1.0));
+            // Drawn apart from the main stream, so a seed draws the same peers whatever
+            // the share of newcomers.
+            let newcomer = unit_draw(config.seed ^ 0x4E45_5743, index) < config.new_peers;
             let mut host = u64::from(index);
             if byzantine && config.sybil > 1 {
                 host = match sybil_host {
