@@ -186,7 +186,7 @@ impl Nat {
                 // direct one (see `Outbound::settle`).
                 let relayed = book.relayed_connections(&peer);
                 tracing::info!("direct connection to {peer} by hole punching");
-                book.entry(peer).hole_punched = true;
+                book.set_hole_punched(&peer);
                 for id in relayed {
                     swarm.close_connection(id);
                 }
