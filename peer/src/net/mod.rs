@@ -79,6 +79,11 @@ pub struct NetConfig {
     /// peers that cannot dial us reach us through them. Default none: a slot is taken
     /// by itself on a known relay when autonat finds this peer unreachable.
     pub relays: Vec<Multiaddr>,
+    /// Peers trusted beyond the configured ones: when identify says one relays for
+    /// others, it becomes one of our relays, as the configured relays and the
+    /// bootstrap peers do. Any other peer offering to relay is not taken: a relay sees
+    /// (and could stall) every relayed connection. Default none.
+    pub trusted_peers: Vec<PeerId>,
     /// Relay for others (circuit relay v2): peers behind NATs reserve slots here and
     /// reach each other through it until hole punching connects them directly. On for
     /// `serve --bootstrap-node`, off otherwise (a volunteer lends cores, not bandwidth).
@@ -118,6 +123,7 @@ impl Default for NetConfig {
             max_connections_per_peer: 8,
             max_memory: None,
             relays: Vec::new(),
+            trusted_peers: Vec::new(),
             relay_server: false,
             relay_max_circuits: 64,
             relay_max_circuit_duration: Duration::from_secs(30 * 60),
