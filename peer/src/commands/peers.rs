@@ -4,7 +4,8 @@
 //! through bootstrap peers, `--peer`), probes each, and prints PeerId, addresses, how
 //! it was found, agent version, kernels offered, RTT, and from the last job this
 //! machine submitted the peer's benchmark score and breaker state (`--bench` measures
-//! a fresh score on the change kernel now).
+//! a fresh score on the change kernel now). The agent strings and kernel names printed
+//! come from the peers, made printable where they were received (`net`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::commands::common::{
 use crate::grid::remote;
 use crate::grid::report::human;
 use crate::jobs::JobBlob;
-use crate::net::kernel_key;
+use crate::net::{kernel_key, NetError};
 use crate::units::parse_duration;
 
 /// Arguments of `idlegrid peers`.
@@ -129,6 +130,10 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(",")
                 },
+            ),
+            Err(remote::Unusable::Net(NetError::Busy { .. })) => (
+                entry.agent.clone().unwrap_or_else(|| "?".into()),
+                "busy (too many requests queued)".to_string(),
             ),
             Err(e) => (
                 entry.agent.clone().unwrap_or_else(|| "?".into()),
