@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::DecodeError;
 use crate::limits;
+use crate::text;
 use crate::{Cid, Payload, TaskSpec};
 
 /// A request on `/idlegrid/task/1`.
@@ -76,6 +77,11 @@ pub enum TaskResponse {
     Unknown {
         chunk: Cid,
     },
+    /// The answer to a `Probe` the worker has no room to take now (too many requests
+    /// queued): nothing is wrong with the asker or the worker; ask again later. A
+    /// request about a chunk is `Refused` instead, naming its chunk. A peer that
+    /// predates this answer fails to decode it and reports a stream error at once.
+    Busy,
 }
 
 /// A request on `/idlegrid/blob/1`: a piece of a blob.
@@ -157,7 +163,30 @@ impl TaskResponse {
             }
             TaskResponse::Accepted { .. }
             | TaskResponse::Running { .. }
-            | TaskResponse::Unknown { .. } => Ok(()),
+            | TaskResponse::Unknown { .. }
+            | TaskResponse::Busy => Ok(()),
+        }
+    }
+
+    /// Makes every free-text field printable ([`text::printable`]): done on receipt,
+    /// after `validate`, so no reason, agent or kernel name a peer sent can drive the
+    /// terminal it is printed on.
+    pub fn make_printable(&mut self) {
+        match self {
+            TaskResponse::Probe(info) => {
+                text::make_printable(&mut info.agent);
+                for (name, _) in &mut info.kernels {
+                    text::make_printable(name);
+                }
+            }
+            TaskResponse::Refused { reason, .. } | TaskResponse::Failed { reason, .. } => {
+                text::make_printable(reason)
+            }
+            TaskResponse::Accepted { .. }
+            | TaskResponse::Running { .. }
+            | TaskResponse::Done { .. }
+            | TaskResponse::Unknown { .. }
+            | TaskResponse::Busy => {}
         }
     }
 }
@@ -196,6 +225,13 @@ impl BlobResponse {
             }
             BlobResponse::NotFound => Ok(()),
             BlobResponse::Refused { reason } => check_text("reason", reason),
+        }
+    }
+
+    /// Makes the refusal's reason printable (see [`TaskResponse::make_printable`]).
+    pub fn make_printable(&mut self) {
+        if let BlobResponse::Refused { reason } = self {
+            text::make_printable(reason);
         }
     }
 }
@@ -237,6 +273,44 @@ mod tests {
         let back: TaskResponse = decode(&b, limits::MAX_TASK_RESPONSE).unwrap();
         assert!(back.validate().is_ok());
         assert_eq!(back, done);
+        let b = encode(&TaskResponse::Busy).unwrap();
+        let back: TaskResponse = decode(&b, limits::MAX_TASK_RESPONSE).unwrap();
+        assert!(back.validate().is_ok());
+        assert_eq!(back, TaskResponse::Busy);
+    }
+
+    #[test]
+    fn peer_text_is_made_printable() {
+        let mut probe = TaskResponse::Probe(PeerInfo {
+            agent: "idlegrid\x1b]0;owned\x07".into(),
+            kernels: vec![("change\u{202E}".into(), 1)],
+            slots: 1,
+            running: 0,
+            busy: false,
+        });
+        probe.make_printable();
+        let TaskResponse::Probe(info) = &probe else {
+            unreachable!()
+        };
+        assert!(!info.agent.chars().any(text::is_unprintable));
+        assert!(!info.kernels[0].0.chars().any(text::is_unprintable));
+        let mut refused = BlobResponse::Refused {
+            reason: "\x1b[2J".repeat(300),
+        };
+        assert!(refused.validate().is_err(), "over the text limit");
+        refused = BlobResponse::Refused {
+            reason: "\x1b[2J".repeat(200),
+        };
+        assert!(refused.validate().is_ok());
+        refused.make_printable();
+        assert!(
+            refused.validate().is_ok(),
+            "printable text stays within the limit"
+        );
+        let BlobResponse::Refused { reason } = &refused else {
+            unreachable!()
+        };
+        assert!(!reason.chars().any(text::is_unprintable));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! it was found, agent version, kernels offered, RTT, from the last job this machine
 //! submitted the peer's benchmark score and breaker state (`--bench` measures a fresh
 //! score on the change kernel now), and its trust record: results verified in a row,
-//! or banned and why.
+//! or banned and why. The agent strings and kernel names printed come from the peers,
+//! made printable where they were received (`net`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::commands::common::{
 use crate::grid::remote;
 use crate::grid::report::human;
 use crate::jobs::JobBlob;
-use crate::net::kernel_key;
+use crate::net::{kernel_key, NetError};
 use crate::trust::TrustBook;
 use crate::units::parse_duration;
 use idlegrid_scheduler::Trust;
@@ -134,6 +135,10 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(",")
                 },
+            ),
+            Err(remote::Unusable::Net(NetError::Busy { .. })) => (
+                entry.agent.clone().unwrap_or_else(|| "?".into()),
+                "busy (too many requests queued)".to_string(),
             ),
             Err(e) => (
                 entry.agent.clone().unwrap_or_else(|| "?".into()),

@@ -85,13 +85,21 @@ impl Client {
         self.ask(|reply| Command::Dial { addr, reply }).await?
     }
 
+    /// Sends a task request and waits for the answer. A peer too busy to take it
+    /// ([`TaskResponse::Busy`]) is [`NetError::Busy`]: like a timeout, the request
+    /// was not served, and every caller can tell it from an answer.
     pub async fn task(&self, peer: PeerId, request: TaskRequest) -> Result<TaskResponse, NetError> {
-        self.ask(|reply| Command::Task {
-            peer,
-            request,
-            reply,
-        })
-        .await?
+        let answer = self
+            .ask(|reply| Command::Task {
+                peer,
+                request,
+                reply,
+            })
+            .await??;
+        match answer {
+            TaskResponse::Busy => Err(NetError::Busy { peer }),
+            answer => Ok(answer),
+        }
     }
 
     pub async fn blob(&self, peer: PeerId, request: BlobRequest) -> Result<BlobResponse, NetError> {

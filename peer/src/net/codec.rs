@@ -4,7 +4,8 @@
 //! libp2p's stock CBOR codec truncates an oversized message at its limit, which then
 //! fails as a confusing "unexpected EOF". Here a message is read up to its limit plus one
 //! byte, so "too large" is reported as exactly that, and every decoded value is passed
-//! through the protocol crate's `validate`.
+//! through the protocol crate's `validate`, then has its free text made printable
+//! (`idlegrid_protocol::text`), so what a peer wrote cannot drive a terminal later.
 
 use std::io;
 use std::marker::PhantomData;
@@ -21,6 +22,8 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + 'static {
     /// Largest encoded size accepted from a peer.
     const LIMIT: usize;
     fn validate(&self) -> Result<(), codec::DecodeError>;
+    /// Makes the message's free text printable (after `validate`).
+    fn make_printable(&mut self) {}
     /// About how many bytes the encoding takes, when it is large (0: no idea, small).
     fn size_hint(&self) -> usize {
         0
@@ -41,6 +44,9 @@ impl WireMessage for TaskResponse {
     fn validate(&self) -> Result<(), codec::DecodeError> {
         TaskResponse::validate(self)
     }
+    fn make_printable(&mut self) {
+        TaskResponse::make_printable(self)
+    }
     fn size_hint(&self) -> usize {
         match self {
             TaskResponse::Done { inline, .. } if !inline.is_empty() => inline.len() + ENVELOPE,
@@ -58,6 +64,9 @@ impl WireMessage for BlobResponse {
     const LIMIT: usize = limits::MAX_BLOB_RESPONSE;
     fn validate(&self) -> Result<(), codec::DecodeError> {
         BlobResponse::validate(self)
+    }
+    fn make_printable(&mut self) {
+        BlobResponse::make_printable(self)
     }
     fn size_hint(&self) -> usize {
         match self {
@@ -137,10 +146,16 @@ fn decode_shared_message<M: WireMessage>(bytes: bytes::Bytes) -> io::Result<M> {
 }
 
 fn validated<M: WireMessage>(decoded: Result<M, codec::DecodeError>) -> io::Result<M> {
-    let message = decoded.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    message
-        .validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    // A decode error may quote the peer's bytes (an unknown variant's name).
+    let invalid = |e: codec::DecodeError| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            idlegrid_protocol::printable(&e.to_string()).into_owned(),
+        )
+    };
+    let mut message = decoded.map_err(invalid)?;
+    message.validate().map_err(invalid)?;
+    message.make_printable();
     Ok(message)
 }
 
@@ -218,6 +233,29 @@ mod tests {
         let err = read_message::<BlobRequest, _>(&mut big).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("over the"), "{err}");
+    }
+
+    #[test]
+    fn a_decoded_reason_is_printable() {
+        let refused = TaskResponse::Refused {
+            chunk: Cid::of(b"c"),
+            reason: "no\x1b[31m red\u{202E}".into(),
+        };
+        let bytes = encode_message(&refused).unwrap();
+        let TaskResponse::Refused { reason, .. } = decode_message(&bytes).unwrap() else {
+            panic!("not a refusal")
+        };
+        assert_eq!(reason, "no\u{FFFD}[31m red\u{FFFD}");
+        let blob = BlobResponse::Refused {
+            reason: "\x07bell".into(),
+        };
+        let bytes = encode_message(&blob).unwrap();
+        assert_eq!(
+            decode_message::<BlobResponse>(&bytes).unwrap(),
+            BlobResponse::Refused {
+                reason: "\u{FFFD}bell".into()
+            }
+        );
     }
 
     #[tokio::test]

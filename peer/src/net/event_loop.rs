@@ -37,10 +37,8 @@ pub enum Inbound {
     },
 }
 
-/// Inbound requests queued for the services before new ones are refused as busy.
-const INBOUND_QUEUE: usize = 1024;
-
-/// Why an inbound request is refused when the services' queue is full.
+/// Why an inbound request about a chunk or a blob is refused when the services' queue
+/// is full (a probe is answered `TaskResponse::Busy`).
 const BUSY: &str = "too many requests queued; try later";
 
 pub struct EventLoop {
@@ -54,6 +52,9 @@ pub struct EventLoop {
     nat: Nat,
     kad: Kad,
     listening: Listening,
+    /// Inbound requests answered as busy since the services' queue filled up: said when
+    /// it fills and when it is half empty again, not once per request.
+    answered_busy: u64,
 }
 
 /// Builds the swarm, starts listening and dialling, and returns the client, the inbound
@@ -67,7 +68,7 @@ pub fn spawn(
     swarm::listen(&mut swarm, &config)?;
 
     let (command_tx, command_rx) = mpsc::channel(256);
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
     let (events, _) = broadcast::channel(1024);
     let mut event_loop = EventLoop {
         swarm,
@@ -77,9 +78,10 @@ pub fn spawn(
         liveness: Liveness::new(&config, events.clone()),
         tasks: Outbound::task(),
         blobs: Outbound::blob(),
-        nat: Nat::new(),
+        nat: Nat::new(&config),
         kad: Kad::new(),
         listening: Listening::default(),
+        answered_busy: 0,
     };
     // Bootstrap peers are tried one at a time by the node (see `node::join`); Kademlia
     // bootstraps by itself as soon as one is in its routing table.
@@ -265,7 +267,8 @@ impl EventLoop {
     }
 
     /// Settles a task-protocol event; a peer's request goes to the worker, or is
-    /// refused as busy when its queue is full.
+    /// answered as busy when its queue is full: a probe with `Busy` (the asker probes
+    /// again later), a request about a chunk with a refusal naming the chunk.
     fn on_task(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
         let Some((peer, request, channel)) =
             self.tasks.settle(&mut self.swarm, self.nat.relays(), event)
@@ -277,23 +280,24 @@ impl EventLoop {
             request,
             channel,
         };
-        if let Err(mpsc::error::TrySendError::Full(Inbound::Task {
+        let Err(mpsc::error::TrySendError::Full(Inbound::Task {
             request, channel, ..
         })) = self.inbound.try_send(inbound)
-        {
-            let chunk = match &request {
-                TaskRequest::Run { spec } => spec.id(),
-                TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => *chunk,
-                TaskRequest::Probe => idlegrid_protocol::Cid([0; 32]),
-            };
-            let _ = self.swarm.behaviour_mut().task.send_response(
-                channel,
-                TaskResponse::Refused {
-                    chunk,
-                    reason: BUSY.into(),
-                },
-            );
-        }
+        else {
+            self.queue_has_room();
+            return;
+        };
+        self.queue_full(peer);
+        let response = match request {
+            TaskRequest::Probe => TaskResponse::Busy,
+            TaskRequest::Run { spec } => busy_refusal(spec.id()),
+            TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => busy_refusal(chunk),
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .task
+            .send_response(channel, response);
     }
 
     /// Settles a blob-protocol event; a peer's request goes to the blob service, or
@@ -304,19 +308,51 @@ impl EventLoop {
         else {
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
+        let Err(mpsc::error::TrySendError::Full(Inbound::Blob { channel, .. })) =
             self.inbound.try_send(Inbound::Blob {
                 peer,
                 request,
                 channel,
             })
-        {
-            let _ = self.swarm.behaviour_mut().blob.send_response(
-                channel,
-                BlobResponse::Refused {
-                    reason: BUSY.into(),
-                },
+        else {
+            self.queue_has_room();
+            return;
+        };
+        self.queue_full(peer);
+        let _ = self.swarm.behaviour_mut().blob.send_response(
+            channel,
+            BlobResponse::Refused {
+                reason: BUSY.into(),
+            },
+        );
+    }
+
+    fn queue_full(&mut self, peer: PeerId) {
+        if self.answered_busy == 0 {
+            tracing::warn!(
+                "too many requests queued for this peer's services: answering requests \
+                 as busy (the first from {peer})"
             );
         }
+        self.answered_busy += 1;
+    }
+
+    /// Half empty, not merely one slot free: a queue at its bound would else be said
+    /// full and free again at every request.
+    fn queue_has_room(&mut self) {
+        if self.answered_busy > 0 && self.inbound.capacity() * 2 >= self.inbound.max_capacity() {
+            tracing::info!(
+                "the services' queue has room again ({} requests were answered as busy)",
+                self.answered_busy
+            );
+            self.answered_busy = 0;
+        }
+    }
+}
+
+fn busy_refusal(chunk: idlegrid_protocol::Cid) -> TaskResponse {
+    TaskResponse::Refused {
+        chunk,
+        reason: BUSY.into(),
     }
 }

@@ -79,6 +79,15 @@ pub struct NetConfig {
     /// peers that cannot dial us reach us through them. Default none: a slot is taken
     /// by itself on a known relay when autonat finds this peer unreachable.
     pub relays: Vec<Multiaddr>,
+    /// Peers trusted beyond the configured ones: when identify says one relays for
+    /// others, it becomes one of our relays, as the configured relays and the
+    /// bootstrap peers do. Any other peer offering to relay is not taken: a relay sees
+    /// (and could stall) every relayed connection. Default none.
+    pub trusted_peers: Vec<PeerId>,
+    /// Inbound requests queued for the worker and blob services before new ones are
+    /// answered as busy (a probe with `Busy`, a request about a chunk or a blob with a
+    /// refusal). Default 1024.
+    pub inbound_queue: usize,
     /// Relay for others (circuit relay v2): peers behind NATs reserve slots here and
     /// reach each other through it until hole punching connects them directly. On for
     /// `serve --bootstrap-node`, off otherwise (a volunteer lends cores, not bandwidth).
@@ -118,6 +127,8 @@ impl Default for NetConfig {
             max_connections_per_peer: 8,
             max_memory: None,
             relays: Vec::new(),
+            trusted_peers: Vec::new(),
+            inbound_queue: 1024,
             relay_server: false,
             relay_max_circuits: 64,
             relay_max_circuit_duration: Duration::from_secs(30 * 60),
@@ -244,6 +255,9 @@ pub enum NetError {
     ConnectionClosed { peer: PeerId },
     #[error("peer {peer} does not speak idlegrid's protocols")]
     Unsupported { peer: PeerId },
+    /// The peer answered that it has too many requests queued to take this one.
+    #[error("peer {peer} is busy (too many requests queued); ask again later")]
+    Busy { peer: PeerId },
     #[error("peer {peer}: {reason}")]
     Stream { peer: PeerId, reason: String },
     #[error("the network task has stopped")]

@@ -215,7 +215,8 @@ fn outbound_error(peer: PeerId, error: OutboundFailure) -> NetError {
         OutboundFailure::UnsupportedProtocols => NetError::Unsupported { peer },
         OutboundFailure::Io(e) => NetError::Stream {
             peer,
-            reason: e.to_string(),
+            // An error of the peer's stream may quote what the peer sent.
+            reason: idlegrid_protocol::printable(&e.to_string()).into_owned(),
         },
     }
 }
