@@ -587,8 +587,9 @@ mod tests {
                             .into_iter()
                             .chain([(Order::PhaseByPhase, 1)]);
                         for (order, group) in orders {
-                            let got = solve_grouped(&band, &prog, order, group, own.clone(), &never)
-                                .expect("not cancelled");
+                            let got =
+                                solve_grouped(&band, &prog, order, group, own.clone(), &never)
+                                    .expect("not cancelled");
                             let what = format!(
                                 "width {width}, rows {rows}, y0 {y0}, r {radius}, {order:?}, \
                                  group {group}, own {own:?}"

@@ -143,7 +143,11 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
 pub fn input_limits(spec: &TaskSpec) -> Result<Vec<u64>, KernelError> {
     let p = band_params(spec)?;
     Ok(std::iter::once(MAX_TABLES_BLOB as u64)
-        .chain(p.piece_rows.iter().map(|&rows| rows as u64 * p.width as u64))
+        .chain(
+            p.piece_rows
+                .iter()
+                .map(|&rows| rows as u64 * p.width as u64),
+        )
         .collect())
 }
 

@@ -47,10 +47,7 @@ fn change_limits_are_exact_for_pieces_and_results() {
             "no such input"
         );
         let result = idlegrid_kernels::run(spec, &inputs).unwrap();
-        assert_eq!(
-            result.len() as u64,
-            idlegrid_kernels::max_result_len(spec)
-        );
+        assert_eq!(result.len() as u64, idlegrid_kernels::max_result_len(spec));
         idlegrid_kernels::check_result(spec, &result).unwrap();
         let mut short = result.clone();
         short.pop();
