@@ -9,8 +9,9 @@
 //!
 //! A chunk belongs to the peers that submitted it (two jobs may run the same chunk): only
 //! they may poll it, only they may cancel it (it stops once none of them wants it), and
-//! only they may read its inputs and its result from this peer, through a [`Grant`] the
-//! chunk holds until it is forgotten. The queue is shared fairly: while several
+//! only they may read its inputs from this peer while it works, and its result until
+//! it is forgotten, through [`Grant`]s the chunk holds. So the grants a worker keeps
+//! are bounded by its queue (inputs) and the statuses it remembers (one result each). The queue is shared fairly: while several
 //! submitters want chunks here (running, queued, or refused lately), each may hold at
 //! most its share of the capacity.
 
@@ -77,15 +78,25 @@ struct Known {
     /// Who asked for it, first to last; only they may poll or cancel it.
     submitters: Vec<PeerId>,
     status: watch::Receiver<Status>,
+    /// Its inputs while it works (emptied when it ends).
     inputs: Vec<Cid>,
-    /// Its inputs, and its result once done, readable by its submitters.
+    /// Its inputs, readable by its submitters while it works.
+    inputs_grant: Option<Grant>,
+    /// Its result once done, readable by its submitters until it is forgotten.
     grant: Grant,
     /// Whether the result has been added to `grant`.
     result_granted: bool,
 }
 
 impl Known {
-    /// Lets every submitter read the result, once the chunk has one.
+    /// The chunk ended: its inputs are no longer readable through it, and every
+    /// submitter may read its result, if it has one.
+    fn ended(&mut self) {
+        self.inputs = Vec::new();
+        self.inputs_grant = None;
+        self.grant_result();
+    }
+
     fn grant_result(&mut self) {
         if self.result_granted {
             return;
@@ -108,8 +119,10 @@ impl Known {
             return false;
         }
         self.submitters.push(peer);
-        for cid in &self.inputs {
-            self.grant.add(peer, *cid);
+        if let Some(grant) = self.inputs_grant.as_mut() {
+            for cid in &self.inputs {
+                grant.add(peer, *cid);
+            }
         }
         if self.result_granted {
             if let Some(result) = self.status.borrow().result() {
@@ -258,7 +271,8 @@ impl Registry {
                 submitters: vec![peer],
                 status: rx,
                 inputs: inputs.to_vec(),
-                grant: self.grants.grant(peer, inputs.iter().copied()),
+                inputs_grant: Some(self.grants.grant(peer, inputs.iter().copied())),
+                grant: self.grants.empty(),
                 result_granted: false,
             },
         );
@@ -273,7 +287,7 @@ impl Registry {
     }
 
     /// Books the end of run `run` of `chunk`, started for `peer` (its status already
-    /// sent): its submitters may now read its result.
+    /// sent): its submitters may now read its result, no longer its inputs.
     pub fn finish(&mut self, chunk: Cid, run: u64, peer: PeerId) {
         self.working = self.working.saturating_sub(1);
         if let Entry::Occupied(mut count) = self.working_for.entry(peer) {
@@ -288,7 +302,10 @@ impl Registry {
             }
         }
         if let Some(known) = self.known.get_mut(&chunk) {
-            known.grant_result();
+            // Not a later run's entry, still working (a retried failure).
+            if !known.status.borrow().is_working() {
+                known.ended();
+            }
         }
         self.finished.push_back(chunk);
         if self.finished.len() > self.remember {
@@ -423,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn submitters_may_read_the_inputs_and_the_result_until_the_chunk_is_forgotten() {
+    fn submitters_read_the_inputs_while_it_works_and_the_result_until_it_is_forgotten() {
         let (submitter, second, stranger) = (PeerId::random(), PeerId::random(), PeerId::random());
         let grants = Grants::default();
         let mut registry = Registry::new(1, grants.clone());
@@ -431,18 +448,31 @@ mod tests {
         let run = started(admit(&mut registry, 1, submitter, 4));
         assert!(grants.allows(&submitter, &input));
         assert!(!grants.allows(&submitter, &result), "no result yet");
+        assert!(matches!(
+            admit(&mut registry, 1, second, 4),
+            Admission::Known
+        ));
+        assert!(
+            grants.allows(&second, &input),
+            "a second submitter reads it too"
+        );
         let done = Status::Done {
             result,
             len: 1,
             small: None,
         };
         end(&mut registry, 1, run, submitter, done);
-        assert!(grants.allows(&submitter, &result));
+        assert!(grants.allows(&submitter, &result) && grants.allows(&second, &result));
+        assert!(
+            !grants.allows(&submitter, &input) && !grants.allows(&second, &input),
+            "a finished chunk's inputs are not read through it"
+        );
+        let third = PeerId::random();
         assert!(matches!(
-            admit(&mut registry, 1, second, 4),
+            admit(&mut registry, 1, third, 4),
             Admission::Known
         ));
-        assert!(grants.allows(&second, &input) && grants.allows(&second, &result));
+        assert!(grants.allows(&third, &result) && !grants.allows(&third, &input));
         assert!(!grants.allows(&stranger, &input) && !grants.allows(&stranger, &result));
         // Forgotten (the registry remembers one finished chunk): nothing is granted.
         let other = started(admit(&mut registry, 2, submitter, 4));
@@ -453,7 +483,7 @@ mod tests {
             submitter,
             Status::Failed("no".into()),
         );
-        assert!(!grants.allows(&submitter, &result) && !grants.allows(&second, &input));
+        assert!(grants.is_empty(), "nothing is left granted");
     }
 
     #[test]
