@@ -8,13 +8,19 @@
 //! function of its bytes: that is what makes a job's output byte-identical however many
 //! peers computed it.
 //!
-//! The grid only ever calls [`validate`] and [`run`] here, so it stays kernel-agnostic.
+//! The grid only ever calls the kernel-agnostic entries here: [`validate`] and
+//! [`input_limits`] before a worker fetches anything, [`run_cancellable`] (or [`run`]) to
+//! compute, and [`max_result_len`] and [`check_result`] on the submitter before it
+//! fetches and accepts a worker's result.
 
+mod cancel;
 pub mod change;
 pub mod noop;
 pub mod video;
 
-use idlegrid_protocol::TaskSpec;
+use idlegrid_protocol::{limits, TaskSpec};
+
+pub use cancel::{Cancel, Cancelled};
 
 /// Why a kernel refused or failed a chunk. Every variant is an expected condition a
 /// hostile or mistaken peer can cause, so none of them panics.
@@ -30,6 +36,9 @@ pub enum KernelError {
     InvalidInput(String),
     #[error("{0}")]
     Failed(String),
+    /// Its [`Cancel`] flag was set while it ran: no output, by request.
+    #[error("stopped: the chunk was cancelled while it ran")]
+    Cancelled,
 }
 
 /// The kernels this build runs, as (name, version): what a worker advertises.
@@ -117,11 +126,36 @@ impl Kernel {
         spec: &TaskSpec,
         inputs: &[&[u8]],
         spread: Spread,
+        cancel: &Cancel,
     ) -> Result<Vec<u8>, KernelError> {
         match self {
-            Kernel::Change => change::worker::run_band(spec, inputs, spread),
-            Kernel::Video => video::run(spec, inputs),
+            Kernel::Change => change::worker::run_band(spec, inputs, spread, cancel),
+            Kernel::Video => video::run(spec, inputs, cancel),
             Kernel::Noop => noop::run(spec, inputs),
+        }
+    }
+
+    fn input_limits(self, spec: &TaskSpec) -> Result<Vec<u64>, KernelError> {
+        match self {
+            Kernel::Change => change::input_limits(spec),
+            Kernel::Video => video::input_limits(spec),
+            Kernel::Noop => Ok(vec![noop::MAX_INPUT; spec.inputs.len()]),
+        }
+    }
+
+    fn max_result_len(self, spec: &TaskSpec) -> Result<u64, KernelError> {
+        match self {
+            Kernel::Change => change::max_result_len(spec),
+            Kernel::Video => video::max_result_len(spec),
+            Kernel::Noop => Ok(noop::RESULT_LEN),
+        }
+    }
+
+    fn check_result(self, spec: &TaskSpec, result: &[u8]) -> Result<(), String> {
+        match self {
+            Kernel::Change => change::check_result(spec, result),
+            Kernel::Video => video::check_result(spec, result),
+            Kernel::Noop => noop::check_result(result),
         }
     }
 }
@@ -161,6 +195,18 @@ pub fn run_with<B: AsRef<[u8]>>(
     inputs: &[B],
     spread: Spread,
 ) -> Result<Vec<u8>, KernelError> {
+    run_cancellable(spec, inputs, spread, &Cancel::new())
+}
+
+/// [`run_with`], stopping with [`KernelError::Cancelled`] soon after `cancel` is set
+/// (between sweeps, between frames). Output bytes are those of [`run`] whenever it
+/// finishes.
+pub fn run_cancellable<B: AsRef<[u8]>>(
+    spec: &TaskSpec,
+    inputs: &[B],
+    spread: Spread,
+    cancel: &Cancel,
+) -> Result<Vec<u8>, KernelError> {
     validate(spec)?;
     if inputs.len() != spec.inputs.len() {
         return Err(KernelError::InvalidInput(format!(
@@ -170,5 +216,60 @@ pub fn run_with<B: AsRef<[u8]>>(
         )));
     }
     let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
-    lookup(spec)?.run(spec, &inputs, spread)
+    lookup(spec)?.run(spec, &inputs, spread, cancel)
+}
+
+/// The most bytes each input of `spec` (in `spec.inputs` order) can have in a chunk
+/// its kernel would run, from the chunk's own parameters: a worker refuses an input
+/// announced larger before fetching a byte of it. Exact where the parameters say the
+/// size (a change band's pieces, a video chunk's declared frames), a bound otherwise.
+/// Fails like [`validate`] on a chunk this peer would refuse.
+pub fn input_limits(spec: &TaskSpec) -> Result<Vec<u64>, KernelError> {
+    validate(spec)?;
+    let kernel = lookup(spec)?;
+    let limits = kernel.input_limits(spec)?;
+    if limits.len() != spec.inputs.len() {
+        return Err(KernelError::InvalidParams(format!(
+            "{} input limits for {} inputs",
+            limits.len(),
+            spec.inputs.len()
+        )));
+    }
+    Ok(limits
+        .into_iter()
+        .map(|limit| limit.min(limits::MAX_BLOB))
+        .collect())
+}
+
+/// The input limit of input `index` of `spec` (see [`input_limits`]); `None` if the
+/// chunk would be refused or has no such input.
+pub fn input_limit(spec: &TaskSpec, index: usize) -> Option<u64> {
+    input_limits(spec).ok()?.get(index).copied()
+}
+
+/// The most bytes a correct result of `spec` can have: the submitter refuses a
+/// worker's claim of a longer one before fetching or allocating it. 0 for a chunk this
+/// peer would refuse to run (no result of it is acceptable).
+pub fn max_result_len(spec: &TaskSpec) -> u64 {
+    validate(spec)
+        .and_then(|()| lookup(spec))
+        .and_then(|kernel| kernel.max_result_len(spec))
+        .map_or(0, |len| len.min(limits::MAX_BLOB))
+}
+
+/// Whether `result` is well-formed for `spec` (a change band's exact packed length, a
+/// video segment's SPS, PPS, IDR and frame count): checked by the submitter on every
+/// result a worker returns, before it is believed. The message says what is wrong.
+pub fn check_result(spec: &TaskSpec, result: &[u8]) -> Result<(), String> {
+    let kernel = validate(spec)
+        .and_then(|()| lookup(spec))
+        .map_err(|e| e.to_string())?;
+    let max = max_result_len(spec);
+    if result.len() as u64 > max {
+        return Err(format!(
+            "{} bytes, over the {max} bytes a result of this chunk can have",
+            result.len()
+        ));
+    }
+    kernel.check_result(spec, result)
 }

@@ -1,6 +1,10 @@
 //! The `noop` kernel: does no work on purpose. Its output is the blake3 hash of its
 //! inputs (deterministic, 32 bytes), so a job of `noop` chunks measures the grid's own
 //! per-chunk overhead and blob throughput, with the kernel's cost taken out.
+//!
+//! It accepts any inputs, so a worker that ran it for anyone would store and serve
+//! whatever bytes a peer planted: workers run it only when their configuration says so
+//! (tests and benchmarks).
 
 use idlegrid_protocol::TaskSpec;
 
@@ -8,6 +12,13 @@ use crate::KernelError;
 
 pub const NAME: &str = "noop";
 pub const VERSION: u32 = 1;
+
+/// Largest input a noop chunk may name: what the tests and benchmarks need (a few
+/// pieces, to exercise multi-piece fetches), far below a real kernel's inputs.
+pub const MAX_INPUT: u64 = 16 * 1024 * 1024;
+
+/// The length of every noop result (a blake3 hash).
+pub const RESULT_LEN: u64 = 32;
 
 /// A noop chunk carries no parameters beyond an optional tag (so many distinct chunks
 /// can be made over the same inputs).
@@ -30,6 +41,17 @@ pub fn run(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
         hasher.update(input);
     }
     Ok(hasher.finalize().as_bytes().to_vec())
+}
+
+/// A noop result is one blake3 hash.
+pub fn check_result(result: &[u8]) -> Result<(), String> {
+    if result.len() as u64 != RESULT_LEN {
+        return Err(format!(
+            "{} bytes, a noop result is {RESULT_LEN}",
+            result.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A noop chunk named by `tag` over the given input blobs.

@@ -1,12 +1,15 @@
 //! Where chunks are computed on this machine: a dedicated rayon pool of `cores`
 //! threads (the kernels parallelise inside it) and a semaphore that bounds how many
 //! chunks run at once. The worker service and the submitter's own local worker share
-//! this one path, so a chunk computes the same way whoever asked for it.
+//! this one path, so a chunk computes the same way whoever asked for it. A chunk run
+//! with [`Executor::run_cancellable`] keeps its slot until its kernel has returned, even
+//! when whoever awaited it has gone: a chunk given up on stops at the kernel's next
+//! check of its [`Cancel`] flag, and only then frees its core.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use idlegrid_kernels::{KernelError, Spread};
+use idlegrid_kernels::{Cancel, KernelError, Spread};
 use idlegrid_protocol::TaskSpec;
 use tokio::sync::Semaphore;
 
@@ -85,6 +88,20 @@ impl Executor {
         spec: TaskSpec,
         inputs: Vec<B>,
     ) -> Result<Vec<u8>, KernelError> {
+        self.run_cancellable(spec, inputs, (), Cancel::new()).await
+    }
+
+    /// Runs one chunk on the pool, stopping it once `cancel` is set. `hold` (the
+    /// chunk's slot) is dropped when the kernel returns, not when this future is: a
+    /// chunk whose caller gave up keeps its core until it has stopped, so the pool is
+    /// never given more chunks than it has threads.
+    pub async fn run_cancellable<B: AsRef<[u8]> + Send + 'static, H: Send + 'static>(
+        &self,
+        spec: TaskSpec,
+        inputs: Vec<B>,
+        hold: H,
+        cancel: Cancel,
+    ) -> Result<Vec<u8>, KernelError> {
         // Straight onto a pool thread (one hand-off, not two), with the answer on a
         // oneshot. A kernel must not panic; if one ever does, the chunk fails instead of
         // the process (rayon would abort on a panic that escapes a spawned job).
@@ -99,9 +116,10 @@ impl Executor {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                idlegrid_kernels::run_with(&spec, &inputs, spread)
+                idlegrid_kernels::run_cancellable(&spec, &inputs, spread, &cancel)
             }))
             .unwrap_or_else(|_| Err(KernelError::Failed("the kernel panicked".into())));
+            drop(hold);
             let _ = tx.send(result);
         });
         rx.await

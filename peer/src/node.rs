@@ -121,7 +121,7 @@ impl Node {
             faults,
         )));
         if config.advertise && config.worker.serve {
-            let keys = idlegrid_kernels::supported()
+            let keys = worker::kernels(&config.worker)
                 .iter()
                 .map(|(name, version)| net::kernel_key(name, *version))
                 .collect();

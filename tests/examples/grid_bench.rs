@@ -64,6 +64,8 @@ async fn start(name: &str, serve: bool) -> Result<(Node, Multiaddr)> {
         ..NetConfig::default()
     };
     config.worker.serve = serve;
+    // The overhead benchmark's chunks are noop chunks.
+    config.worker.noop_kernel = true;
     config.cores = 1;
     let node = Node::start(config).await?;
     let addr = node.listen_addrs().await?[0].clone();
@@ -183,6 +185,8 @@ async fn blob_throughput(bytes: usize, sink: Sink) -> Result<(f64, f64)> {
     let cid = holder.store.put(&blob)?;
     drop(blob);
     let node = submitter("blob-s", &[addr]).await?;
+    // A peer serves a blob only to whom it concerns.
+    let _grant = holder.store.grants().grant(node.peer_id(), [cid]);
     // Warm the connection up with a first small fetch.
     let _ = node.client.peers().await?;
     let cpu_before = cpu_seconds().1;

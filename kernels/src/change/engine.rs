@@ -11,7 +11,9 @@
 //! one before (`Sweeps::run_wavefront`), which keeps the rows in work in the cache.
 //! Either way a phase updates only the rows the band's own rows still depend on
 //! (`Sweeps::cone`): the halo is the reach of the first sweeps, the last ones need only
-//! the own rows and a few around them.
+//! the own rows and a few around them. Between phases (and, on one thread, between the
+//! rows of a wavefront) the engine checks its [`Cancel`] flag, so a band handed back
+//! stops within one phase's work instead of computing to the end.
 //!
 //! Layout: spins are stored *de-interleaved by column class*: row `y`, class `c` holds the
 //! pixels `x = j·m + c` contiguously, with one zero guard cell on each side and `r` zero
@@ -25,7 +27,7 @@ use rayon::prelude::*;
 
 use super::rng::Rng;
 use super::sweep::{self, RowJob};
-use crate::Spread;
+use crate::{Cancel, Cancelled, Spread};
 
 /// How the spins start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,8 +171,14 @@ impl Order {
 
 /// Labels a band: returns its spins. The rows `own` (local) come out as over the whole
 /// band; the halo rows are updated only as far as `own` depends on them, so they hold
-/// no meaningful labels at the end.
-pub fn solve(band: &Band, prog: &Program, spread: Spread, own: Range<usize>) -> Spins {
+/// no meaningful labels at the end. `Err(Cancelled)` once `cancel` is set.
+pub fn solve(
+    band: &Band,
+    prog: &Program,
+    spread: Spread,
+    own: Range<usize>,
+    cancel: &Cancel,
+) -> Result<Spins, Cancelled> {
     let order = Order::for_band(spread);
     solve_grouped(
         band,
@@ -178,6 +186,7 @@ pub fn solve(band: &Band, prog: &Program, spread: Spread, own: Range<usize>) -> 
         order,
         wavefront_group(band.width, prog.radius),
         own,
+        cancel,
     )
 }
 
@@ -188,7 +197,8 @@ fn solve_grouped(
     order: Order,
     group: usize,
     own: Range<usize>,
-) -> Spins {
+    cancel: &Cancel,
+) -> Result<Spins, Cancelled> {
     let (w, rows, r) = (band.width, band.rows, prog.radius);
     let mut sp = Spins::new(w, rows, r);
     let m = sp.m;
@@ -224,13 +234,13 @@ fn solve_grouped(
     };
     let cone = ctx.cone(m, r, &phases, own);
     match order {
-        Order::Wavefront => ctx.run_wavefront(&mut sp, &phases, &cone, group),
-        Order::PhaseByPhase => ctx.run_phase_by_phase(&mut sp, &phases, &cone),
+        Order::Wavefront => ctx.run_wavefront(&mut sp, &phases, &cone, group, cancel)?,
+        Order::PhaseByPhase => ctx.run_phase_by_phase(&mut sp, &phases, &cone, cancel)?,
     }
     if let Some(g) = prog.gauge {
         apply_gauge(&mut sp, band, g);
     }
-    sp
+    Ok(sp)
 }
 
 /// One colour phase: sweep `k`, global row class `a`, column class `b`.
@@ -312,10 +322,17 @@ impl Sweeps<'_> {
     }
 
     /// Each phase over the whole band before the next, rows on rayon threads.
-    fn run_phase_by_phase(&self, sp: &mut Spins, phases: &[Phase], cone: &[Range<usize>]) {
+    fn run_phase_by_phase(
+        &self,
+        sp: &mut Spins,
+        phases: &[Phase],
+        cone: &[Range<usize>],
+        cancel: &Cancel,
+    ) -> Result<(), Cancelled> {
         let (m, rows, cw) = (sp.m, self.band.rows, self.cw);
         let mut scratch = vec![0i8; rows.div_ceil(m) * cw];
         for (&ph, update) in phases.iter().zip(cone) {
+            cancel.check()?;
             let ly0 = self.first_row(m, ph.a);
             let lys: Vec<usize> = (ly0..rows)
                 .step_by(m)
@@ -340,6 +357,7 @@ impl Sweeps<'_> {
                 sp.s[start..start + cnt].copy_from_slice(&out[i * cw..i * cw + cnt]);
             }
         }
+        Ok(())
     }
 
     /// The same updates on one thread, `group` phases at a time swept down the band
@@ -350,7 +368,14 @@ impl Sweeps<'_> {
     /// up to y − r − 1 only, reading nothing beyond row y − 1 (so it has not seen row y
     /// before phase g changes it). The rows in flight, about `group · r`, stay in the
     /// core's cache instead of the whole band streaming through it once per phase.
-    fn run_wavefront(&self, sp: &mut Spins, phases: &[Phase], cone: &[Range<usize>], group: usize) {
+    fn run_wavefront(
+        &self,
+        sp: &mut Spins,
+        phases: &[Phase],
+        cone: &[Range<usize>],
+        group: usize,
+        cancel: &Cancel,
+    ) -> Result<(), Cancelled> {
         let (m, r, rows) = (sp.m, sp.r, self.band.rows);
         let lag = r;
         let group = group.max(1);
@@ -358,6 +383,9 @@ impl Sweeps<'_> {
         for (chunk, updates) in phases.chunks(group).zip(cone.chunks(group)) {
             let steps = rows + (chunk.len() - 1) * lag;
             for step in 0..steps {
+                // A group can span the whole annealing on a narrow image: checked per
+                // step (one relaxed load a row) so a stop is never a long wait.
+                cancel.check()?;
                 for (g, (&ph, update)) in chunk.iter().zip(updates).enumerate() {
                     let Some(ly) = step.checked_sub(g * lag) else {
                         break;
@@ -372,6 +400,7 @@ impl Sweeps<'_> {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -541,7 +570,10 @@ mod tests {
                         y0,
                         height: y0 + rows + 7,
                     };
-                    let every_row = solve_grouped(&band, &prog, Order::PhaseByPhase, 1, 0..rows);
+                    let never = Cancel::new();
+                    let every_row =
+                        solve_grouped(&band, &prog, Order::PhaseByPhase, 1, 0..rows, &never)
+                            .expect("not cancelled");
                     let owns = [
                         0..rows,
                         0..rows.div_ceil(3),
@@ -555,7 +587,9 @@ mod tests {
                             .into_iter()
                             .chain([(Order::PhaseByPhase, 1)]);
                         for (order, group) in orders {
-                            let got = solve_grouped(&band, &prog, order, group, own.clone());
+                            let got =
+                                solve_grouped(&band, &prog, order, group, own.clone(), &never)
+                                    .expect("not cancelled");
                             let what = format!(
                                 "width {width}, rows {rows}, y0 {y0}, r {radius}, {order:?}, \
                                  group {group}, own {own:?}"

@@ -32,7 +32,7 @@ pub mod tables;
 pub mod worker;
 
 pub use assemble::{Mask, PackedMaskError};
-pub use params::{halo_rows, validate};
+pub use params::{check_result, halo_rows, input_limits, max_result_len, validate};
 pub use plan::{band_layout, plan, ChangePlan, TAPER_FROM_BANDS};
 pub use prep::{difference, grey, histogram, Difference, MAX_PIXELS};
 pub use sample::{calibration_task, sample_pair, SamplePair};

@@ -8,12 +8,16 @@
 //! correct planner could not have written — in particular a halo other than the exact
 //! [`halo_rows`] the parameters imply, since a band with a short halo would return a
 //! mask that differs from the whole-image mask. Errors are [`KernelError`]s, never
-//! panics.
+//! panics. The params also say how large each input and the result can be
+//! ([`input_limits`], [`max_result_len`], [`check_result`]), so a worker bounds what it
+//! fetches and a submitter what it accepts.
 
 use idlegrid_protocol::{codec, limits, TaskSpec};
 use serde::{Deserialize, Serialize};
 
+use super::assemble::packed_len;
 use super::prep::MAX_PIXELS;
+use super::tables::MAX_TABLES_BLOB;
 use super::{MAX_SWEEPS, MAX_WINDOW_RADIUS};
 use crate::KernelError;
 
@@ -132,4 +136,35 @@ pub fn band_params(spec: &TaskSpec) -> Result<BandParams, KernelError> {
 /// The registry's check of a chunk before any input is fetched.
 pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
     band_params(spec).map(|_| ())
+}
+
+/// Each input's largest size: the tables blob within [`MAX_TABLES_BLOB`], each piece
+/// exactly its rows times the image width.
+pub fn input_limits(spec: &TaskSpec) -> Result<Vec<u64>, KernelError> {
+    let p = band_params(spec)?;
+    Ok(std::iter::once(MAX_TABLES_BLOB as u64)
+        .chain(
+            p.piece_rows
+                .iter()
+                .map(|&rows| rows as u64 * p.width as u64),
+        )
+        .collect())
+}
+
+/// A band's result: its own rows of the mask, packed one bit a pixel.
+pub fn max_result_len(spec: &TaskSpec) -> Result<u64, KernelError> {
+    let p = band_params(spec)?;
+    Ok(packed_len(p.width as usize * (p.row_end - p.row_start) as usize) as u64)
+}
+
+/// A band's result is exactly its packed own rows.
+pub fn check_result(spec: &TaskSpec, result: &[u8]) -> Result<(), String> {
+    let want = max_result_len(spec).map_err(|e| e.to_string())?;
+    if result.len() as u64 != want {
+        return Err(format!(
+            "a packed band mask of {} bytes, this band's is {want}",
+            result.len()
+        ));
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use super::assemble::pack_mask;
 use super::engine::{self, Band, Init, Program};
 use super::params::band_params;
 use super::tables::decode_tables;
-use crate::{KernelError, Spread};
+use crate::{Cancel, KernelError, Spread};
 
 fn bad_input(msg: impl Into<String>) -> KernelError {
     KernelError::InvalidInput(msg.into())
@@ -24,14 +24,16 @@ fn bad_input(msg: impl Into<String>) -> KernelError {
 /// Returns the band's own rows of the mask, packed ([`pack_mask`]).
 pub fn run<B: AsRef<[u8]>>(spec: &TaskSpec, inputs: &[B]) -> Result<Vec<u8>, KernelError> {
     let inputs: Vec<&[u8]> = inputs.iter().map(AsRef::as_ref).collect();
-    run_band(spec, &inputs, Spread::Pool)
+    run_band(spec, &inputs, Spread::Pool, &Cancel::new())
 }
 
-/// [`run`] on borrowed blobs (the registry's entry).
+/// [`run`] on borrowed blobs (the registry's entry); stops between sweeps once
+/// `cancel` is set.
 pub(crate) fn run_band(
     spec: &TaskSpec,
     inputs: &[&[u8]],
     spread: Spread,
+    cancel: &Cancel,
 ) -> Result<Vec<u8>, KernelError> {
     let p = band_params(spec)?;
     let Some((tables, pieces)) = inputs.split_first() else {
@@ -95,6 +97,6 @@ pub(crate) fn run_band(
     };
     let lo = (p.row_start - p.ext_start) as usize;
     let hi = (p.row_end - p.ext_start) as usize;
-    let spins = engine::solve(&b, &prog, spread, lo..hi);
+    let spins = engine::solve(&b, &prog, spread, lo..hi, cancel)?;
     Ok(pack_mask(&spins.mask_rows(lo, hi)))
 }

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 
 use idlegrid_protocol::TaskSpec;
 
-use crate::KernelError;
+use crate::{Cancel, KernelError};
 
 pub use assemble::{assemble_files, Assembler, AssemblyPlan, AssemblyReport};
 pub use frames::{list_frames, natural_cmp};
@@ -104,12 +104,16 @@ pub enum VideoError {
     },
     #[error("MP4 muxer: {0}")]
     Mux(String),
+    /// The worker set the chunk's cancel flag while it was encoding.
+    #[error("stopped: the chunk was cancelled while it ran")]
+    Cancelled,
 }
 
 impl From<VideoError> for KernelError {
     fn from(err: VideoError) -> Self {
         match err {
             VideoError::InvalidSettings(msg) => KernelError::InvalidParams(msg),
+            VideoError::Cancelled => KernelError::Cancelled,
             e @ (VideoError::Frame { .. }
             | VideoError::Corrupt { .. }
             | VideoError::SizeMismatch { .. }
@@ -126,7 +130,40 @@ pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Registry entry: encodes one segment from its frame blobs (in `spec.inputs` order).
-pub fn run(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, KernelError> {
-    Ok(worker::run_blobs(spec, inputs)?)
+/// Registry entry: encodes one segment from its frame blobs (in `spec.inputs` order),
+/// stopping between frames once `cancel` is set.
+pub fn run(spec: &TaskSpec, inputs: &[&[u8]], cancel: &Cancel) -> Result<Vec<u8>, KernelError> {
+    Ok(worker::run_blobs(spec, inputs, cancel)?)
+}
+
+/// Each frame's largest size: exactly what the chunk declares for it (the worker checks
+/// the declared size again before decoding; [`SegmentParams::validate`] bounds the
+/// declaration by the frame's pixel count).
+pub fn input_limits(spec: &TaskSpec) -> Result<Vec<u64>, KernelError> {
+    Ok(SegmentParams::from_spec(spec)?.frame_bytes)
+}
+
+/// A generous bound on a segment's size: [`params::max_segment_bytes`].
+pub fn max_result_len(spec: &TaskSpec) -> Result<u64, KernelError> {
+    let params = SegmentParams::from_spec(spec)?;
+    Ok(params::max_segment_bytes(
+        params.width,
+        params.height,
+        spec.inputs.len() as u64,
+    ))
+}
+
+/// A segment as workers make them ([`nal::check_segment`]: SPS, PPS and an IDR first,
+/// no other IDR or parameter set), with one picture per input frame. That its
+/// parameter sets equal segment 0's is checked when the segments are joined.
+pub fn check_result(spec: &TaskSpec, result: &[u8]) -> Result<(), String> {
+    let info = nal::check_segment(result)?;
+    if info.frames as usize != spec.inputs.len() {
+        return Err(format!(
+            "a segment of {} pictures, the chunk has {} frames",
+            info.frames,
+            spec.inputs.len()
+        ));
+    }
+    Ok(())
 }

@@ -188,6 +188,27 @@ impl VideoSettings {
     }
 }
 
+/// Largest frame file a chunk may declare for frames of `width`x`height`: 16-bit RGBA
+/// stored uncompressed (8 bytes a pixel, the largest of the supported formats' pixel
+/// layouts) plus room for headers and metadata, within [`MAX_FRAME_BYTES`]. A worker
+/// refuses a chunk declaring more before it fetches anything.
+pub fn max_frame_bytes(width: u32, height: u32) -> u64 {
+    const METADATA: u64 = 4 * 1024 * 1024;
+    (u64::from(width) * u64::from(height) * 8 + METADATA).min(MAX_FRAME_BYTES)
+}
+
+/// A generous bound on the size of a segment of `frames` frames of `width`x`height`:
+/// four bytes a (padded) pixel per frame, more than twice raw I420 (an encoder at QP 0
+/// on noise stays near raw), plus headers. The submitter refuses a claimed result
+/// beyond it before fetching it.
+pub fn max_segment_bytes(width: u32, height: u32, frames: u64) -> u64 {
+    let pixels = u64::from(width.next_multiple_of(16)) * u64::from(height.next_multiple_of(16));
+    frames
+        .saturating_mul(pixels * 4 + 64 * 1024)
+        .saturating_add(64 * 1024)
+        .min(limits::MAX_BLOB)
+}
+
 /// Checks a frame size against the encoder's limits.
 pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
     if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
@@ -265,11 +286,14 @@ impl SegmentParams {
             ));
         }
         let mut total = 0u64;
+        let most = max_frame_bytes(self.width, self.height);
         for (i, &len) in self.frame_bytes.iter().enumerate() {
-            if len == 0 || len > MAX_FRAME_BYTES {
+            if len == 0 || len > most {
                 return bad(format!(
-                    "frame #{} declared as {len} bytes (1..={MAX_FRAME_BYTES} allowed)",
-                    self.first_frame.saturating_add(i as u64)
+                    "frame #{} declared as {len} bytes (1..={most} allowed for a {}x{} frame)",
+                    self.first_frame.saturating_add(i as u64),
+                    self.width,
+                    self.height
                 ));
             }
             total = total.saturating_add(len);
@@ -354,7 +378,7 @@ mod tests {
             |p| p.qp = 52,
             |p| p.fps = Fps { num: 0, den: 1 },
             |p| p.frame_bytes = vec![0, 1],
-            |p| p.frame_bytes = vec![MAX_FRAME_BYTES + 1, 1],
+            |p| p.frame_bytes = vec![max_frame_bytes(64, 48) + 1, 1],
             |p| p.first_frame = u64::MAX,
         ];
         for (i, case) in cases.iter().enumerate() {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::assemble::AssemblyPlan;
 use super::frames::list_frames;
-use super::params::{check_dimensions, SegmentParams, VideoSettings, ENCODER_ID, MAX_FRAME_BYTES};
+use super::params::{check_dimensions, max_frame_bytes, SegmentParams, VideoSettings, ENCODER_ID};
 use super::{VideoError, NAME, VERSION};
 
 /// One input frame: its file, its content id and its size.
@@ -132,10 +132,14 @@ fn probe(path: PathBuf) -> Result<Probed, VideoError> {
         &mut hasher,
     )
     .map_err(unreadable)?;
-    if bytes > MAX_FRAME_BYTES {
+    let most = max_frame_bytes(dims.0, dims.1);
+    if bytes > most {
         return Err(VideoError::FrameTooLarge {
             path,
-            reason: format!("{bytes} bytes is over the {MAX_FRAME_BYTES}-byte frame limit"),
+            reason: format!(
+                "{bytes} bytes is over the {most}-byte limit of a {}x{} frame",
+                dims.0, dims.1
+            ),
         });
     }
     let cid = Cid::from_hasher(&hasher);

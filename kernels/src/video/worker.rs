@@ -4,7 +4,8 @@
 //! content id, decoded (only the supported formats, with size limits), converted to
 //! I420 and fed to a fresh [`Encoder`]. So a worker holds its chunk's compressed input
 //! (or, for a local run from files, nothing but the current frame) plus one decoded
-//! picture. The output is a function of the chunk's bytes only.
+//! picture. The output is a function of the chunk's bytes only. Between frames the
+//! encoder checks its [`Cancel`] flag, so a chunk handed back stops within one frame.
 
 use std::borrow::Cow;
 use std::io::{Cursor, Read};
@@ -18,14 +19,19 @@ use super::params::SegmentParams;
 use super::plan::{Chunk, VideoPlan};
 use super::yuv::rgb_to_i420;
 use super::VideoError;
+use crate::Cancel;
 
 /// Largest allocation the image decoder may make for one frame (an 8192x8192 RGBA16
 /// image is 512 MiB; our frames are limited to H.264 level 5.2 sizes, far below).
 const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
 /// Encodes the chunk `spec` from its input blobs, in `spec.inputs` order (what a peer
-/// runs for the grid).
-pub fn run_blobs(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, VideoError> {
+/// runs for the grid), stopping between frames once `cancel` is set.
+pub fn run_blobs(
+    spec: &TaskSpec,
+    inputs: &[&[u8]],
+    cancel: &Cancel,
+) -> Result<Vec<u8>, VideoError> {
     let params = SegmentParams::from_spec(spec)?;
     if inputs.len() != spec.inputs.len() {
         return Err(VideoError::InvalidSettings(format!(
@@ -34,7 +40,13 @@ pub fn run_blobs(spec: &TaskSpec, inputs: &[&[u8]]) -> Result<Vec<u8>, VideoErro
             spec.inputs.len()
         )));
     }
-    encode_segment(spec, &params, |i| Ok(Cow::Borrowed(inputs[i])), &|| {})
+    encode_segment(
+        spec,
+        &params,
+        |i| Ok(Cow::Borrowed(inputs[i])),
+        &|| {},
+        cancel,
+    )
 }
 
 /// Encodes `chunk` of `plan` reading its frames from their files one at a time (the
@@ -70,7 +82,8 @@ pub fn encode_segment_files(
             .map_err(unreadable)?;
         Ok(Cow::Owned(bytes))
     };
-    encode_segment(&chunk.spec, &params, read, on_frame).map_err(|e| plan.explain(e))
+    encode_segment(&chunk.spec, &params, read, on_frame, &Cancel::new())
+        .map_err(|e| plan.explain(e))
 }
 
 /// The segment encoder proper. `frame(i)` yields the bytes of input `i`.
@@ -79,6 +92,7 @@ fn encode_segment<'a>(
     params: &SegmentParams,
     mut frame: impl FnMut(usize) -> Result<Cow<'a, [u8]>, VideoError>,
     on_frame: &(dyn Fn() + Sync),
+    cancel: &Cancel,
 ) -> Result<Vec<u8>, VideoError> {
     let mut encoder = Encoder::new(EncoderConfig {
         width: params.width.next_multiple_of(2),
@@ -93,6 +107,9 @@ fn encode_segment<'a>(
             frame: number,
             reason,
         };
+        if cancel.is_cancelled() {
+            return Err(VideoError::Cancelled);
+        }
         let bytes = frame(i)?;
         if bytes.len() as u64 != declared {
             return Err(bad(format!(

@@ -65,6 +65,7 @@ impl FaultArgs {
             lie: self.fault_lie,
             delay: self.fault_delay.unwrap_or_default(),
             delay_from_chunk: self.fault_delay_from_chunk,
+            ..crate::worker::FaultInjection::default()
         }
     }
 }
@@ -140,6 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.worker.gate = gate.clone();
     let cores = config.cores;
+    let kernels = crate::worker::kernels(&config.worker);
     #[cfg(not(feature = "fault-injection"))]
     let started = Node::start(config).await;
     #[cfg(feature = "fault-injection")]
@@ -179,7 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client = node.client.clone();
     let advertise = (!args.bootstrap_node).then(|| {
         tokio::spawn(async move {
-            let keys: Vec<String> = idlegrid_kernels::supported()
+            let keys: Vec<String> = kernels
                 .iter()
                 .map(|(name, version)| crate::net::kernel_key(name, *version))
                 .collect();

@@ -123,7 +123,9 @@ pub async fn run_chunk(
     spec: TaskSpec,
 ) -> Result<ChunkOutcome, (FailureKind, String)> {
     let chunk = spec.id();
-    let mut request = TaskRequest::Run { spec };
+    // The worker may read the chunk's inputs from this peer while the run lasts.
+    let _inputs = store.grants().grant(peer, spec.inputs.iter().copied());
+    let mut request = TaskRequest::Run { spec: spec.clone() };
     loop {
         match client.task(peer, request).await {
             Ok(TaskResponse::Accepted { .. } | TaskResponse::Running { .. }) => {
@@ -135,7 +137,7 @@ pub async fn run_chunk(
                 len,
                 inline,
                 ..
-            }) => return receive_result(client, store, peer, result, len, inline).await,
+            }) => return receive_result(client, store, peer, &spec, result, len, inline).await,
             Ok(TaskResponse::Failed { reason, .. }) => return Err((FailureKind::Kernel, reason)),
             Ok(TaskResponse::Unknown { .. }) => {
                 return Err((
@@ -158,10 +160,18 @@ async fn receive_result(
     client: &Client,
     store: &BlobStore,
     peer: PeerId,
+    spec: &TaskSpec,
     result: Cid,
     len: u64,
     inline: Payload,
 ) -> Result<ChunkOutcome, (FailureKind, String)> {
+    let max = idlegrid_kernels::max_result_len(spec);
+    if len > max {
+        return Err((
+            FailureKind::BadHash,
+            format!("claimed a result of {len} bytes; this chunk's cannot pass {max}"),
+        ));
+    }
     let bytes = if inline.is_empty() && len > 0 {
         fetch_bytes(client, peer, result, len)
             .await
@@ -174,6 +184,9 @@ async fn receive_result(
             FailureKind::BadHash,
             format!("result bytes do not hash to the claimed {}", result.short()),
         ));
+    }
+    if let Err(why) = idlegrid_kernels::check_result(spec, &bytes) {
+        return Err((FailureKind::BadHash, format!("malformed result: {why}")));
     }
     let received = bytes.len() as u64;
     let store = store.clone();

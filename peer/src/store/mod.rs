@@ -8,6 +8,14 @@
 //!
 //! A size cap bounds the blob directory: when a write would pass it, the least recently
 //! written blobs that no running job has pinned ([`BlobStore::pin`]) are evicted first.
+//! A blob received piece by piece ([`BlobStore::writer`]) reserves its announced size
+//! before its first byte is written, so many blobs arriving at once cannot pass the cap
+//! together; a write that finds no room even after eviction is refused
+//! ([`StoreError::Full`]). The reservation turns into the blob's size when it is in
+//! place, and is released if the write fails or is dropped.
+//!
+//! [`Grants`] says which peer may read which blob: a store serves its blobs only to
+//! the peers they concern.
 //!
 //! Every read hands out [`Bytes`]: shared from memory for a resident blob, read from its
 //! file otherwise; callers never care which.
@@ -17,8 +25,10 @@
 //! then read from memory, not from their files. The files are still written, for a
 //! resumed job and for a serve on the same data dir.
 
+mod grants;
 mod writer;
 
+pub use grants::{Grant, Grants};
 pub use writer::BlobWriter;
 
 use std::collections::HashMap;
@@ -42,8 +52,16 @@ pub enum StoreError {
     HashMismatch { claimed: Cid, actual: Cid },
     #[error("blob of {len} bytes is over the {limit}-byte limit")]
     TooLarge { len: u64, limit: u64 },
-    #[error("blob store is full: {needed} bytes needed, cap {cap} bytes, all of it pinned")]
-    Full { needed: u64, cap: u64 },
+    #[error(
+        "blob store is full: {needed} more bytes needed, cap {cap} bytes, of which {held} \
+         are blobs in use and {reserved} are reserved by blobs still arriving"
+    )]
+    Full {
+        needed: u64,
+        cap: u64,
+        held: u64,
+        reserved: u64,
+    },
     #[error("blob {cid} was announced as {expected} bytes, {got} arrived")]
     Length { cid: Cid, expected: u64, got: u64 },
 }
@@ -72,6 +90,9 @@ struct Index {
     order: Vec<Cid>,
     /// Bytes held in the store's directory.
     owned_bytes: u64,
+    /// Bytes promised to blobs still arriving ([`BlobWriter`]s): counted against the cap
+    /// like held bytes, never evicted.
+    reserved: u64,
     /// Blobs a running job needs, with how many [`Pins`] hold each: never evicted.
     pinned: HashMap<Cid, usize>,
     /// Blobs also held in memory, with how many [`Resident`] sets hold each.
@@ -145,6 +166,7 @@ pub struct BlobStore {
     root: PathBuf,
     cap: u64,
     index: Arc<Mutex<Index>>,
+    grants: Grants,
 }
 
 impl BlobStore {
@@ -176,7 +198,13 @@ impl BlobStore {
             root,
             cap,
             index: Arc::new(Mutex::new(index)),
+            grants: Grants::default(),
         })
+    }
+
+    /// Who may read which blob of this store (see [`Grants`]).
+    pub fn grants(&self) -> &Grants {
+        &self.grants
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -241,7 +269,8 @@ impl BlobStore {
         if self.has(&cid) {
             return Ok(());
         }
-        self.make_room(len)?;
+        // Reserved while the file is written, so a blob arriving meanwhile sees it.
+        self.reserve(len)?;
         let path = self.path_of(&cid);
         let tmp = self.temp_path(&cid);
         let write = || -> std::io::Result<()> {
@@ -251,9 +280,10 @@ impl BlobStore {
         };
         if let Err(source) = write() {
             let _ = fs::remove_file(&tmp);
+            self.release(len);
             return Err(StoreError::Io { path, source });
         }
-        self.index_owned(cid, len);
+        self.settle(cid, len);
         Ok(())
     }
 
@@ -269,16 +299,26 @@ impl BlobStore {
         ))
     }
 
-    pub(super) fn index_owned(&self, cid: Cid, len: u64) {
+    /// A reserved blob of `len` bytes is in place: its reservation becomes its size
+    /// (nothing is added for a blob another writer put in place first).
+    pub(super) fn settle(&self, cid: Cid, len: u64) {
         let mut index = self.index();
+        index.reserved = index.reserved.saturating_sub(len);
         if index.blobs.insert(cid, (Location::Owned, len)).is_none() {
             index.order.push(cid);
             index.owned_bytes += len;
         }
     }
 
-    /// Starts receiving blob `cid` of `len` bytes piece by piece (see [`BlobWriter`]);
-    /// room for it is made now.
+    /// Gives back a reservation of `len` bytes whose blob never arrived.
+    pub(super) fn release(&self, len: u64) {
+        let mut index = self.index();
+        index.reserved = index.reserved.saturating_sub(len);
+    }
+
+    /// Starts receiving blob `cid` of `len` bytes piece by piece (see [`BlobWriter`]):
+    /// `len` bytes are reserved now (evicting unpinned blobs if need be), or the blob
+    /// is refused with [`StoreError::Full`].
     pub fn writer(&self, cid: Cid, len: u64) -> Result<BlobWriter, StoreError> {
         if len > limits::MAX_BLOB {
             return Err(StoreError::TooLarge {
@@ -286,9 +326,15 @@ impl BlobStore {
                 limit: limits::MAX_BLOB,
             });
         }
-        self.make_room(len)?;
+        self.reserve(len)?;
         let tmp = self.temp_path(&cid);
-        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let file = match fs::File::create(&tmp) {
+            Ok(file) => file,
+            Err(source) => {
+                self.release(len);
+                return Err(StoreError::Io { path: tmp, source });
+            }
+        };
         Ok(BlobWriter {
             store: self.clone(),
             cid,
@@ -297,35 +343,52 @@ impl BlobStore {
             hasher: blake3::Hasher::new(),
             file: Some(file),
             tmp,
+            reserved: true,
         })
     }
 
-    /// Evicts unpinned owned blobs, oldest first, until `incoming` more bytes fit.
-    fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
+    /// Reserves `incoming` bytes, evicting unpinned owned blobs, oldest first, until
+    /// they fit beside the blobs held and the reservations already made.
+    fn reserve(&self, incoming: u64) -> Result<(), StoreError> {
         let mut index = self.index();
-        if index.owned_bytes + incoming <= self.cap {
-            return Ok(());
-        }
-        let mut keep = Vec::with_capacity(index.order.len());
-        let order = std::mem::take(&mut index.order);
-        for cid in order {
-            if index.owned_bytes + incoming <= self.cap || index.pinned.contains_key(&cid) {
-                keep.push(cid);
-                continue;
+        let fits = |index: &Index| {
+            index
+                .owned_bytes
+                .saturating_add(index.reserved)
+                .saturating_add(incoming)
+                <= self.cap
+        };
+        if !fits(&index) {
+            let mut keep = Vec::with_capacity(index.order.len());
+            let order = std::mem::take(&mut index.order);
+            for cid in order {
+                if fits(&index) || index.pinned.contains_key(&cid) {
+                    keep.push(cid);
+                    continue;
+                }
+                if let Some((Location::Owned, len)) = index.blobs.remove(&cid) {
+                    let _ = fs::remove_file(self.path_of(&cid));
+                    index.owned_bytes = index.owned_bytes.saturating_sub(len);
+                }
             }
-            if let Some((Location::Owned, len)) = index.blobs.remove(&cid) {
-                let _ = fs::remove_file(self.path_of(&cid));
-                index.owned_bytes = index.owned_bytes.saturating_sub(len);
+            index.order = keep;
+            if !fits(&index) {
+                return Err(StoreError::Full {
+                    needed: incoming,
+                    cap: self.cap,
+                    held: index.owned_bytes,
+                    reserved: index.reserved,
+                });
             }
         }
-        index.order = keep;
-        if index.owned_bytes + incoming > self.cap {
-            return Err(StoreError::Full {
-                needed: incoming,
-                cap: self.cap,
-            });
-        }
+        index.reserved += incoming;
         Ok(())
+    }
+
+    /// Bytes held in the store's directory and bytes reserved by blobs still arriving.
+    pub fn usage(&self) -> (u64, u64) {
+        let index = self.index();
+        (index.owned_bytes, index.reserved)
     }
 
     /// Registers a user's file as blob; returns its id (hashing it streaming, so a

@@ -144,3 +144,44 @@ fn cap_evicts_oldest_unpinned() {
     drop(job_a);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Blobs arriving at once reserve their sizes: together they never pass the cap, a
+/// blob that finds no room is refused, and a writer dropped unfinished gives its room
+/// back.
+#[test]
+fn blobs_arriving_at_once_reserve_their_room_within_the_cap() {
+    let dir = temp_dir("reserve");
+    let store = BlobStore::open(&dir, 3000).unwrap();
+    let blob = |seed: u8| vec![seed; 1200];
+    let (a, b, c) = (blob(1), blob(2), blob(3));
+    let mut first = store.writer(Cid::of(&a), 1200).unwrap();
+    let second = store.writer(Cid::of(&b), 1200).unwrap();
+    assert_eq!(store.usage(), (0, 2400));
+    match store.writer(Cid::of(&c), 1200) {
+        Err(StoreError::Full { reserved, .. }) => assert_eq!(reserved, 2400),
+        Err(other) => panic!("expected the store to be full, got {other}"),
+        Ok(_) => panic!("a third blob passed the cap"),
+    }
+    assert!(
+        store.put(&c).is_err(),
+        "a whole blob is held to the same cap"
+    );
+    first.write(&a).unwrap();
+    first.finish().unwrap();
+    assert_eq!(
+        store.usage(),
+        (1200, 1200),
+        "the reservation became the blob"
+    );
+    drop(second);
+    assert_eq!(
+        store.usage(),
+        (1200, 0),
+        "a dropped writer gives its room back"
+    );
+    let mut third = store.writer(Cid::of(&c), 1200).unwrap();
+    third.write(&c).unwrap();
+    third.finish().unwrap();
+    assert_eq!(store.usage(), (2400, 0));
+    let _ = fs::remove_dir_all(&dir);
+}

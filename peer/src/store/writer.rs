@@ -1,6 +1,7 @@
 //! Receiving a blob piece by piece into the store: hashed and written to a temp file as
 //! it arrives, checked against its claimed id and length, and only then renamed into
-//! the store's directory.
+//! the store's directory. The writer holds the store's reservation of the blob's size
+//! until then, and gives it back if the blob never arrives whole.
 
 use std::fs;
 use std::io::Write;
@@ -23,6 +24,8 @@ pub struct BlobWriter {
     /// None once finished (or failed).
     pub(super) file: Option<fs::File>,
     pub(super) tmp: PathBuf,
+    /// Whether `len` bytes of the store's cap are still reserved for this blob.
+    pub(super) reserved: bool,
 }
 
 impl BlobWriter {
@@ -68,7 +71,8 @@ impl BlobWriter {
         drop(self.file.take());
         let path = self.store.path_of(&self.cid);
         fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
-        self.store.index_owned(self.cid, self.len);
+        self.reserved = false;
+        self.store.settle(self.cid, self.len);
         Ok(())
     }
 }
@@ -78,5 +82,8 @@ impl Drop for BlobWriter {
         // Unfinished, failed or refused: the temp file goes. (After a successful finish
         // it has been renamed and this removes nothing.)
         let _ = fs::remove_file(&self.tmp);
+        if self.reserved {
+            self.store.release(self.len);
+        }
     }
 }

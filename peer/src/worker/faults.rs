@@ -3,9 +3,9 @@
 //! [`FaultInjection`] exists only in builds with the `fault-injection` cargo feature
 //! (the integration tests and the fault suite enable it) and reaches a worker only
 //! through `Node::start_with_faults`, never through [`WorkerConfig`](super::WorkerConfig).
-//! The compute pipeline calls the two hooks of [`FaultHook`] around each kernel run: in
-//! a normal build the hook has no fields and both calls are empty, so the pipeline checks
-//! no test flag at all.
+//! The compute pipeline calls the hooks of [`FaultHook`] around each kernel run, and the
+//! blob service before each piece it serves: in a normal build the hook has no fields
+//! and every call is empty, so the worker checks no test flag at all.
 
 #[cfg(feature = "fault-injection")]
 pub use armed::{FaultHook, FaultInjection};
@@ -26,6 +26,8 @@ mod unarmed {
         pub async fn before_run(&self) {}
 
         pub fn after_run(&self, _output: &mut Vec<u8>) {}
+
+        pub async fn before_piece(&self, _offset: u64) {}
     }
 }
 
@@ -46,6 +48,12 @@ mod armed {
         /// The delay starts with this chunk (0 = the first): a worker that runs its
         /// benchmark at full speed and then slows down.
         pub delay_from_chunk: u64,
+        /// Return results of this many bytes instead (a worker claiming a result its
+        /// chunk cannot have, or a malformed one), self-consistent like a lie.
+        pub result_len: Option<usize>,
+        /// Hold every blob piece after a blob's first this long before serving it (a
+        /// slow link), so the blobs a peer fetches from here are all in flight at once.
+        pub piece_delay: Duration,
     }
 
     /// The pipeline's hooks: `None` on a peer started without faults.
@@ -88,6 +96,9 @@ mod armed {
         /// Spoils a finished chunk's output when the worker is told to lie.
         pub fn after_run(&self, output: &mut Vec<u8>) {
             let Some(armed) = &self.0 else { return };
+            if let Some(len) = armed.faults.result_len {
+                output.resize(len, 0x5a);
+            }
             if !armed.faults.lie {
                 return;
             }
@@ -97,6 +108,14 @@ mod armed {
                 *byte ^= 0x5a;
             } else {
                 output.push(0x5a);
+            }
+        }
+
+        /// Holds a blob piece past the first for the configured delay.
+        pub async fn before_piece(&self, offset: u64) {
+            let Some(armed) = &self.0 else { return };
+            if offset > 0 && !armed.faults.piece_delay.is_zero() {
+                tokio::time::sleep(armed.faults.piece_delay).await;
             }
         }
     }

@@ -2,19 +2,23 @@
 //! that the event loop hands over on its inbound channel, each on a task of its own.
 //!
 //! A `Probe` is answered from the executor and the owner's gate. A `Run` is validated
-//! (kernel, version, params), admitted into the chunk [`registry`] and answered at once
-//! with `Accepted` or a `Refused` that says why; the admitted chunk then goes through
-//! the compute [`pipeline`] (fetch its inputs, wait for a core, run on the executor)
-//! and leaves its outcome in the registry. A `Poll` is a long poll on that outcome: it
-//! is answered the moment the chunk finishes, or after `keepalive` with `Running`, so
-//! every request completes within seconds even when a chunk computes for minutes. A
-//! `Cancel` from the chunk's submitter stops it before its kernel starts. Blob requests
-//! go to [`serve_blobs`].
+//! (kernel, version, params, the largest size each input may have), admitted into the
+//! chunk [`registry`] within the submitter's fair share of the queue, and answered at
+//! once with `Accepted` or a `Refused` that says why; the admitted chunk then goes
+//! through the compute [`pipeline`] (fetch its inputs, wait for its [`turns`] at a core,
+//! run on the executor) and leaves its outcome in the registry. A `Poll` from one of
+//! the chunk's submitters is a long poll on that outcome: it is answered the moment the
+//! chunk finishes, or after `keepalive` with `Running`, so every request completes
+//! within seconds even when a chunk computes for minutes; anyone else is answered
+//! `Unknown`. A `Cancel` from a submitter stops the chunk, its kernel too if it runs.
+//! Blob requests go to [`serve_blobs`], which serves a blob only to the peers it
+//! concerns.
 
 mod faults;
 mod pipeline;
 mod registry;
 mod serve_blobs;
+mod turns;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +39,7 @@ use crate::net::{agent_version, Client, Inbound};
 use crate::policy::Gate;
 use crate::store::BlobStore;
 use registry::{Admission, Registry, Status, CANCELLED};
+use turns::Turns;
 
 /// How this peer serves others.
 #[derive(Clone, Debug)]
@@ -44,7 +49,9 @@ pub struct WorkerConfig {
     pub serve: bool,
     /// Chunks accepted beyond those running, before new ones are refused as busy.
     /// Waiting chunks hold their inputs on disk, or in memory within `memory_inputs`.
-    /// Default 64.
+    /// Shared fairly: while several submitters want chunks run here, each may hold at
+    /// most its share of the running and queued chunks, and waiting chunks take the
+    /// cores in turns across submitters. Default 64.
     pub queue: usize,
     /// How long a poll is held before answering `Running`. Default 2 s; must stay well
     /// under the request timeout.
@@ -66,6 +73,10 @@ pub struct WorkerConfig {
     /// How long a `Run` is held for the chunk's result before answering `Accepted`:
     /// a short chunk costs one round trip instead of two. Default 50 ms.
     pub run_grace: Duration,
+    /// Run the `noop` kernel for other peers. It computes nothing from inputs of any
+    /// size, so a worker running it would store and serve whatever a peer sent: only
+    /// tests and benchmarks turn it on. Default off.
+    pub noop_kernel: bool,
 }
 
 impl Default for WorkerConfig {
@@ -79,8 +90,18 @@ impl Default for WorkerConfig {
             remember: 4096,
             gate: Gate::open(),
             run_grace: Duration::from_millis(50),
+            noop_kernel: false,
         }
     }
+}
+
+/// The kernels a worker with `config` runs for others, as (name, version): what it
+/// answers a probe with and advertises.
+pub fn kernels(config: &WorkerConfig) -> Vec<(String, u32)> {
+    idlegrid_kernels::supported()
+        .into_iter()
+        .filter(|(name, _)| config.noop_kernel || name != idlegrid_kernels::noop::NAME)
+        .collect()
 }
 
 #[derive(Clone)]
@@ -94,6 +115,8 @@ struct Worker {
     /// Inputs kept in memory for the next chunks that name them.
     recent: RecentInputs,
     registry: Arc<Mutex<Registry>>,
+    /// The order in which waiting chunks take the cores.
+    turns: Turns,
     traffic: Traffic,
     /// Called around each kernel run; does nothing outside fault-injection tests.
     faults: FaultHook,
@@ -110,17 +133,23 @@ pub(crate) async fn serve(
     mut inbound: mpsc::Receiver<Inbound>,
     faults: FaultHook,
 ) {
+    let turns = Turns::default();
     let worker = Worker {
         client,
-        store,
-        executor,
         memory: MemoryBudget::new(config.memory_inputs),
         recent: RecentInputs::default(),
-        registry: Arc::new(Mutex::new(Registry::new(config.remember))),
+        registry: Arc::new(Mutex::new(Registry::new(
+            config.remember,
+            store.grants().clone(),
+        ))),
+        store,
+        executor: executor.clone(),
         config,
+        turns: turns.clone(),
         traffic,
         faults,
     };
+    let dispatch = tokio::spawn(turns.dispatch(executor));
     // Inputs kept for the next chunks go once no chunk has wanted them for a while.
     let recent = worker.recent.clone();
     let expiry = tokio::spawn(async move {
@@ -149,15 +178,21 @@ pub(crate) async fn serve(
                 channel,
             } => {
                 tokio::spawn(async move {
-                    let response =
-                        serve_blobs::serve_piece(&worker.store, &worker.traffic, peer, request)
-                            .await;
+                    let response = serve_blobs::serve_piece(
+                        &worker.store,
+                        &worker.traffic,
+                        &worker.faults,
+                        peer,
+                        request,
+                    )
+                    .await;
                     worker.client.respond_blob(channel, response).await;
                 });
             }
         }
     }
     expiry.abort();
+    dispatch.abort();
 }
 
 impl Worker {
@@ -170,7 +205,7 @@ impl Worker {
             TaskRequest::Probe => TaskResponse::Probe(idlegrid_protocol::message::PeerInfo {
                 agent: agent_version(),
                 kernels: if self.config.serve {
-                    idlegrid_kernels::supported()
+                    kernels(&self.config)
                 } else {
                     Vec::new()
                 },
@@ -184,21 +219,20 @@ impl Worker {
                     // A short chunk is answered with its result at once: one round
                     // trip instead of two.
                     TaskResponse::Accepted { .. } => self
-                        .answer_within(chunk, self.config.run_grace)
+                        .answer_within(chunk, peer, self.config.run_grace)
                         .await
                         .unwrap_or(TaskResponse::Accepted { chunk }),
                     refused => refused,
                 }
             }
             TaskRequest::Poll { chunk } => self
-                .answer_within(chunk, self.config.keepalive)
+                .answer_within(chunk, peer, self.config.keepalive)
                 .await
                 .unwrap_or(TaskResponse::Running { chunk }),
             TaskRequest::Cancel { chunk } => {
-                // A chunk still fetching its inputs or waiting for a core stops there
-                // (its submitter no longer wants it: the job ended, another copy won,
-                // it was given to someone else). A running kernel is not interrupted
-                // (kernels are pure and bounded); its result is simply not asked for.
+                // The submitter no longer wants it (the job ended, another copy won, it
+                // was given to someone else): once no submitter wants it, it stops
+                // wherever it is, a running kernel at its next check.
                 self.registry().cancel(chunk, peer);
                 TaskResponse::Unknown { chunk }
             }
@@ -218,21 +252,46 @@ impl Worker {
             Ok(ticket) => ticket,
             Err(reason) => return refuse(reason),
         };
-        if let Err(e) = idlegrid_kernels::validate(&spec) {
-            return refuse(e.to_string());
+        if spec.kernel == idlegrid_kernels::noop::NAME && !self.config.noop_kernel {
+            return refuse(
+                "kernel noop is for tests and benchmarks; this peer does not run it for others"
+                    .into(),
+            );
         }
+        // Validates the chunk too: nothing is fetched for a chunk refused here.
+        let limits = match idlegrid_kernels::input_limits(&spec) {
+            Ok(limits) => limits,
+            Err(e) => return refuse(e.to_string()),
+        };
         let capacity = self.executor.cores() + self.config.queue;
-        let admission = self.registry().admit(chunk, peer, capacity);
+        let admission = self.registry().admit(
+            chunk,
+            &spec.inputs,
+            peer,
+            capacity,
+            std::time::Instant::now(),
+        );
         let run = match admission {
             Admission::Known => return TaskResponse::Accepted { chunk },
-            Admission::Busy(working) => {
-                return refuse(format!("busy: {working} chunks running or queued"))
+            Admission::Busy { working, share } => {
+                return refuse(match share {
+                    Some(share) => format!(
+                        "busy: {working} chunks running or queued; other submitters are \
+                         waiting and {share} of them are this peer's share"
+                    ),
+                    None => format!("busy: {working} chunks running or queued"),
+                })
+            }
+            Admission::Crowded(submitters) => {
+                return refuse(format!(
+                    "busy: {submitters} submitters already want this chunk"
+                ))
             }
             Admission::Started(run) => run,
         };
         let worker = self.clone();
         tokio::spawn(async move {
-            let status = worker.compute(peer, spec, run.cancelled).await;
+            let status = worker.compute(peer, spec, limits, run.cancelled).await;
             match &status {
                 // Said at debug where it stopped: a job's end cancels its queued chunks.
                 Status::Cancelled => {}
@@ -243,15 +302,21 @@ impl Worker {
             }
             let _ = run.status.send(status);
             drop(ticket);
-            worker.registry().finish(chunk, run.id);
+            worker.registry().finish(chunk, run.id, peer);
         });
         TaskResponse::Accepted { chunk }
     }
 
-    /// The chunk's final answer if it finishes within `wait`; `None` while it is still
-    /// working. A chunk this worker does not know is answered `Unknown`.
-    async fn answer_within(&self, chunk: Cid, wait: Duration) -> Option<TaskResponse> {
-        let Some(mut status) = self.registry().status(&chunk) else {
+    /// The chunk's final answer to `peer` if it finishes within `wait`; `None` while it
+    /// is still working. A chunk this worker does not know, or that `peer` did not
+    /// submit, is answered `Unknown`.
+    async fn answer_within(
+        &self,
+        chunk: Cid,
+        peer: PeerId,
+        wait: Duration,
+    ) -> Option<TaskResponse> {
+        let Some(mut status) = self.registry().status(&chunk, &peer) else {
             return Some(TaskResponse::Unknown { chunk });
         };
         if matches!(*status.borrow(), Status::Working) && !wait.is_zero() {

@@ -1,18 +1,23 @@
-//! The compute pipeline of one admitted chunk: fetch its inputs, wait for a core, load
-//! the inputs kept on disk, run the kernel on the [`Executor`](crate::executor::Executor),
-//! keep the result.
+//! The compute pipeline of one admitted chunk: fetch its inputs, wait for its turn at a
+//! core, load the inputs kept on disk, run the kernel on the
+//! [`Executor`](crate::executor::Executor), keep the result.
 //!
-//! Inputs come from the requester, several at once: large ones into memory while the
-//! [`MemoryBudget`](crate::blobs::MemoryBudget) allows (kept there for the next chunks
-//! that name them), the rest into the blob store. Until the kernel starts, the owner's
-//! stop hands the chunk back and its submitter's cancel drops it; once it runs, only
-//! the grace period's end does. The outcome is a [`Status`] the registry keeps: small
-//! results in memory, larger ones in the blob store.
+//! Inputs come from the requester, several at once, each refused if announced larger
+//! than the chunk's params allow (before a byte of it is fetched): large ones into
+//! memory while the [`MemoryBudget`](crate::blobs::MemoryBudget) allows (kept there for
+//! the next chunks that name them), the rest into the blob store, which reserves each
+//! one's size within its cap and keeps the chunk's inputs pinned until it ends. Until
+//! the kernel starts, the owner's stop hands the chunk back; once it runs, the grace
+//! period's end does. Its submitters' cancel drops it wherever it is. A kernel given up
+//! on is told to stop through its [`Cancel`] flag and keeps its core until it has. The
+//! outcome is a [`Status`] the registry keeps: small results in memory, larger ones in
+//! the blob store.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use idlegrid_kernels::Cancel;
 use idlegrid_protocol::{Cid, TaskSpec};
 use libp2p::PeerId;
 use tokio::sync::watch;
@@ -28,13 +33,26 @@ pub(super) const KEEP_IN_MEMORY: usize = 64 * 1024;
 /// Inputs of one chunk fetched at once (each with its own pieces in flight).
 const INPUTS_IN_FLIGHT: usize = 8;
 
+/// Sets a kernel's [`Cancel`] flag when dropped: however the wait for a running kernel
+/// ends (handed back, cancelled, the task dropped), the kernel stops at its next check.
+/// After a kernel has returned, setting it changes nothing.
+struct StopOnDrop(Cancel);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 impl Worker {
-    /// Fetches the inputs (into memory or the store), waits for a compute slot, loads
-    /// the stored ones, runs the kernel, keeps the result.
+    /// Fetches the inputs (into memory or the store, each within its limit in
+    /// `limits`), waits for its turn at a core, loads the stored ones, runs the kernel,
+    /// keeps the result.
     pub(super) async fn compute(
         &self,
         peer: PeerId,
         spec: TaskSpec,
+        limits: Vec<u64>,
         mut cancelled: watch::Receiver<bool>,
     ) -> Status {
         // Phase times for the debug log: where a chunk's time goes on this worker.
@@ -56,14 +74,17 @@ impl Worker {
         // Several inputs at once: a chunk naming many small ones (the change kernel's
         // pieces of a band, a video segment's frames) would otherwise pay a round trip
         // per input, seconds on a far link.
-        let fetch = futures::stream::iter(spec.inputs.iter().copied())
-            .map(|cid| async move {
+        // Stored inputs stay until the chunk has run: another chunk's input arriving
+        // meanwhile must not evict them.
+        let _pins = self.store.pin(spec.inputs.iter().copied());
+        let fetch = futures::stream::iter(spec.inputs.iter().copied().zip(limits))
+            .map(|(cid, limit)| async move {
                 fetch_input(
                     &self.client,
                     peer,
                     cid,
                     &self.store,
-                    self.config.max_input,
+                    self.config.max_input.min(limit),
                     &self.memory,
                     &self.recent,
                 )
@@ -96,9 +117,9 @@ impl Worker {
             "chunk {} for {peer}: has its inputs after {fetched_after:.1?} ({in_memory} bytes in memory)",
             chunk.short()
         );
-        let slot = tokio::select! {
-            slot = self.executor.slot() => match slot {
-                Ok(slot) => slot,
+        let turn = tokio::select! {
+            turn = self.turns.wait(peer) => match turn {
+                Ok(turn) => turn,
                 Err(e) => return Status::Failed(e.to_string()),
             },
             () = gate.stopped() => return handed_back(),
@@ -109,20 +130,24 @@ impl Worker {
             Ok(loaded) => loaded,
             Err(why) => return Status::Failed(why),
         };
+        let stop = Cancel::new();
+        let _stop_on_drop = StopOnDrop(stop.clone());
         let work = async {
             self.faults.before_run().await;
-            self.executor.run_in_slot(spec, inputs).await
+            self.executor
+                .run_cancellable(spec, inputs, turn, stop)
+                .await
         };
-        // A kernel cannot be interrupted mid-chunk: after the grace period its answer
-        // is no longer awaited and the chunk goes back to its submitter.
+        // After the grace period, or once its submitters cancel it, the chunk is given
+        // up here at once; the kernel stops at its next check and frees its core then.
         let mut output = tokio::select! {
             output = work => match output {
                 Ok(output) => output,
                 Err(e) => return Status::Failed(e.to_string()),
             },
             () = gate.evicted() => return handed_back(),
+            () = cancel() => return cancelled_by("while it ran"),
         };
-        drop(slot);
         tracing::debug!(
             "chunk {} for {peer}: inputs fetched after {fetched_after:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
             chunk.short(),

@@ -1,7 +1,10 @@
 //! A worker facing a hostile or broken peer: oversized and malformed messages, a
 //! TaskSpec with absurd dimensions, an unknown kernel or version, an input blob whose
 //! bytes do not match its Cid. Each is refused (or the stream dropped) with a reason,
-//! nothing panics, and the worker keeps serving honest requests afterwards.
+//! nothing panics, and the worker keeps serving honest requests afterwards. [`caps`]:
+//! whatever peers send, a volunteer stays within its owner's caps.
+
+mod caps;
 
 use std::io;
 use std::time::Duration;
@@ -202,6 +205,7 @@ async fn mismatched_input_fails(name: &str, served: Vec<u8>) {
     };
     config.worker.serve = false;
     let liar = idlegrid::node::Node::start(config).await.unwrap();
+    let _grant = liar.store.grants().grant(worker, [claimed]);
 
     match run_to_end(&liar.client, worker, noop::task(7, vec![claimed])).await {
         TaskResponse::Failed { reason, .. } => {
@@ -247,6 +251,10 @@ async fn large_inputs_travel_in_memory_or_through_the_store_alike() {
     let spec = noop::task(11, vec![big_cid, small_cid]);
     let expected = idlegrid_kernels::run(&spec, &[big, small]).unwrap();
     for (i, worker) in workers.iter().enumerate() {
+        let _grant = node
+            .store
+            .grants()
+            .grant(worker.peer_id(), spec.inputs.clone());
         match run_to_end(&node.client, worker.peer_id(), spec.clone()).await {
             TaskResponse::Done { result, .. } => {
                 assert_eq!(result, Cid::of(&expected), "worker {i}")
@@ -290,6 +298,7 @@ async fn a_large_input_is_fetched_once_for_the_chunks_that_share_it() {
     let (a, b) = (large(7), large(13));
     let a_cid = node.store.put(&a).unwrap();
     let b_cid = node.store.put(&b).unwrap();
+    let _grant = node.store.grants().grant(worker.peer_id(), [a_cid, b_cid]);
     let sent = || {
         node.traffic
             .snapshot()
@@ -328,29 +337,6 @@ async fn a_large_input_is_fetched_once_for_the_chunks_that_share_it() {
     );
 }
 
-/// Runs `spec` on `worker` from `client` until it is answered with something other
-/// than `Accepted`/`Running`.
-async fn run_to_end(
-    client: &idlegrid::net::Client,
-    worker: PeerId,
-    spec: TaskSpec,
-) -> TaskResponse {
-    let chunk = spec.id();
-    let mut request = TaskRequest::Run { spec };
-    loop {
-        let answer = tokio::time::timeout(TIMEOUT, client.task(worker, request.clone()))
-            .await
-            .expect("timed out")
-            .expect("answered");
-        match answer {
-            TaskResponse::Accepted { .. } | TaskResponse::Running { .. } => {
-                request = TaskRequest::Poll { chunk };
-            }
-            other => return other,
-        }
-    }
-}
-
 /// A submitter that cannot serve a chunk's input makes the chunk fail on the worker;
 /// the same chunk from a submitter that can is computed again, not answered with the
 /// first one's failure (a hostile peer must not poison a chunk for everyone, and the
@@ -382,6 +368,7 @@ async fn a_chunk_failed_for_one_submitter_is_computed_again_for_another() {
     // Then from one that has it.
     let with = start("with-input", false, WorkerConfig::default(), addrs).await;
     with.store.put(&input).expect("store the input");
+    let _grant = with.store.grants().grant(worker, [cid]);
     let expected = idlegrid_kernels::run(&spec, &[input]).expect("local run");
     match run_to_end(&with.client, worker, spec).await {
         TaskResponse::Done { result, .. } => assert_eq!(result, Cid::of(&expected)),

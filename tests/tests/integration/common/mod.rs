@@ -15,7 +15,8 @@ use idlegrid::node::{Node, NodeConfig};
 use idlegrid::store::Resident;
 use idlegrid::worker::{FaultInjection, WorkerConfig};
 use idlegrid_kernels::change::{self, ChangeParams, ChangePlan};
-use libp2p::Multiaddr;
+use idlegrid_protocol::{TaskRequest, TaskResponse, TaskSpec};
+use libp2p::{Multiaddr, PeerId};
 
 /// Every wait in these tests ends by this.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -67,12 +68,24 @@ pub fn faulty(faults: FaultInjection) -> TestWorker {
     }
 }
 
-/// Starts a peer on loopback that dials `peers`.
+/// Starts a peer on loopback that dials `peers`. Test peers run the `noop` kernel for
+/// others (production workers refuse it).
 pub async fn start(
     name: &str,
     serve: bool,
     worker: impl Into<TestWorker>,
     peers: Vec<Multiaddr>,
+) -> Node {
+    start_with(name, serve, worker, peers, |_| {}).await
+}
+
+/// [`start`], with `tweak` applied to the peer's config last.
+pub async fn start_with(
+    name: &str,
+    serve: bool,
+    worker: impl Into<TestWorker>,
+    peers: Vec<Multiaddr>,
+    tweak: impl FnOnce(&mut NodeConfig),
 ) -> Node {
     init_logging();
     let TestWorker {
@@ -86,8 +99,13 @@ pub async fn start(
         peers,
         ..NetConfig::default()
     };
-    config.worker = WorkerConfig { serve, ..worker };
+    config.worker = WorkerConfig {
+        serve,
+        noop_kernel: true,
+        ..worker
+    };
     config.cores = 1;
+    tweak(&mut config);
     tokio::time::timeout(TIMEOUT, Node::start_with_faults(config, faults))
         .await
         .expect("node start timed out")
@@ -199,4 +217,27 @@ pub fn fetch_results(node: &Node, results: &idlegrid::grid::JobResults) -> Vec<V
             results.bytes(i).expect("result held").to_vec()
         })
         .collect()
+}
+
+/// Runs `spec` on `worker` from `client` until it is answered with something other
+/// than `Accepted`/`Running`.
+pub async fn run_to_end(
+    client: &idlegrid::net::Client,
+    worker: PeerId,
+    spec: TaskSpec,
+) -> TaskResponse {
+    let chunk = spec.id();
+    let mut request = TaskRequest::Run { spec };
+    loop {
+        let answer = tokio::time::timeout(TIMEOUT, client.task(worker, request.clone()))
+            .await
+            .expect("timed out")
+            .expect("answered");
+        match answer {
+            TaskResponse::Accepted { .. } | TaskResponse::Running { .. } => {
+                request = TaskRequest::Poll { chunk };
+            }
+            other => return other,
+        }
+    }
 }
