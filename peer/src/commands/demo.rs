@@ -90,7 +90,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     // Advertise again now that the workers know each other.
     for worker in &workers {
-        let keys = idlegrid_kernels::supported()
+        // What a worker of the default config serves (not the test-only noop).
+        let keys = crate::worker::kernels(&crate::worker::WorkerConfig::default())
             .iter()
             .map(|(name, version)| crate::net::kernel_key(name, *version))
             .collect();
