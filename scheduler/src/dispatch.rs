@@ -308,6 +308,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if self.config.speculative_copies == 0 || !self.queues.pending.is_empty() {
             return None;
         }
+        if self.peers[ix as usize].trusted && self.config.trusted_checks_only {
+            // It computes checks only, not duplicates of others' chunks.
+            return None;
+        }
         let now = self.now;
         let peer = &self.peers[ix as usize];
         let keep = 1.0 - self.config.speculation_gain;

@@ -279,7 +279,9 @@ fn a_trusted_worker_that_only_checks_computes_no_ordinary_chunk() {
     h.join(1, 10.0);
     let all = h.run(&[]);
     assert!(complete(&all));
-    // Every chunk was computed by the peer and checked here (it has no record).
+    // Every chunk was computed by the peer and checked here (it has no record), and
+    // nothing else: no speculative duplicate either.
     assert_eq!(h.s.peer_stats(&1).unwrap().confirmed, 6);
     assert_eq!(h.s.progress().checks, 6);
+    assert_eq!(h.s.peer_stats(&9).unwrap().chunks_done, 6);
 }
