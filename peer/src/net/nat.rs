@@ -70,8 +70,12 @@ impl Nat {
         let Some(addr) = self.relays.get(&relay) else {
             return;
         };
-        let circuit = addr
-            .clone()
+        // The address may already end in the relay's id (a bootstrap address does).
+        let mut circuit = addr.clone();
+        if matches!(circuit.iter().last(), Some(Protocol::P2p(_))) {
+            circuit.pop();
+        }
+        let circuit = circuit
             .with(Protocol::P2p(relay))
             .with(Protocol::P2pCircuit);
         match swarm.listen_on(circuit.clone()) {
