@@ -265,13 +265,6 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.chunks.get(chunk as usize).and_then(|c| c.verified)
     }
 
-    /// How the settled result of a chunk was verified, if it is settled.
-    pub fn verified_by(&self, chunk: ChunkIndex) -> Option<VerifiedBy> {
-        let state = self.chunks.get(chunk as usize)?;
-        state.verified?;
-        state.tally(self.rule()).decision.map(|(_, how)| how)
-    }
-
     /// How votes are weighed in this job.
     pub(crate) fn rule(&self) -> chunks::Rule {
         chunks::Rule {

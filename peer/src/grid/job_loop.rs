@@ -22,13 +22,14 @@ use super::peer_book::PeerBook;
 use super::progress::Progress;
 use super::report::{peer_reports, JobReport};
 use super::runs::{Report, Runs};
+use super::standing::{ban_reason, host_key, strong_enough};
 use super::{GridConfig, GridError, Job, JobOutcome};
 use crate::net::{kernel_key, PeerEvent, Route};
 use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
 use crate::trust::TrustBook;
-use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig, Trust, VerifiedBy};
+use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig, Trust};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -188,7 +189,7 @@ impl<'a> JobLoop<'a> {
             peer: self.me,
             slots: self.node.executor.cores() as u32,
         };
-        self.join(join, slots);
+        self.join([join, slots]);
     }
 
     /// Runs the job to its end.
@@ -266,13 +267,12 @@ impl<'a> JobLoop<'a> {
         }
     }
 
-    /// A peer (or this machine) joins: held back while gathering.
-    fn join(&mut self, join: Event<PeerId>, slots: Event<PeerId>) {
-        match &mut self.phase {
-            Phase::Gathering { joins } => joins.extend([join, slots]),
-            Phase::Dispatching { .. } => {
-                self.handle(join);
-                self.handle(slots);
+    /// A peer (or this machine) joins with these events: held back while gathering.
+    fn join(&mut self, events: impl IntoIterator<Item = Event<PeerId>>) {
+        for event in events {
+            match &mut self.phase {
+                Phase::Gathering { joins } => joins.push(event),
+                Phase::Dispatching { .. } => self.handle(event),
             }
         }
     }
@@ -388,11 +388,7 @@ impl<'a> JobLoop<'a> {
         }
     }
 
-    /// The network host `peer` connects from, as a key: its IP address (an IPv6 /64,
-    /// which one machine can fill with addresses), so that many keys on one machine
-    /// are one vote. A peer on loopback runs on this very machine, the user's own, and
-    /// a relayed one's address is its relay's: each of those counts as a host of its
-    /// own.
+    /// The network host `peer` connects from, as a key ([`host_key`]).
     async fn host_of(&self, peer: PeerId) -> u64 {
         let entries = self.node.client.peers().await.unwrap_or_default();
         let addr = entries
@@ -406,16 +402,6 @@ impl<'a> JobLoop<'a> {
         match report {
             Report::Ready { peer, score, slots } => {
                 tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
-                if let Some(ban) = self.trust.ban_of(&peer) {
-                    let why = format!(
-                        "banned: it returned {} for chunk {} where this machine computed {}",
-                        short_hex(&ban.claimed),
-                        short_hex(&ban.chunk),
-                        short_hex(&ban.settled)
-                    );
-                    self.report_unusable(peer, why, false);
-                    return;
-                }
                 let host = self.host_of(peer).await;
                 self.book.probing.remove(&peer);
                 self.book.unusable.remove(&peer);
@@ -432,16 +418,12 @@ impl<'a> JobLoop<'a> {
                     peer,
                     slots: slots.max(1),
                 };
-                self.join(join, slots);
                 let standing = Event::PeerStanding {
                     peer,
                     host,
                     vouched: self.trust.in_a_row(&peer),
                 };
-                match &mut self.phase {
-                    Phase::Gathering { joins } => joins.push(standing),
-                    Phase::Dispatching { .. } => self.handle(standing),
-                }
+                self.join([join, slots, standing]);
             }
             Report::Unusable { peer, why, retry } => self.report_unusable(peer, why, retry),
             Report::Done {
@@ -499,7 +481,9 @@ impl<'a> JobLoop<'a> {
                 match &mut self.phase {
                     Phase::Gathering { joins } => joins.retain(|e| {
                         !matches!(e,
-                            Event::PeerJoined { peer: p, .. } | Event::PeerSlots { peer: p, .. }
+                            Event::PeerJoined { peer: p, .. }
+                            | Event::PeerSlots { peer: p, .. }
+                            | Event::PeerStanding { peer: p, .. }
                                 if *p == peer)
                     }),
                     Phase::Dispatching { .. } => self.handle(Event::PeerLeft { peer }),
@@ -531,7 +515,14 @@ impl<'a> JobLoop<'a> {
         }
     }
 
+    /// Probes and benchmarks a candidate; a peer banned by an earlier job is not asked
+    /// (said once, with the evidence).
     fn probe(&mut self, peer: PeerId) {
+        if let Some(ban) = self.trust.ban_of(&peer) {
+            let why = ban_reason(ban);
+            self.report_unusable(peer, why, false);
+            return;
+        }
         self.book
             .start_probe(self.node, &self.job, &self.config, &self.reports, peer);
     }
@@ -594,40 +585,4 @@ fn pipeline_for(total_work: f64, fastest_score: f64, configured: Duration) -> Du
         Duration::from_millis(20),
         configured.max(Duration::from_millis(20)),
     )
-}
-
-/// Whether a result an earlier run verified as `how` meets this run's settings: this
-/// machine's own result always does; a remote one must have as many hosts behind it as
-/// `replicas` asks, and under earned trust must not come from a trusted pool's
-/// unchecked run.
-fn strong_enough(how: VerifiedBy, trust: Trust, replicas: u32) -> bool {
-    match how {
-        VerifiedBy::Local => true,
-        VerifiedBy::Peers { hosts } => hosts >= replicas,
-        VerifiedBy::Unchecked { hosts } => trust == Trust::All && hosts >= replicas,
-    }
-}
-
-/// See [`JobLoop::host_of`].
-fn host_key(peer: PeerId, addr: Option<&libp2p::Multiaddr>) -> u64 {
-    use libp2p::multiaddr::Protocol;
-    let of = |bytes: &[u8]| {
-        let hash = blake3::hash(bytes);
-        u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8]))
-    };
-    let own = of(&peer.to_bytes());
-    let Some(addr) = addr else { return own };
-    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-        return own;
-    }
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) if !ip.is_loopback() => of(&ip.octets()),
-        Some(Protocol::Ip6(ip)) if !ip.is_loopback() => of(&ip.octets()[..8]),
-        _ => own,
-    }
-}
-
-/// The first 8 characters of a hex id.
-fn short_hex(hex: &str) -> &str {
-    hex.get(..8).unwrap_or(hex)
 }

@@ -21,6 +21,7 @@ mod progress;
 pub mod remote;
 pub mod report;
 mod runs;
+mod standing;
 
 use std::collections::HashMap;
 use std::time::Duration;
