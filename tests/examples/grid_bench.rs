@@ -275,18 +275,11 @@ struct ChangeRun {
 
 /// The change job's plan on a generated `side`² pair (made once per run of the bench).
 fn change_plan(side: u32, band_rows: u32) -> Result<change::ChangePlan> {
-    let pair = change::sample_pair(side, side, 3);
-    let diff = change::prep::difference_of(
-        &image::DynamicImage::ImageRgb8(pair.before),
-        &image::DynamicImage::ImageRgb8(pair.after),
-    );
-    Ok(change::plan(
-        &diff,
-        &ChangeParams {
-            band_rows,
-            ..ChangeParams::default()
-        },
-    )?)
+    let params = ChangeParams {
+        band_rows,
+        ..ChangeParams::default()
+    };
+    Ok(change::sample_plan(side, 3, &params)?)
 }
 
 /// Runs the change job on `workers` remote workers of one core each; with

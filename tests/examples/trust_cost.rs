@@ -40,17 +40,12 @@ async fn start(name: &str, serve: bool, peers: Vec<Multiaddr>) -> Result<Node> {
 }
 
 fn plan(side: u32, seed: u64, band_rows: u32, sweeps: u32) -> Result<change::ChangePlan> {
-    let pair = change::sample_pair(side, side, seed);
-    let diff = change::prep::difference_of(
-        &image::DynamicImage::ImageRgb8(pair.before),
-        &image::DynamicImage::ImageRgb8(pair.after),
-    );
     let params = ChangeParams {
         band_rows,
         sweeps,
         ..ChangeParams::default()
     };
-    Ok(change::plan(&diff, &params)?)
+    Ok(change::sample_plan(side, seed, &params)?)
 }
 
 /// Runs one job; prints and returns (copies per chunk, checks, seconds).

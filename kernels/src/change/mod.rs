@@ -35,7 +35,7 @@ pub use assemble::{Mask, PackedMaskError};
 pub use params::{check_result, halo_rows, input_limits, max_result_len, validate};
 pub use plan::{band_layout, plan, ChangePlan, TAPER_FROM_BANDS};
 pub use prep::{difference, grey, histogram, Difference, MAX_PIXELS};
-pub use sample::{calibration_task, sample_pair, SamplePair};
+pub use sample::{calibration_task, sample_pair, sample_plan, SamplePair};
 pub use worker::run;
 
 /// A chunk's life under one path: its params and checks, planning, running, and its

@@ -15,7 +15,19 @@ use idlegrid_protocol::{Cid, TaskSpec};
 use image::RgbImage;
 
 use super::rng::mix64;
-use super::{plan, prep, ChangeParams, KERNEL, VERSION};
+use super::{plan, prep, ChangeParams, ChangePlan, KERNEL, VERSION};
+use crate::KernelError;
+
+/// The plan of `params` over the generated `side`² pair of `seed`: the change job the
+/// benchmarks and the tests run.
+pub fn sample_plan(side: u32, seed: u64, params: &ChangeParams) -> Result<ChangePlan, KernelError> {
+    let pair = sample_pair(side, side, seed);
+    let diff = prep::difference_of(
+        &image::DynamicImage::ImageRgb8(pair.before),
+        &image::DynamicImage::ImageRgb8(pair.after),
+    );
+    plan::plan(&diff, params)
+}
 
 /// A generated pair with its ground truth.
 #[derive(Clone, Debug)]

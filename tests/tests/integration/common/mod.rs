@@ -150,17 +150,12 @@ pub async fn workers<W: Into<TestWorker>>(
 
 /// A change plan on a generated pair, small enough for a test, in many bands.
 pub fn change_plan(side: u32, band_rows: u32, sweeps: u32) -> ChangePlan {
-    let pair = change::sample_pair(side, side, 11);
-    let diff = change::prep::difference_of(
-        &image::DynamicImage::ImageRgb8(pair.before),
-        &image::DynamicImage::ImageRgb8(pair.after),
-    );
     let params = ChangeParams {
         band_rows,
         sweeps,
         ..ChangeParams::default()
     };
-    change::plan(&diff, &params).expect("plan")
+    change::sample_plan(side, 11, &params).expect("plan")
 }
 
 /// The plan's chunks computed here, without any network: the reference output.
