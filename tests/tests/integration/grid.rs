@@ -101,12 +101,8 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
     // Only remote peers compute, so every chunk needs two of them to agree and the
     // liar's answers are votes (a trusted local result would settle chunks alone).
     let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 3,
         replicas: 2,
-        compute_locally: false,
-        show_progress: false,
-        ..GridConfig::default()
+        ..remote_pool(3)
     };
     let outcome = run(&submitter, job, config).await;
     let mask = assembled(&submitter, &plan, &outcome);
@@ -133,13 +129,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     let (job, _resident) = prepare(&submitter, &plan).await;
     // Remote peers only: the submitter's own worker could finish this job before the
     // doomed worker holds a chunk.
-    let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 2,
-        compute_locally: false,
-        show_progress: false,
-        ..GridConfig::default()
-    };
+    let config = remote_pool(2);
     // Killed as soon as it has fetched the inputs of a chunk it accepted.
     let pieces: Vec<_> = plan
         .chunks
@@ -187,13 +177,7 @@ async fn slow_worker_gets_fewer_chunks() {
     let fast = workers[1].peer_id().to_string();
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, _resident) = prepare(&submitter, &plan).await;
-    let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 2,
-        compute_locally: false,
-        show_progress: false,
-        ..GridConfig::default()
-    };
+    let config = remote_pool(2);
     let outcome = run(&submitter, job, config).await;
     let mask = assembled(&submitter, &plan, &outcome);
     assert_eq!(mask, expected);
@@ -237,13 +221,7 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
     let _resident = idlegrid::commands::common::store_blobs(&submitter, blobs)
         .await
         .unwrap();
-    let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 2,
-        compute_locally: false,
-        show_progress: false,
-        ..GridConfig::default()
-    };
+    let config = remote_pool(2);
     let outcome = run(&submitter, job, config).await;
     let segments = fetch_results(&submitter, &outcome.results);
     assert_eq!(segments.len(), local.len());
@@ -367,12 +345,8 @@ async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
     let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
     let (job, _resident) = prepare(&submitter, &plan).await;
     let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 1,
-        compute_locally: false,
-        show_progress: false,
         reprobe_after: Duration::from_millis(200),
-        ..GridConfig::default()
+        ..remote_pool(1)
     };
     let opener = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -176,13 +176,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
     let (job, _resident) = prepare(&submitter, &plan).await;
     // Only remote peers compute: a job this small would otherwise be done by the
     // submitter's own worker before the others get a chunk.
-    let config = GridConfig {
-        trust: Trust::All,
-        min_peers: 2,
-        compute_locally: false,
-        show_progress: false,
-        ..GridConfig::default()
-    };
+    let config = remote_pool(2);
     let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
         .await
         .expect("job timed out")

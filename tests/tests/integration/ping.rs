@@ -14,7 +14,6 @@ use idlegrid::node::{Node, NodeConfig};
 use idlegrid::policy::Gate;
 use idlegrid::worker::WorkerConfig;
 use idlegrid_scheduler::SchedulerConfig;
-use idlegrid_scheduler::Trust;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,10 +132,6 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
     );
     let (job, _resident) = prepare(&submitter, &plan).await;
     let grid_config = GridConfig {
-        trust: Trust::All,
-        min_peers: 2,
-        compute_locally: false,
-        show_progress: false,
         scheduler: SchedulerConfig {
             // Neither a deadline nor speculation may take the frozen worker's chunks
             // back within the test: only its unanswered pings can.
@@ -144,7 +139,7 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
             speculative_copies: 0,
             ..SchedulerConfig::default()
         },
-        ..GridConfig::default()
+        ..remote_pool(2)
     };
 
     // Freeze the relay once the slow worker holds a chunk of the job.

@@ -236,3 +236,16 @@ pub async fn run_to_end(
         }
     }
 }
+
+/// A job's settings when only the remote workers compute and their results are taken
+/// as a closed pool's (`--trust all`): the tests of distribution and faults, where a
+/// check on the submitter would only blur what is measured. No progress display.
+pub fn remote_pool(min_peers: usize) -> idlegrid::grid::GridConfig {
+    idlegrid::grid::GridConfig {
+        min_peers,
+        compute_locally: false,
+        trust: idlegrid_scheduler::Trust::All,
+        show_progress: false,
+        ..idlegrid::grid::GridConfig::default()
+    }
+}
