@@ -17,6 +17,7 @@ use crate::datadir::{DataDirError, DataDirLock};
 use crate::executor::{Executor, ExecutorError};
 use crate::net::{self, Client, NetConfig, NetError, PeerEvent};
 use crate::store::{BlobStore, StoreError};
+use crate::trust::TrustBook;
 use crate::worker::{self, FaultHook, Traffic, WorkerConfig};
 
 /// Everything a peer needs to start.
@@ -101,7 +102,12 @@ impl Node {
         let key = idlegrid_bootstrap::load_or_create_identity(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir, config.store_cap)?;
         let executor = Executor::new(config.cores, config.low_priority)?;
-        let (client, inbound, event_loop) = net::spawn(key, config.net.clone())?;
+        let mut net_config = config.net.clone();
+        // Peers that earned trust in this data dir's jobs may relay for it too.
+        net_config
+            .trusted_peers
+            .extend(TrustBook::open(&config.data_dir).trusted());
+        let (client, inbound, event_loop) = net::spawn(key, net_config)?;
         let traffic = Traffic::default();
         let mut tasks = vec![tokio::spawn(event_loop.run())];
         if !config.net.bootstrap.is_empty() {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use idlegrid_protocol::Cid;
+use idlegrid_scheduler::Trust;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,17 @@ impl TrustBook {
         self.get(peer)
             .filter(|r| r.banned.is_none())
             .map_or(0, |r| r.in_a_row)
+    }
+
+    /// The peers not banned that earned trust (by default's count of results verified
+    /// in a row).
+    pub fn trusted(&self) -> Vec<PeerId> {
+        let after = Trust::default().after();
+        self.records
+            .iter()
+            .filter(|(_, r)| r.banned.is_none() && r.in_a_row >= after)
+            .filter_map(|(peer, _)| peer.parse().ok())
+            .collect()
     }
 
     /// The ban of a banned peer.
@@ -214,6 +226,7 @@ mod tests {
         }
         let book = TrustBook::open(&dir);
         assert_eq!(book.in_a_row(&a), 12);
+        assert_eq!(book.trusted(), vec![a], "a banned peer is not trusted");
         assert_eq!(book.get(&a).unwrap().verified, 12);
         assert_eq!(book.in_a_row(&b), 0, "a banned peer has no standing");
         let ban = book.ban_of(&b).unwrap();

@@ -135,6 +135,16 @@ pub enum Trust {
     Earned { after: u32, audit_floor: f64 },
 }
 
+impl Trust {
+    /// Results verified in a row from which a peer is believed (0 in a trusted pool).
+    pub fn after(&self) -> u32 {
+        match self {
+            Trust::All => 0,
+            Trust::Earned { after, .. } => *after,
+        }
+    }
+}
+
 impl Default for Trust {
     fn default() -> Self {
         Trust::Earned {

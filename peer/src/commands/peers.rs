@@ -175,10 +175,7 @@ async fn peers(args: PeersArgs) -> anyhow::Result<()> {
 /// `banned`, `trusted:N` (N results verified in a row, enough to be believed) or
 /// `new:N/10`.
 fn trust_word(book: &TrustBook, peer: &PeerId) -> String {
-    let after = match Trust::default() {
-        Trust::Earned { after, .. } => after,
-        Trust::All => 0,
-    };
+    let after = Trust::default().after();
     match book.get(peer) {
         Some(r) if r.banned.is_some() => "banned".to_string(),
         Some(r) if r.in_a_row >= after => format!("trusted:{}", r.in_a_row),

@@ -78,7 +78,7 @@ pub fn spawn(
         liveness: Liveness::new(&config, events.clone()),
         tasks: Outbound::task(),
         blobs: Outbound::blob(),
-        nat: Nat::new(),
+        nat: Nat::new(&config),
         kad: Kad::new(),
         listening: Listening::default(),
         answered_busy: 0,

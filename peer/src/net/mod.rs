@@ -79,6 +79,11 @@ pub struct NetConfig {
     /// peers that cannot dial us reach us through them. Default none: a slot is taken
     /// by itself on a known relay when autonat finds this peer unreachable.
     pub relays: Vec<Multiaddr>,
+    /// Peers trusted beyond the configured ones: when identify says one relays for
+    /// others, it becomes one of our relays, as the configured relays and the
+    /// bootstrap peers do. Any other peer offering to relay is not taken: a relay sees
+    /// (and could stall) every relayed connection. Default none.
+    pub trusted_peers: Vec<PeerId>,
     /// Inbound requests queued for the worker and blob services before new ones are
     /// answered as busy (a probe with `Busy`, a request about a chunk or a blob with a
     /// refusal). Default 1024.
@@ -122,6 +127,7 @@ impl Default for NetConfig {
             max_connections_per_peer: 8,
             max_memory: None,
             relays: Vec::new(),
+            trusted_peers: Vec::new(),
             inbound_queue: 1024,
             relay_server: false,
             relay_max_circuits: 64,

@@ -1,6 +1,7 @@
 //! Getting through NATs: what autonat says of our reachability, the peers that relay
-//! for others (learnt from identify, or given in `NetConfig::relays`), the slots held on
-//! them, and hole punching. When autonat says others cannot dial us, a slot is taken on
+//! for others (given in `NetConfig::relays`, or learnt from identify among the peers we
+//! trust: the bootstrap peers and `NetConfig::trusted_peers`), the slots held on them,
+//! and hole punching. When autonat says others cannot dial us, a slot is taken on
 //! every known relay (on the configured ones from the start, whatever autonat says);
 //! when it says they can, the slots taken on our own are given back. Requests read the
 //! relays to reach a peer that cannot be dialled directly (see `requests.rs`). When
@@ -15,12 +16,16 @@ use libp2p::{autonat, dcutr, identify, relay, Multiaddr, PeerId};
 
 use super::peers::PeerBook;
 use super::swarm::{peer_of, without_peer, PeerSwarm};
-use super::NetError;
+use super::{NetConfig, NetError};
 
 pub(super) struct Nat {
-    /// Peers that relay for others (identify lists the relay hop protocol), with the
-    /// address to reach them on.
+    /// Our relays, with the address to reach them on: the configured ones, and the
+    /// trusted peers that identify says relay for others.
     relays: HashMap<PeerId, Multiaddr>,
+    /// Peers whose offer to relay is taken: the configured relays, the bootstrap peers
+    /// and `NetConfig::trusted_peers`. A relay carries, and could stall or cut, every
+    /// connection through it, so a stranger advertising the protocol is not one.
+    trusted: HashSet<PeerId>,
     /// Slots held on relays: the listener of each `/p2p-circuit` address.
     reservations: HashMap<PeerId, ListenerId>,
     /// Relays given in the config: a slot is kept on them whatever autonat says.
@@ -30,9 +35,17 @@ pub(super) struct Nat {
 }
 
 impl Nat {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(config: &NetConfig) -> Self {
+        let trusted = config
+            .relays
+            .iter()
+            .chain(&config.bootstrap)
+            .filter_map(peer_of)
+            .chain(config.trusted_peers.iter().copied())
+            .collect();
         Nat {
             relays: HashMap::new(),
+            trusted,
             reservations: HashMap::new(),
             configured_relays: HashSet::new(),
             status: autonat::NatStatus::Unknown,
@@ -87,8 +100,9 @@ impl Nat {
         }
     }
 
-    /// Notes `peer` as a relay if identify says it relays for others, and takes a slot
-    /// on it when we need one. Called before the book records `info`.
+    /// Notes `peer` as a relay if identify says it relays for others and it is one we
+    /// trust, and takes a slot on it when we need one. Called before the book records
+    /// `info`.
     pub(super) fn on_identified(
         &mut self,
         swarm: &mut PeerSwarm,
@@ -98,6 +112,13 @@ impl Nat {
     ) {
         let relays_for_others = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
         if !relays_for_others || self.relays.contains_key(&peer) {
+            return;
+        }
+        if !self.trusted.contains(&peer) {
+            tracing::debug!(
+                "{peer} relays for others; not one of ours (not a configured relay, a \
+                 bootstrap peer or a trusted peer)"
+            );
             return;
         }
         // Reach the relay where we reached it, else where it says it listens.
@@ -218,5 +239,59 @@ impl Nat {
             self.reservations.remove(&relay);
             tracing::info!("slot on relay {relay} closed: {reason:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::swarm;
+    use libp2p::identity::Keypair;
+    use tokio::sync::broadcast;
+
+    /// What identify says of a peer that relays for others.
+    fn offers_to_relay(key: &Keypair, port: u16) -> identify::Info {
+        identify::Info {
+            public_key: key.public(),
+            protocol_version: crate::net::protocol_version(),
+            agent_version: "idlegrid/test".into(),
+            listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+            protocols: vec![relay::HOP_PROTOCOL_NAME],
+            observed_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_configured_bootstrap_and_trusted_peers_become_relays() {
+        let [bootstrap, trusted, stranger] = [(); 3].map(|_| Keypair::generate_ed25519());
+        let id = |k: &Keypair| k.public().to_peer_id();
+        let config = NetConfig {
+            listen: Vec::new(),
+            mdns: false,
+            bootstrap: vec![format!("/ip4/127.0.0.1/tcp/2/p2p/{}", id(&bootstrap))
+                .parse()
+                .unwrap()],
+            trusted_peers: vec![id(&trusted)],
+            ..NetConfig::default()
+        };
+        let mut swarm = swarm::build(Keypair::generate_ed25519(), &config).unwrap();
+        let book = PeerBook::new(broadcast::channel(4).0);
+        let mut nat = Nat::new(&config);
+        for (i, key) in [&stranger, &bootstrap, &trusted].into_iter().enumerate() {
+            nat.on_identified(
+                &mut swarm,
+                &book,
+                id(key),
+                &offers_to_relay(key, 10 + i as u16),
+            );
+        }
+        assert!(
+            !nat.relays().contains_key(&id(&stranger)),
+            "a stranger offering to relay is not one of our relays"
+        );
+        assert!(nat.relays().contains_key(&id(&bootstrap)));
+        assert!(nat.relays().contains_key(&id(&trusted)));
+        assert_eq!(nat.relays().len(), 2);
     }
 }
