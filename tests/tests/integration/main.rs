@@ -3,6 +3,7 @@
 //! One binary links the crate graph once instead of once per file; run one concern
 //! with a filter, e.g. `cargo test --release -p idlegrid-tests -- hostile::`.
 
+mod all_attacks;
 mod bystanders;
 mod common;
 mod grid;
