@@ -23,7 +23,9 @@ mod unarmed {
             FaultHook
         }
 
-        pub async fn before_run(&self) {}
+        pub async fn before_run(&self) -> Result<(), String> {
+            Ok(())
+        }
 
         pub fn after_run(&self, _output: &mut Vec<u8>) {}
 
@@ -54,6 +56,9 @@ mod armed {
         /// Hold every blob piece after a blob's first this long before serving it (a
         /// slow link), so the blobs a peer fetches from here are all in flight at once.
         pub piece_delay: Duration,
+        /// Fail every chunk from this one on (0 = the first) as a kernel error would: a
+        /// fake identity that passes its benchmark and then fails whatever it gets.
+        pub fail_from_chunk: Option<u64>,
     }
 
     /// The pipeline's hooks: `None` on a peer started without faults.
@@ -82,15 +87,19 @@ mod armed {
             FaultHook(None)
         }
 
-        /// Holds a chunk that is about to run for the configured delay.
-        pub async fn before_run(&self) {
-            let Some(armed) = &self.0 else { return };
+        /// Holds a chunk that is about to run for the configured delay, or fails it.
+        pub async fn before_run(&self) -> Result<(), String> {
+            let Some(armed) = &self.0 else { return Ok(()) };
             let n = armed.started.fetch_add(1, Ordering::Relaxed);
             let faults = &armed.faults;
+            if faults.fail_from_chunk.is_some_and(|from| n >= from) {
+                return Err("injected failure".to_string());
+            }
             // (A zero sleep would still wait for the timer's next tick, ~1 ms.)
             if n >= faults.delay_from_chunk && !faults.delay.is_zero() {
                 tokio::time::sleep(faults.delay).await;
             }
+            Ok(())
         }
 
         /// Spoils a finished chunk's output when the worker is told to lie.

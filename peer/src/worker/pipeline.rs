@@ -133,17 +133,18 @@ impl Worker {
         let stop = Cancel::new();
         let _stop_on_drop = StopOnDrop(stop.clone());
         let work = async {
-            self.faults.before_run().await;
+            self.faults.before_run().await?;
             self.executor
                 .run_cancellable(spec, inputs, turn, stop)
                 .await
+                .map_err(|e| e.to_string())
         };
         // After the grace period, or once its submitters cancel it, the chunk is given
         // up here at once; the kernel stops at its next check and frees its core then.
         let mut output = tokio::select! {
             output = work => match output {
                 Ok(output) => output,
-                Err(e) => return Status::Failed(e.to_string()),
+                Err(why) => return Status::Failed(why),
             },
             () = gate.evicted() => return handed_back(),
             () = cancel() => return cancelled_by("while it ran"),

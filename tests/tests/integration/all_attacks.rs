@@ -1,7 +1,8 @@
 //! Every attack at once. A volunteer runs in a process of its own (this test binary
 //! started again, see [`volunteer_in_its_own_process`]) with a 4 MiB disk cap and a
 //! 256 MiB memory cap, inputs going through its disk. While an honest submitter runs a
-//! change job on it and on a liar, a hostile peer floods the volunteer with large
+//! change job on it, on a liar and on three fake identities that fail every chunk, a
+//! hostile peer floods the volunteer with large
 //! chunks, plants a `noop` chunk, announces an input larger than its chunk allows,
 //! reads the honest submitter's input it was never given and polls its chunk. At the
 //! end: the job's mask equals the local run's, the liar is banned, every attack got a
@@ -156,9 +157,12 @@ async fn ask(client: &idlegrid::net::Client, peer: PeerId, request: TaskRequest)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() {
     let volunteer = Volunteer::start();
-    let (liars, mut addrs) = workers(1, |_| {
+    // A liar, and three fake identities that pass their benchmark and then fail
+    // whatever they get.
+    let (liars, mut addrs) = workers(4, |i| {
         faulty(FaultInjection {
-            lie: true,
+            lie: i == 0,
+            fail_from_chunk: (i > 0).then_some(1),
             ..FaultInjection::default()
         })
     })
@@ -202,7 +206,7 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
     let (job, _resident) = prepare(&honest, &plan).await;
     let job_run = {
         let config = GridConfig {
-            min_peers: 2,
+            min_peers: 5,
             show_progress: false,
             ..GridConfig::default()
         };
@@ -278,6 +282,13 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
     );
     let liar = peer_line(&outcome.report, &liars[0].peer_id().to_string());
     assert!(liar.banned, "the liar is banned: {:?}", outcome.report);
+    for failing in &liars[1..] {
+        let line = peer_line(&outcome.report, &failing.peer_id().to_string());
+        assert!(
+            line.failures > 0 && line.chunks_done == 0,
+            "a fake identity failed what it got, and the job went on: {line:?}"
+        );
+    }
 
     // Every attack was refused.
     assert!(
