@@ -1,6 +1,7 @@
 //! Earned trust on real peers: a liar caught on its first result and banned across
-//! jobs, trust earned in one job making the next one cheaper, and a rerun with stronger
-//! settings recomputing what a weaker run left in the result log.
+//! jobs, trust earned in one job making the next one cheaper, a worker that turns liar
+//! after earning trust caught by an audit, and a rerun with stronger settings
+//! recomputing what a weaker run left in the result log.
 
 use crate::common::*;
 use idlegrid::grid::{self, GridConfig};
@@ -188,4 +189,82 @@ async fn a_rerun_with_stronger_settings_recomputes_what_a_trusted_pool_left() {
         "verified results are"
     );
     assert_eq!(assembled(&submitter, &plan, &third), expected);
+}
+
+/// A worker earns trust honestly in one job, then comes back under the same identity
+/// and lies on every chunk: audits catch it, it is banned, and every lie it got in is
+/// withdrawn (the mask equals the local run's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_turns_liar_after_earning_trust_is_caught_by_an_audit() {
+    let (mut workers, addrs) = workers(1, |_| idlegrid::worker::WorkerConfig::default()).await;
+    let submitter = start(
+        "trust-turncoat",
+        false,
+        idlegrid::worker::WorkerConfig::default(),
+        addrs,
+    )
+    .await;
+    let honest_job = quiet(GridConfig {
+        min_peers: 1,
+        compute_locally: false,
+        ..GridConfig::default()
+    });
+    let plan = change_plan(96, 2, 1);
+    let (job, _resident) = prepare(&submitter, &plan).await;
+    let first = run(&submitter, job, honest_job).await;
+    let worker = workers.remove(0);
+    let id = worker.peer_id();
+    let earned = peer_line(&first.report, &id.to_string()).verified_in_a_row;
+    assert!(earned >= 10, "it earned trust: {earned} verified in a row");
+
+    // The same identity, now lying.
+    let dir = worker.data_dir().to_path_buf();
+    drop(worker);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let turned = start_with(
+        "trust-turncoat-again",
+        true,
+        faulty(FaultInjection {
+            lie: true,
+            ..FaultInjection::default()
+        }),
+        Vec::new(),
+        |config| config.data_dir = dir,
+    )
+    .await;
+    assert_eq!(turned.peer_id(), id);
+    let addr = tokio::time::timeout(TIMEOUT, turned.listen_addrs())
+        .await
+        .unwrap()
+        .unwrap()[0]
+        .clone();
+    submitter.client.dial(addr).await.unwrap();
+
+    let plan2 = change_plan(160, 2, 1);
+    let expected = plan2.assemble(&local_results(&plan2)).unwrap();
+    let (job2, _resident2) = prepare(&submitter, &plan2).await;
+    let second = run(
+        &submitter,
+        job2,
+        quiet(GridConfig {
+            min_peers: 1,
+            ..GridConfig::default()
+        }),
+    )
+    .await;
+    assert_eq!(
+        assembled(&submitter, &plan2, &second),
+        expected,
+        "a lie stayed in the output"
+    );
+    let line = peer_line(&second.report, &id.to_string());
+    assert!(line.banned, "the turned worker is banned: {line:?}");
+    // One result in ten at least is audited: more than 150 lies believed before one is
+    // checked would have a chance of 0.9^150, about 1e-7.
+    assert!(line.results_believed < 150, "{line:?}");
+    println!(
+        "a worker that turned after {earned} verified results: {} of its results believed before \
+         the audit that caught it",
+        line.results_believed
+    );
 }
