@@ -186,12 +186,9 @@ async fn a_worker_busy_at_probe_time_gets_work_later_in_the_same_job() {
         chunks,
     };
     let config = GridConfig {
-        min_peers: 1,
-        compute_locally: false,
-        show_progress: false,
         discover_timeout: Duration::from_secs(20),
         reprobe_after: Duration::from_millis(300),
-        ..GridConfig::default()
+        ..remote_pool(1)
     };
     let server = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -202,9 +199,10 @@ async fn a_worker_busy_at_probe_time_gets_work_later_in_the_same_job() {
         .expect("job timed out")
         .expect("the job completes on the worker once it has room");
     assert_eq!(fetch_results(&submitter, &outcome.results), expected);
-    assert_eq!(
-        peer_line(&outcome.report, &worker.to_string()).chunks_done,
-        n as u64,
+    // Every chunk came from it (nobody else computes); a chunk refused while it was
+    // busy and sent again may be answered twice, so it answered at least that many.
+    assert!(
+        peer_line(&outcome.report, &worker.to_string()).chunks_done >= n as u64,
         "{:?}",
         outcome.report
     );
