@@ -53,6 +53,7 @@ pub mod breaker;
 mod chunks;
 pub mod config;
 mod dispatch;
+mod draw;
 mod events;
 mod peers;
 mod queues;

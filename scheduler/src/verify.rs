@@ -24,6 +24,7 @@ use idlegrid_protocol::Cid;
 use super::breaker::Tripped;
 use super::chunks::{Check, Vote, VoteStanding};
 use super::config::{SchedulerConfig, Trust};
+use super::draw::{mix, pair, unit};
 use super::types::{Action, ChunkIndex, FailureKind, JobFailure};
 use super::{Outcome, PeerIx, Scheduler};
 
@@ -34,22 +35,13 @@ pub fn is_spot_checked(config: &SchedulerConfig, chunk: ChunkIndex) -> bool {
     if config.spot_check <= 0.0 {
         return false;
     }
-    let h = splitmix64(config.spot_check_seed ^ splitmix64(u64::from(chunk)));
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < config.spot_check
+    unit(config.spot_check_seed ^ mix(u64::from(chunk))) < config.spot_check
 }
 
 /// A uniform draw in [0, 1) from (seed, peer, chunk): a fixed function, so the
 /// scheduler stays deterministic, but of a seed the peer does not know.
 fn audit_draw(seed: u64, peer: PeerIx, chunk: ChunkIndex) -> f64 {
-    let h = splitmix64(seed ^ splitmix64((u64::from(peer) << 32) | u64::from(chunk)));
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    unit(seed ^ mix(pair(peer, chunk)))
 }
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {

@@ -16,6 +16,7 @@ use idlegrid_protocol::Cid;
 
 use super::world::World;
 use super::SimConfig;
+use crate::draw::{pair, unit};
 use crate::{Action, ChunkIndex, Event, FailureKind, Outcome, Scheduler};
 
 /// Bytes of a chunk's inputs and of its result on the wire.
@@ -119,12 +120,7 @@ fn lies(seed: u64, peer: u32, chunk: ChunkIndex, rate: f64) -> bool {
     if rate <= 0.0 {
         return false;
     }
-    let mut z = seed ^ (u64::from(peer) << 32 | u64::from(chunk));
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ((z >> 11) as f64 / (1u64 << 53) as f64) < rate
+    unit(seed ^ pair(peer, chunk)) < rate
 }
 
 struct Engine<'a> {

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::SimConfig;
+use crate::draw::{mix, unit};
 
 /// Mean chunk cost in work units.
 pub const MEAN_COST: f64 = 12_000.0;
@@ -45,15 +46,6 @@ pub struct VirtualPeer {
     pub host: u64,
     /// Its record of verified results in a row when the job starts.
     pub vouched: u32,
-}
-
-/// A uniform draw in [0, 1) from (seed, index), outside the seeded RNG's stream.
-fn unit_draw(seed: u64, index: u32) -> f64 {
-    let mut z = seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The record a peer that earned trust in earlier jobs starts with.
@@ -122,7 +114,8 @@ impl World {
             let byzantine = rng.gen_bool(config.byzantine.clamp(0.0, 1.0));
             // Drawn apart from the main stream, so a seed draws the same peers whatever
             // the share of newcomers.
-            let newcomer = unit_draw(config.seed ^ 0x4E45_5743, index) < config.new_peers;
+            let newcomer =
+                unit(config.seed ^ 0x4E45_5743 ^ mix(u64::from(index))) < config.new_peers;
             let mut host = u64::from(index);
             if byzantine && config.sybil > 1 {
                 host = match sybil_host {
