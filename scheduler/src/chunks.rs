@@ -154,34 +154,48 @@ impl ChunkState {
                 check: Check::None,
             };
         }
-        // (result, distinct hosts, any believed), each result once.
-        let mut results: Vec<(Cid, u32, bool)> = Vec::new();
+        // The most backed result (by distinct hosts), whether one of its votes is
+        // believed, the runner-up's hosts, and how many distinct results there are.
+        // No allocation: a chunk has a handful of votes and this runs on every change.
+        let mut top: Option<(Cid, u32, bool)> = None;
+        let mut second = 0u32;
+        let mut distinct = 0usize;
         for (i, v) in self.votes.iter().enumerate() {
             if self.votes[..i].iter().any(|w| w.cid == v.cid) {
                 continue;
             }
-            let backers: Vec<&Vote> = self.votes.iter().filter(|w| w.cid == v.cid).collect();
-            let hosts = backers
-                .iter()
-                .enumerate()
-                .filter(|(j, w)| !backers[..*j].iter().any(|x| x.host == w.host))
+            distinct += 1;
+            let backers = || {
+                self.votes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.cid == v.cid)
+            };
+            let hosts = backers()
+                .filter(|&(j, w)| {
+                    !self.votes[..j]
+                        .iter()
+                        .any(|x| x.cid == v.cid && x.host == w.host)
+                })
                 .count() as u32;
-            results.push((v.cid, hosts, backers.iter().any(|w| w.believed)));
+            let believed = backers().any(|(_, w)| w.believed);
+            match top {
+                Some((_, t, _)) if hosts <= t => second = second.max(hosts),
+                Some((_, t, _)) => {
+                    second = t;
+                    top = Some((v.cid, hosts, believed));
+                }
+                None => top = Some((v.cid, hosts, believed)),
+            }
         }
-        let Some(&(cid, top, believed)) = results.iter().max_by_key(|r| r.1) else {
+        let Some((cid, top, believed)) = top else {
             return Tally {
                 decision: None,
                 top: 0,
                 check: Check::None,
             };
         };
-        let second = results
-            .iter()
-            .filter(|r| r.0 != cid)
-            .map(|r| r.1)
-            .max()
-            .unwrap_or(0);
-        let contested = results.len() > 1;
+        let contested = distinct > 1;
         let enough = top >= rule.replicas && top > second;
         if rule.trust_all {
             return Tally {
