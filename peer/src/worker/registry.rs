@@ -11,9 +11,10 @@
 //! they may poll it, only they may cancel it (it stops once none of them wants it), and
 //! only they may read its inputs from this peer while it works, and its result until
 //! it is forgotten, through [`Grant`]s the chunk holds. So the grants a worker keeps
-//! are bounded by its queue (inputs) and the statuses it remembers (one result each). The queue is shared fairly: while several
-//! submitters want chunks here (running, queued, or refused lately), each may hold at
-//! most its share of the capacity.
+//! are bounded by its queue (inputs) and the statuses it remembers (one result each).
+//!
+//! The queue is shared fairly: while several submitters want chunks here (running,
+//! queued, or refused lately), each may hold at most its share of the capacity.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
