@@ -128,15 +128,7 @@ impl Volunteer {
     }
 
     fn blob_bytes(&self) -> u64 {
-        std::fs::read_dir(self.dir.join("blobs"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        dir_bytes(&self.dir.join("blobs"))
     }
 }
 
@@ -183,14 +175,7 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
         let (peak, blobs) = (peak_disk.clone(), volunteer.dir.join("blobs"));
         tokio::spawn(async move {
             loop {
-                let now = std::fs::read_dir(&blobs)
-                    .map(|e| {
-                        e.flatten()
-                            .filter_map(|e| e.metadata().ok())
-                            .map(|m| m.len())
-                            .sum()
-                    })
-                    .unwrap_or(0u64);
+                let now = dir_bytes(&blobs);
                 {
                     let mut peak = peak.lock().unwrap();
                     *peak = (*peak).max(now);

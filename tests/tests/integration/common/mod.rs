@@ -249,3 +249,17 @@ pub fn remote_pool(min_peers: usize) -> idlegrid::grid::GridConfig {
         ..idlegrid::grid::GridConfig::default()
     }
 }
+
+/// Bytes of the files in `dir` (a blob store's finished blobs and blobs still being
+/// written); 0 if it does not exist.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -34,19 +34,6 @@ async fn ask(client: &idlegrid::net::Client, worker: PeerId, request: TaskReques
         .expect("answered")
 }
 
-/// Bytes of the files in `dir` (finished blobs and blobs still being written).
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Six chunks at once, each naming a distinct 1.5 MiB input, on a worker lending 4 MiB
 /// of disk and no memory for inputs: the submitter's slow link keeps every input in
 /// flight together. The blobs arriving reserve their size, so the worker's disk never
