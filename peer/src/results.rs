@@ -235,10 +235,10 @@ mod tests {
             log.known(&b, &store, |how| how == VerifiedBy::Unchecked { hosts: 2 }),
             Some(rb)
         );
-        // A result whose bytes are gone from the store is not known.
-        fs::remove_file(data.join("blobs").join(rc.to_hex())).unwrap();
-        let reopened = BlobStore::open(&data, 1 << 20).unwrap();
-        assert_eq!(log.known(&c, &reopened, any), None);
+        // A result whose bytes are not in the store (evicted, or a store of another
+        // data dir) is not known.
+        let elsewhere = BlobStore::open(&data.join("elsewhere"), 1 << 20).unwrap();
+        assert_eq!(log.known(&c, &elsewhere, any), None);
         // Another job has a log of its own.
         let other = ResultLog::open(&data, &Cid::of(b"other")).unwrap();
         assert_eq!(other.known(&a, &store, any), None);

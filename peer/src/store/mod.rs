@@ -26,10 +26,15 @@
 //! resumed job and for a serve on the same data dir.
 
 mod grants;
+mod pack;
 mod writer;
 
 pub use grants::{Grant, Grants};
+pub use pack::PACKED_MAX;
 pub use writer::BlobWriter;
+use writer::Sink;
+
+use pack::{footprint, PackedAt, Packs};
 
 use std::collections::HashMap;
 use std::fs;
@@ -73,23 +78,33 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Where to read a blob's bytes, looked up under the lock and read outside it.
+enum Source {
+    File(PathBuf),
+    Packed(PathBuf, PackedAt),
+}
+
 /// Where a blob's bytes are.
 #[derive(Clone, Debug)]
 enum Location {
-    /// In the store's own directory.
+    /// In the store's own directory, a file of its own.
     Owned,
+    /// In the store's own directory, a record of a pack segment.
+    Packed(PackedAt),
     /// A user's file, hashed when registered.
     File(PathBuf),
 }
 
-#[derive(Default)]
 struct Index {
     /// Blob id → (location, length).
     blobs: HashMap<Cid, (Location, u64)>,
     /// Owned blobs in write order, oldest first (eviction order).
     order: Vec<Cid>,
-    /// Bytes held in the store's directory.
+    /// Bytes held in the store's directory: blob files and pack segments, with their
+    /// dead records.
     owned_bytes: u64,
+    /// The segments small blobs are packed in.
+    packs: Packs,
     /// Bytes promised to blobs still arriving ([`BlobWriter`]s): counted against the cap
     /// like held bytes, never evicted.
     reserved: u64,
@@ -165,6 +180,8 @@ impl Drop for Resident {
 pub struct BlobStore {
     root: PathBuf,
     cap: u64,
+    /// Blobs up to this many bytes are packed ([`PACKED_MAX`]; 0 in tests of the files).
+    packed_max: u64,
     index: Arc<Mutex<Index>>,
     grants: Grants,
 }
@@ -173,30 +190,64 @@ impl BlobStore {
     /// Opens (or creates) the store under `data_dir`, holding at most `cap` bytes of
     /// owned blobs.
     pub fn open(data_dir: &Path, cap: u64) -> Result<BlobStore, StoreError> {
+        Self::open_packing(data_dir, cap, PACKED_MAX)
+    }
+
+    /// [`BlobStore::open`], packing blobs of at most `packed_max` bytes.
+    fn open_packing(data_dir: &Path, cap: u64, packed_max: u64) -> Result<BlobStore, StoreError> {
         let root = data_dir.join("blobs");
         fs::create_dir_all(&root).map_err(io_err(&root))?;
-        let mut index = Index::default();
         let mut found = Vec::new();
+        let mut segments = Vec::new();
         for entry in fs::read_dir(&root).map_err(io_err(&root))? {
             let entry = entry.map_err(io_err(&root))?;
             let name = entry.file_name();
-            let Some(cid) = name.to_str().and_then(Cid::from_hex) else {
+            let name = name.to_str().unwrap_or_default();
+            if let Some(segment) = pack::segment_id(name) {
+                segments.push(segment);
+                continue;
+            }
+            let Some(cid) = Cid::from_hex(name) else {
                 // Leftover temp file from a crash: remove it.
                 let _ = fs::remove_file(entry.path());
                 continue;
             };
             let meta = entry.metadata().map_err(io_err(&entry.path()))?;
-            found.push((meta.modified().ok(), cid, meta.len()));
+            found.push((meta.modified().ok(), cid, Location::Owned, meta.len()));
         }
-        found.sort();
-        for (_, cid, len) in found {
-            index.blobs.insert(cid, (Location::Owned, len));
+        let (packs, packed) = Packs::open(&root, segments, cap)?;
+        let mut index = Index {
+            blobs: HashMap::new(),
+            order: Vec::new(),
+            owned_bytes: packs.size(),
+            packs,
+            reserved: 0,
+            pinned: HashMap::new(),
+            resident: HashMap::new(),
+        };
+        found.extend(
+            packed
+                .into_iter()
+                .map(|p| (p.modified, p.cid, Location::Packed(p.at), p.len)),
+        );
+        // Oldest first; a segment's records keep their order (the sort is stable).
+        found.sort_by_key(|(modified, ..)| *modified);
+        for (_, cid, location, len) in found {
+            if index.blobs.contains_key(&cid) {
+                // A second copy (two writers raced): its record stays dead.
+                continue;
+            }
+            match location {
+                Location::Packed(at) => index.packs.keep(at, len),
+                _ => index.owned_bytes += len,
+            }
+            index.blobs.insert(cid, (location, len));
             index.order.push(cid);
-            index.owned_bytes += len;
         }
         Ok(BlobStore {
             root,
             cap,
+            packed_max,
             index: Arc::new(Mutex::new(index)),
             grants: Grants::default(),
         })
@@ -269,6 +320,9 @@ impl BlobStore {
         if self.has(&cid) {
             return Ok(());
         }
+        if len <= self.packed_max {
+            return self.pack(cid, bytes);
+        }
         // Reserved while the file is written, so a blob arriving meanwhile sees it.
         self.reserve(len)?;
         let path = self.path_of(&cid);
@@ -285,6 +339,47 @@ impl BlobStore {
         }
         self.settle(cid, len);
         Ok(())
+    }
+
+    /// Appends a small blob to the active pack segment, room made for it first.
+    fn pack(&self, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut index = self.index();
+        if index.blobs.contains_key(&cid) {
+            return Ok(());
+        }
+        self.make_room(&mut index, footprint(bytes.len() as u64))?;
+        Self::append_packed(&mut index, cid, bytes)
+    }
+
+    fn append_packed(index: &mut Index, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        let at = index.packs.append(&cid, bytes)?;
+        index.owned_bytes += footprint(len);
+        index.blobs.insert(cid, (Location::Packed(at), len));
+        index.order.push(cid);
+        Ok(())
+    }
+
+    /// Disk bytes a blob of `len` bytes takes here, and whether it is packed.
+    pub(super) fn room_for(&self, len: u64) -> (u64, bool) {
+        if len <= self.packed_max {
+            (footprint(len), true)
+        } else {
+            (len, false)
+        }
+    }
+
+    /// A small blob received by a [`BlobWriter`] that reserved its [`footprint`]: packed,
+    /// the reservation turned into its size.
+    pub(super) fn settle_packed(&self, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut index = self.index();
+        index.reserved = index
+            .reserved
+            .saturating_sub(footprint(bytes.len() as u64));
+        if index.blobs.contains_key(&cid) {
+            return Ok(());
+        }
+        Self::append_packed(&mut index, cid, bytes)
     }
 
     /// A temp file name unique per write, so two writers of the same blob never share
@@ -326,13 +421,18 @@ impl BlobStore {
                 limit: limits::MAX_BLOB,
             });
         }
-        self.reserve(len)?;
-        let tmp = self.temp_path(&cid);
-        let file = match fs::File::create(&tmp) {
-            Ok(file) => file,
-            Err(source) => {
-                self.release(len);
-                return Err(StoreError::Io { path: tmp, source });
+        let (room, packed) = self.room_for(len);
+        self.reserve(room)?;
+        let (sink, tmp) = if packed {
+            (Sink::Packed(Vec::with_capacity(len as usize)), PathBuf::new())
+        } else {
+            let tmp = self.temp_path(&cid);
+            match fs::File::create(&tmp) {
+                Ok(file) => (Sink::File(file), tmp),
+                Err(source) => {
+                    self.release(room);
+                    return Err(StoreError::Io { path: tmp, source });
+                }
             }
         };
         Ok(BlobWriter {
@@ -341,8 +441,9 @@ impl BlobStore {
             len,
             written: 0,
             hasher: blake3::Hasher::new(),
-            file: Some(file),
+            sink: Some(sink),
             tmp,
+            room,
             reserved: true,
         })
     }
@@ -351,37 +452,106 @@ impl BlobStore {
     /// they fit beside the blobs held and the reservations already made.
     fn reserve(&self, incoming: u64) -> Result<(), StoreError> {
         let mut index = self.index();
-        let fits = |index: &Index| {
+        self.make_room(&mut index, incoming)?;
+        index.reserved += incoming;
+        Ok(())
+    }
+
+    /// Makes room for `incoming` more bytes within the cap: evicts unpinned owned blobs,
+    /// oldest first, until they would fit once the dead records of the pack segments
+    /// are given back, then compacts segments until they fit on disk.
+    fn make_room(&self, index: &mut Index, incoming: u64) -> Result<(), StoreError> {
+        let over = |index: &Index, free: u64| {
             index
                 .owned_bytes
+                .saturating_sub(free)
                 .saturating_add(index.reserved)
                 .saturating_add(incoming)
-                <= self.cap
+                > self.cap
         };
-        if !fits(&index) {
+        if over(index, index.packs.dead()) {
             let mut keep = Vec::with_capacity(index.order.len());
             let order = std::mem::take(&mut index.order);
             for cid in order {
-                if fits(&index) || index.pinned.contains_key(&cid) {
+                if !over(index, index.packs.dead()) || index.pinned.contains_key(&cid) {
                     keep.push(cid);
                     continue;
                 }
-                if let Some((Location::Owned, len)) = index.blobs.remove(&cid) {
-                    let _ = fs::remove_file(self.path_of(&cid));
-                    index.owned_bytes = index.owned_bytes.saturating_sub(len);
-                }
+                self.remove_owned(index, &cid);
             }
             index.order = keep;
-            if !fits(&index) {
-                return Err(StoreError::Full {
-                    needed: incoming,
-                    cap: self.cap,
-                    held: index.owned_bytes,
-                    reserved: index.reserved,
-                });
+        }
+        while over(index, 0) {
+            let Some(segment) = index.packs.best_to_compact() else {
+                break;
+            };
+            self.compact(index, segment)?;
+        }
+        if over(index, 0) {
+            return Err(StoreError::Full {
+                needed: incoming,
+                cap: self.cap,
+                held: index.owned_bytes,
+                reserved: index.reserved,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops an owned blob from the index and its bytes from the disk (a packed one's
+    /// record turns dead; its segment goes with its last live record). The caller
+    /// takes it out of `order`.
+    fn remove_owned(&self, index: &mut Index, cid: &Cid) {
+        match index.blobs.remove(cid) {
+            Some((Location::Owned, len)) => {
+                let _ = fs::remove_file(self.path_of(cid));
+                index.owned_bytes = index.owned_bytes.saturating_sub(len);
+            }
+            Some((Location::Packed(at), len)) => {
+                let freed = index.packs.kill(at, len);
+                index.owned_bytes = index.owned_bytes.saturating_sub(freed);
+            }
+            Some(other @ (Location::File(_), _)) => {
+                index.blobs.insert(*cid, other);
+            }
+            None => {}
+        }
+    }
+
+    /// Moves the live records of pack segment `segment` to the active segment and
+    /// deletes it, giving back its dead records' bytes. The segment is read into memory
+    /// and deleted before its live records are written again, so the disk never holds
+    /// both (a compaction never needs room it does not free). A crash in between loses
+    /// those records; the store is a cache of content-addressed bytes, and what a job
+    /// misses it fetches or computes again.
+    fn compact(&self, index: &mut Index, segment: u32) -> Result<(), StoreError> {
+        let bytes = index.packs.read_segment(segment)?;
+        let live: Vec<(Cid, u64, u64)> = pack::segment_records(&bytes)
+            .into_iter()
+            .filter(|(cid, offset, _)| {
+                let here = PackedAt {
+                    segment,
+                    offset: *offset,
+                };
+                matches!(index.blobs.get(cid), Some((Location::Packed(at), _)) if *at == here)
+            })
+            .collect();
+        let freed = index.packs.compacted(segment);
+        index.owned_bytes = index.owned_bytes.saturating_sub(freed);
+        for (cid, offset, len) in live {
+            let blob = &bytes[offset as usize..(offset + len) as usize];
+            match index.packs.append(&cid, blob) {
+                Ok(at) => {
+                    index.owned_bytes += footprint(len);
+                    index.blobs.insert(cid, (Location::Packed(at), len));
+                }
+                Err(e) => {
+                    index.blobs.remove(&cid);
+                    index.order.retain(|c| *c != cid);
+                    return Err(e);
+                }
             }
         }
-        index.reserved += incoming;
         Ok(())
     }
 
@@ -423,32 +593,58 @@ impl BlobStore {
         self.index().blobs.get(cid).map(|(_, len)| *len)
     }
 
-    fn location(&self, cid: &Cid) -> Option<(PathBuf, u64)> {
+    fn location(&self, cid: &Cid) -> Option<(Source, u64)> {
         let index = self.index();
         let (location, len) = index.blobs.get(cid)?;
         Some(match location {
-            Location::Owned => (self.path_of(cid), *len),
-            Location::File(path) => (path.clone(), *len),
+            Location::Owned => (Source::File(self.path_of(cid)), *len),
+            Location::File(path) => (Source::File(path.clone()), *len),
+            Location::Packed(at) => (
+                Source::Packed(index.packs.segment_path(at.segment), *at),
+                *len,
+            ),
         })
     }
 
-    /// The whole blob, shared from memory when it is resident, else read from its file;
-    /// `None` if it is not held.
+    /// The whole blob, shared from memory when it is resident, else read from its file
+    /// or pack segment; `None` if it is not held.
     pub fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         if let Some(bytes) = self.resident(cid) {
             return Ok(Some(bytes));
         }
-        let Some((path, _)) = self.location(cid) else {
-            return Ok(None);
-        };
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget(cid);
-                Ok(None)
-            }
-            Err(source) => Err(StoreError::Io { path, source }),
+        // A packed blob's segment may be compacted between the look-up and the read:
+        // then it is looked up again at its new place.
+        for _ in 0..3 {
+            let Some((source, len)) = self.location(cid) else {
+                return Ok(None);
+            };
+            let path = match source {
+                Source::File(path) => path,
+                Source::Packed(path, at) => match pack::read(&path, at, len, cid) {
+                    Ok(Some(bytes)) => return Ok(Some(bytes)),
+                    Ok(None) => continue,
+                    Err(e @ StoreError::HashMismatch { .. }) => {
+                        tracing::warn!(
+                            "blob store: the record of {} in {} is damaged ({e}); dropping it",
+                            cid.short(),
+                            path.display()
+                        );
+                        self.forget(cid);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            return match fs::read(&path) {
+                Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.forget(cid);
+                    Ok(None)
+                }
+                Err(source) => Err(StoreError::Io { path, source }),
+            };
         }
+        Ok(None)
     }
 
     /// [`BlobStore::read_piece`] of a resident blob, shared from memory without touching
@@ -471,8 +667,20 @@ impl BlobStore {
         if let Some(piece) = self.resident_piece(cid, offset, max) {
             return Ok(Some(piece));
         }
-        let Some((path, total)) = self.location(cid) else {
+        let Some((source, total)) = self.location(cid) else {
             return Ok(None);
+        };
+        let path = match source {
+            Source::File(path) => path,
+            Source::Packed(..) => {
+                // At most PACKED_MAX bytes: read whole, checked, then cut.
+                let Some(bytes) = self.get(cid)? else {
+                    return Ok(None);
+                };
+                let start = (offset.min(total)) as usize;
+                let end = start + (bytes.len() - start).min(max);
+                return Ok(Some((total, bytes.slice(start..end))));
+            }
         };
         let want = (total.saturating_sub(offset)).min(max as u64) as usize;
         let mut file = match fs::File::open(&path) {
@@ -499,8 +707,11 @@ impl BlobStore {
 
     fn forget(&self, cid: &Cid) {
         let mut index = self.index();
-        if let Some((Location::Owned, len)) = index.blobs.remove(cid) {
-            index.owned_bytes = index.owned_bytes.saturating_sub(len);
+        if matches!(
+            index.blobs.get(cid),
+            Some((Location::Owned | Location::Packed(_), _))
+        ) {
+            self.remove_owned(&mut index, cid);
             index.order.retain(|c| c != cid);
         }
     }

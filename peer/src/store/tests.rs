@@ -1,6 +1,23 @@
-//! The blob store's unit tests: writing, reading, pieces, residents, pins and the cap.
+//! The blob store's unit tests: writing, reading, pieces, residents, pins and the cap,
+//! for blobs in files of their own and for small blobs packed in segments.
 
 use super::*;
+
+/// A store that keeps every blob in a file of its own, whatever its size: for the tests
+/// of the files, with blobs small enough to count by hand.
+fn files_only(dir: &Path, cap: u64) -> BlobStore {
+    BlobStore::open_packing(dir, cap, 0).unwrap()
+}
+
+fn pack_files(dir: &Path) -> Vec<PathBuf> {
+    let mut packs: Vec<PathBuf> = fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    packs.sort();
+    packs
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("idlegrid-store-{name}-{}", std::process::id()));
@@ -119,7 +136,7 @@ fn pieces_are_written_verified_and_leave_nothing_when_wrong() {
 #[test]
 fn cap_evicts_oldest_unpinned() {
     let dir = temp_dir("cap");
-    let store = BlobStore::open(&dir, 250).unwrap();
+    let store = files_only(&dir, 250);
     let a = store.put(&[1u8; 100]).unwrap();
     let b = store.put(&[2u8; 100]).unwrap();
     let job_a = store.pin([a]);
@@ -151,7 +168,7 @@ fn cap_evicts_oldest_unpinned() {
 #[test]
 fn blobs_arriving_at_once_reserve_their_room_within_the_cap() {
     let dir = temp_dir("reserve");
-    let store = BlobStore::open(&dir, 3000).unwrap();
+    let store = files_only(&dir, 3000);
     let blob = |seed: u8| vec![seed; 1200];
     let (a, b, c) = (blob(1), blob(2), blob(3));
     let mut first = store.writer(Cid::of(&a), 1200).unwrap();
@@ -183,5 +200,139 @@ fn blobs_arriving_at_once_reserve_their_room_within_the_cap() {
     third.write(&c).unwrap();
     third.finish().unwrap();
     assert_eq!(store.usage(), (2400, 0));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn small_blobs_share_a_pack_segment_and_survive_a_reopen() {
+    let dir = temp_dir("packed");
+    let store = BlobStore::open(&dir, 1 << 30).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_le_bytes().repeat(8)).collect();
+    let cids: Vec<Cid> = blobs.iter().map(|b| store.put(b).unwrap()).collect();
+    // A large blob still gets a file of its own.
+    let large = vec![7u8; PACKED_MAX as usize + 1];
+    let large_cid = store.put(&large).unwrap();
+    let names = fs::read_dir(dir.join("blobs")).unwrap().count();
+    assert_eq!(names, 2, "one segment and one file, not a file per blob");
+    assert_eq!(
+        store.usage().0,
+        2000 * pack::footprint(32) + large.len() as u64
+    );
+    let (total, piece) = store.read_piece(&cids[5], 30, 100).unwrap().unwrap();
+    assert_eq!((total, &piece[..]), (32, &blobs[5][30..]));
+    let reopened = BlobStore::open(&dir, 1 << 30).unwrap();
+    for (cid, bytes) in cids.iter().zip(&blobs) {
+        assert_eq!(reopened.get(cid).unwrap().unwrap(), bytes);
+    }
+    assert_eq!(reopened.get(&large_cid).unwrap().unwrap(), large);
+    assert_eq!(reopened.usage(), store.usage());
+    // Stored twice, held once.
+    reopened.put(&blobs[0]).unwrap();
+    assert_eq!(reopened.usage(), store.usage());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A crash mid-append leaves a torn record at a segment's end, and a damaged disk a
+/// record whose bytes no longer hash to its id: neither is ever served, the torn tail is
+/// cut off, and the records around them are kept.
+#[test]
+fn torn_and_damaged_records_are_never_served() {
+    let dir = temp_dir("torn");
+    let store = BlobStore::open(&dir, 1 << 30).unwrap();
+    let [a, b, c] = [b"first blob", b"damaged b!", b"third blob"].map(|b| store.put(b).unwrap());
+    drop(store);
+    let segment = pack_files(&dir).remove(0);
+    let mut bytes = fs::read(&segment).unwrap();
+    let whole = bytes.len();
+    // Damage b's bytes (the second record), and tear a fourth record half-way.
+    let b_bytes = pack::footprint(10) as usize + pack::RECORD_HEADER as usize;
+    bytes[b_bytes] ^= 0xff;
+    bytes.extend_from_slice(&Cid::of(b"torn").0);
+    bytes.extend_from_slice(&100u32.to_le_bytes());
+    bytes.extend_from_slice(b"only part of it");
+    fs::write(&segment, &bytes).unwrap();
+
+    let store = BlobStore::open(&dir, 1 << 30).unwrap();
+    assert_eq!(fs::metadata(&segment).unwrap().len() as usize, whole, "the torn tail is cut off");
+    assert_eq!(store.get(&a).unwrap().unwrap(), &b"first blob"[..]);
+    assert_eq!(store.get(&b).unwrap(), None, "a damaged record is not served");
+    assert!(!store.has(&b));
+    assert_eq!(store.get(&c).unwrap().unwrap(), &b"third blob"[..]);
+    // New blobs are stored and read back after another open.
+    let d = store.put(b"after the tear").unwrap();
+    let store = BlobStore::open(&dir, 1 << 30).unwrap();
+    assert_eq!(store.get(&d).unwrap().unwrap(), &b"after the tear"[..]);
+    assert_eq!(store.get(&c).unwrap().unwrap(), &b"third blob"[..]);
+
+    // Damage found at a read (after the open checked it) drops the blob too.
+    let segment = pack_files(&dir).pop().unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&segment, &bytes).unwrap();
+    assert_eq!(store.get(&d).unwrap(), None);
+    assert!(!store.has(&d));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Packed blobs are held to the cap like files: the oldest unpinned are evicted, their
+/// segments deleted or compacted so that the disk use never passes the cap, and the
+/// pinned ones survive the moves, readable at their new place and after a reopen.
+#[test]
+fn packed_blobs_are_held_to_the_cap() {
+    let dir = temp_dir("packcap");
+    let cap = 1 << 20;
+    let store = BlobStore::open(&dir, cap).unwrap();
+    let blob = |i: u32| -> Vec<u8> { i.to_le_bytes().repeat(1000) };
+    let mut kept = Vec::new();
+    let mut pins = Vec::new();
+    for i in 0..2000u32 {
+        let cid = store.put(&blob(i)).unwrap();
+        if i % 97 == 0 {
+            pins.push(store.pin([cid]));
+            kept.push((cid, blob(i)));
+        }
+        let on_disk: u64 = pack_files(&dir)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(on_disk <= cap, "{on_disk} bytes of segments after blob {i}, cap {cap}");
+        assert_eq!(store.usage().0, on_disk);
+    }
+    for (cid, bytes) in &kept {
+        assert_eq!(store.get(cid).unwrap().unwrap(), bytes, "a pinned blob survived");
+    }
+    let last = store.put(&blob(5000)).unwrap();
+    let reopened = BlobStore::open(&dir, cap).unwrap();
+    for (cid, bytes) in &kept {
+        assert_eq!(reopened.get(cid).unwrap().unwrap(), bytes);
+    }
+    assert_eq!(reopened.get(&last).unwrap().unwrap(), blob(5000));
+    assert!(reopened.usage().0 <= cap);
+    drop(pins);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_small_blob_arriving_in_pieces_is_packed() {
+    let dir = temp_dir("packwriter");
+    let store = BlobStore::open(&dir, 1 << 20).unwrap();
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let cid = Cid::of(&bytes);
+    let mut w = store.writer(cid, 3000).unwrap();
+    assert_eq!(store.usage(), (0, pack::footprint(3000)));
+    for piece in bytes.chunks(1024) {
+        w.write(piece).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(store.usage(), (pack::footprint(3000), 0));
+    assert_eq!(store.get(&cid).unwrap().unwrap(), bytes);
+    // A wrong one leaves nothing behind and gives its room back.
+    let mut w = store.writer(Cid::of(b"other"), 3000).unwrap();
+    w.write(&bytes).unwrap();
+    assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
+    assert_eq!(store.usage(), (pack::footprint(3000), 0));
+    let names = fs::read_dir(dir.join("blobs")).unwrap().count();
+    assert_eq!(names, 1, "the segment only");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,9 @@
 //! Receiving a blob piece by piece into the store: hashed and written to a temp file as
 //! it arrives, checked against its claimed id and length, and only then renamed into
-//! the store's directory. The writer holds the store's reservation of the blob's size
-//! until then, and gives it back if the blob never arrives whole.
+//! the store's directory. A blob small enough to be packed is gathered in memory instead
+//! and appended to a pack segment once checked: no file of its own. The writer holds
+//! the store's reservation of the blob's room until then, and gives it back if the blob
+//! never arrives whole.
 
 use std::fs;
 use std::io::Write;
@@ -22,10 +24,20 @@ pub struct BlobWriter {
     pub(super) written: u64,
     pub(super) hasher: blake3::Hasher,
     /// None once finished (or failed).
-    pub(super) file: Option<fs::File>,
+    pub(super) sink: Option<Sink>,
     pub(super) tmp: PathBuf,
-    /// Whether `len` bytes of the store's cap are still reserved for this blob.
+    /// Bytes of the store's cap reserved for this blob: its room on disk.
+    pub(super) room: u64,
+    /// Whether `room` is still reserved.
     pub(super) reserved: bool,
+}
+
+/// Where the bytes of a blob arriving go until it is whole.
+pub(super) enum Sink {
+    /// A temp file, renamed into the store at the end.
+    File(fs::File),
+    /// Memory, for a blob to be packed (at most [`PACKED_MAX`](super::PACKED_MAX) bytes).
+    Packed(Vec<u8>),
 }
 
 impl BlobWriter {
@@ -39,14 +51,17 @@ impl BlobWriter {
                 got,
             });
         }
-        let Some(file) = self.file.as_mut() else {
+        let Some(sink) = self.sink.as_mut() else {
             return Err(StoreError::Io {
                 path: self.tmp.clone(),
                 source: std::io::Error::other("blob writer already finished"),
             });
         };
         self.hasher.update(piece);
-        file.write_all(piece).map_err(io_err(&self.tmp))?;
+        match sink {
+            Sink::File(file) => file.write_all(piece).map_err(io_err(&self.tmp))?,
+            Sink::Packed(bytes) => bytes.extend_from_slice(piece),
+        }
         self.written = got;
         Ok(())
     }
@@ -67,23 +82,37 @@ impl BlobWriter {
                 actual,
             });
         }
-        // Closed before the rename.
-        drop(self.file.take());
-        let path = self.store.path_of(&self.cid);
-        fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
-        self.reserved = false;
-        self.store.settle(self.cid, self.len);
-        Ok(())
+        match self.sink.take() {
+            Some(Sink::Packed(bytes)) => {
+                self.reserved = false;
+                self.store.settle_packed(self.cid, &bytes)
+            }
+            Some(Sink::File(file)) => {
+                // Closed before the rename.
+                drop(file);
+                let path = self.store.path_of(&self.cid);
+                fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+                self.reserved = false;
+                self.store.settle(self.cid, self.len);
+                Ok(())
+            }
+            None => Err(StoreError::Io {
+                path: self.tmp.clone(),
+                source: std::io::Error::other("blob writer already finished"),
+            }),
+        }
     }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
         // Unfinished, failed or refused: the temp file goes. (After a successful finish
-        // it has been renamed and this removes nothing.)
-        let _ = fs::remove_file(&self.tmp);
+        // it has been renamed and this removes nothing; a packed blob had none.)
+        if !matches!(self.sink, Some(Sink::Packed(_))) && !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
         if self.reserved {
-            self.store.release(self.len);
+            self.store.release(self.room);
         }
     }
 }
