@@ -17,6 +17,9 @@ pub const BLOB_PIECE: usize = 1024 * 1024;
 pub const MAX_BLOB_RESPONSE: usize = BLOB_PIECE + 4 * 1024;
 /// Largest blob a peer will fetch or store (one input or one result).
 pub const MAX_BLOB: u64 = 1024 * 1024 * 1024;
+/// Most chunks in one `RunMany` (and answers in one `Many`). The batch must also fit
+/// [`MAX_TASK_REQUEST`] and its answers [`MAX_TASK_RESPONSE`].
+pub const MAX_BATCH: usize = 256;
 /// Most inputs a TaskSpec may name.
 pub const MAX_TASK_INPUTS: usize = 4096;
 /// Longest kernel name.

@@ -5,7 +5,14 @@
 //! a long poll: the worker answers as soon as the chunk is done, or after a keep-alive
 //! interval with `Running`. So a chunk may compute for minutes while every single
 //! request still completes within seconds, and a dead or frozen worker is noticed when
-//! one poll times out.
+//! one poll times out. A chunk that finishes within the worker's grace is answered
+//! `Done` to its `Run` at once.
+//!
+//! Small chunks travel several to a request: `RunMany` carries up to the number of
+//! chunks the worker's probe answer offered ([`PeerInfo::batch`]), and is answered with
+//! `Many`, one answer per chunk in order. A peer whose probe answer has no `batch` (one
+//! that predates it) offers 0 and is never sent a `RunMany`; one sent anyway fails to
+//! decode it and resets the stream, so the sender gets an error at once, not a hang.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +33,9 @@ pub enum TaskRequest {
     Poll { chunk: Cid },
     /// Stop working on this chunk (another peer delivered it first).
     Cancel { chunk: Cid },
+    /// Compute these chunks: each as a `Run`, answered together with `Many`. At most
+    /// the worker's [`PeerInfo::batch`] chunks, and at most [`limits::MAX_BATCH`].
+    RunMany { specs: Vec<TaskSpec> },
 }
 
 /// What a worker offers, as answered to a probe.
@@ -41,6 +51,10 @@ pub struct PeerInfo {
     pub running: u32,
     /// True when the owner's policy says no new work right now.
     pub busy: bool,
+    /// Most chunks this worker takes in one `RunMany`; 0 (what a peer that predates
+    /// batches decodes to) means one `Run` per chunk.
+    #[serde(default)]
+    pub batch: u32,
 }
 
 /// A response on `/idlegrid/task/1`.
@@ -82,6 +96,10 @@ pub enum TaskResponse {
     /// request about a chunk is `Refused` instead, naming its chunk. A peer that
     /// predates this answer fails to decode it and reports a stream error at once.
     Busy,
+    /// The answers to a `RunMany`, one per chunk in its order (each a `Run`'s answer).
+    Many {
+        answers: Vec<TaskResponse>,
+    },
 }
 
 /// A request on `/idlegrid/blob/1`: a piece of a blob.
@@ -108,6 +126,16 @@ pub enum BlobResponse {
     },
 }
 
+fn check_batch(len: usize) -> Result<(), DecodeError> {
+    if len > limits::MAX_BATCH {
+        return Err(DecodeError::Invalid(format!(
+            "a batch of {len} chunks is over the {}-chunk limit",
+            limits::MAX_BATCH
+        )));
+    }
+    Ok(())
+}
+
 fn check_text(what: &str, text: &str) -> Result<(), DecodeError> {
     if text.len() > limits::MAX_TEXT {
         return Err(DecodeError::Invalid(format!(
@@ -123,6 +151,10 @@ impl TaskRequest {
     pub fn validate(&self) -> Result<(), DecodeError> {
         match self {
             TaskRequest::Run { spec } => spec.validate(),
+            TaskRequest::RunMany { specs } => {
+                check_batch(specs.len())?;
+                specs.iter().try_for_each(TaskSpec::validate)
+            }
             TaskRequest::Probe | TaskRequest::Poll { .. } | TaskRequest::Cancel { .. } => Ok(()),
         }
     }
@@ -161,6 +193,18 @@ impl TaskResponse {
                 }
                 Ok(())
             }
+            TaskResponse::Many { answers } => {
+                check_batch(answers.len())?;
+                answers.iter().try_for_each(|answer| match answer {
+                    TaskResponse::Many { .. } | TaskResponse::Probe(_) | TaskResponse::Busy => {
+                        Err(DecodeError::Invalid(
+                            "a batch's answer is a chunk's answer, not a batch, probe or busy"
+                                .into(),
+                        ))
+                    }
+                    answer => answer.validate(),
+                })
+            }
             TaskResponse::Accepted { .. }
             | TaskResponse::Running { .. }
             | TaskResponse::Unknown { .. }
@@ -181,6 +225,9 @@ impl TaskResponse {
             }
             TaskResponse::Refused { reason, .. } | TaskResponse::Failed { reason, .. } => {
                 text::make_printable(reason)
+            }
+            TaskResponse::Many { answers } => {
+                answers.iter_mut().for_each(TaskResponse::make_printable)
             }
             TaskResponse::Accepted { .. }
             | TaskResponse::Running { .. }
@@ -255,6 +302,9 @@ mod tests {
             TaskRequest::Run { spec: spec.clone() },
             TaskRequest::Poll { chunk: spec.id() },
             TaskRequest::Cancel { chunk: spec.id() },
+            TaskRequest::RunMany {
+                specs: vec![spec.clone(); 3],
+            },
         ];
         for r in reqs {
             let b = encode(&r).unwrap();
@@ -277,6 +327,67 @@ mod tests {
         let back: TaskResponse = decode(&b, limits::MAX_TASK_RESPONSE).unwrap();
         assert!(back.validate().is_ok());
         assert_eq!(back, TaskResponse::Busy);
+        let many = TaskResponse::Many {
+            answers: vec![done.clone(), TaskResponse::Accepted { chunk: spec.id() }],
+        };
+        let back: TaskResponse =
+            decode(&encode(&many).unwrap(), limits::MAX_TASK_RESPONSE).unwrap();
+        assert!(back.validate().is_ok());
+        assert_eq!(back, many);
+    }
+
+    #[test]
+    fn batches_are_bounded_and_flat() {
+        let spec = TaskSpec {
+            kernel: "noop".into(),
+            kernel_version: 1,
+            params: vec![],
+            inputs: vec![],
+        };
+        let too_many = TaskRequest::RunMany {
+            specs: vec![spec.clone(); limits::MAX_BATCH + 1],
+        };
+        assert!(too_many.validate().is_err());
+        let nested = TaskResponse::Many {
+            answers: vec![TaskResponse::Many { answers: vec![] }],
+        };
+        assert!(nested.validate().is_err());
+        let busy_inside = TaskResponse::Many {
+            answers: vec![TaskResponse::Busy],
+        };
+        assert!(busy_inside.validate().is_err());
+    }
+
+    /// The probe answer as a peer that predates batches sends it: it decodes, offering
+    /// no batches, so such a peer is sent one `Run` per chunk.
+    #[test]
+    fn a_probe_answer_without_batch_offers_none() {
+        #[derive(Serialize)]
+        struct OldPeerInfo {
+            agent: String,
+            kernels: Vec<(String, u32)>,
+            slots: u32,
+            running: u32,
+            busy: bool,
+        }
+        #[derive(Serialize)]
+        enum OldResponse {
+            Probe(OldPeerInfo),
+        }
+        let old = OldResponse::Probe(OldPeerInfo {
+            agent: "idlegrid/0.1.0".into(),
+            kernels: vec![("noop".into(), 1)],
+            slots: 2,
+            running: 0,
+            busy: false,
+        });
+        let back: TaskResponse = decode(&encode(&old).unwrap(), limits::MAX_TASK_RESPONSE).unwrap();
+        match back {
+            TaskResponse::Probe(info) => {
+                assert_eq!((info.slots, info.batch), (2, 0));
+            }
+            other => panic!("decoded as {other:?}"),
+        }
     }
 
     #[test]
@@ -287,6 +398,7 @@ mod tests {
             slots: 1,
             running: 0,
             busy: false,
+            batch: 0,
         });
         probe.make_printable();
         let TaskResponse::Probe(info) = &probe else {

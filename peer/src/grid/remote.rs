@@ -12,7 +12,7 @@ use libp2p::PeerId;
 
 use crate::blobs::fetch_bytes;
 use crate::net::{Client, NetError};
-use crate::store::BlobStore;
+use crate::store::{BlobStore, PACKED_MAX};
 
 /// Why a peer is not used for a job.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +125,11 @@ pub async fn run_chunk(
     let chunk = spec.id();
     // The worker may read the chunk's inputs from this peer while the run lasts.
     let _inputs = store.grants().grant(peer, spec.inputs.iter().copied());
-    let mut request = TaskRequest::Run { spec: spec.clone() };
+    let mut answer = client.run(peer, spec.clone()).await;
     loop {
-        match client.task(peer, request).await {
+        match answer {
             Ok(TaskResponse::Accepted { .. } | TaskResponse::Running { .. }) => {
-                request = TaskRequest::Poll { chunk };
+                answer = client.task(peer, TaskRequest::Poll { chunk }).await;
             }
             Ok(TaskResponse::Refused { reason, .. }) => return Err((FailureKind::Refused, reason)),
             Ok(TaskResponse::Done {
@@ -189,12 +189,18 @@ async fn receive_result(
         return Err((FailureKind::BadHash, format!("malformed result: {why}")));
     }
     let received = bytes.len() as u64;
-    let store = store.clone();
-    let bytes =
-        tokio::task::spawn_blocking(move || store.put_verified(result, &bytes).map(|_| bytes))
+    let stored = if received <= PACKED_MAX {
+        // One short append to a pack segment: cheaper here than a hand-off to a
+        // blocking thread and back.
+        store.put_verified(result, &bytes)
+    } else {
+        let store = store.clone();
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || store.put_verified(result, &bytes))
             .await
             .map_err(|e| (FailureKind::Transport, e.to_string()))?
-            .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+    };
+    stored.map_err(|e| (FailureKind::Transport, e.to_string()))?;
     Ok(ChunkOutcome {
         result,
         bytes,

@@ -56,6 +56,8 @@ pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
     pub(crate) local_peer_id: PeerId,
+    /// Chunks waiting to go to each worker together ([`Client::run`]).
+    pub(crate) batches: super::batch::SharedBatches,
 }
 
 impl Client {
@@ -98,6 +100,10 @@ impl Client {
             .await??;
         match answer {
             TaskResponse::Busy => Err(NetError::Busy { peer }),
+            TaskResponse::Probe(info) => {
+                self.batches.offered(peer, info.batch);
+                Ok(TaskResponse::Probe(info))
+            }
             answer => Ok(answer),
         }
     }

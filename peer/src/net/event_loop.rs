@@ -95,6 +95,7 @@ pub fn spawn(
         commands: command_tx,
         events,
         local_peer_id,
+        batches: Default::default(),
     };
     Ok((client, inbound_rx, event_loop))
 }
@@ -292,6 +293,9 @@ impl EventLoop {
             TaskRequest::Probe => TaskResponse::Busy,
             TaskRequest::Run { spec } => busy_refusal(spec.id()),
             TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => busy_refusal(chunk),
+            TaskRequest::RunMany { specs } => TaskResponse::Many {
+                answers: specs.iter().map(|spec| busy_refusal(spec.id())).collect(),
+            },
         };
         let _ = self
             .swarm

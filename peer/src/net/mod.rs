@@ -10,6 +10,7 @@
 //! (the peer book), `liveness` (pings), `nat` (autonat, relays, DCUtR) and `kad`
 //! (provider records, lookups, DHT mode).
 
+mod batch;
 mod behaviour;
 mod client;
 pub use client::kernel_key;

@@ -373,9 +373,7 @@ impl BlobStore {
     /// the reservation turned into its size.
     pub(super) fn settle_packed(&self, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
         let mut index = self.index();
-        index.reserved = index
-            .reserved
-            .saturating_sub(footprint(bytes.len() as u64));
+        index.reserved = index.reserved.saturating_sub(footprint(bytes.len() as u64));
         if index.blobs.contains_key(&cid) {
             return Ok(());
         }
@@ -424,7 +422,10 @@ impl BlobStore {
         let (room, packed) = self.room_for(len);
         self.reserve(room)?;
         let (sink, tmp) = if packed {
-            (Sink::Packed(Vec::with_capacity(len as usize)), PathBuf::new())
+            (
+                Sink::Packed(Vec::with_capacity(len as usize)),
+                PathBuf::new(),
+            )
         } else {
             let tmp = self.temp_path(&cid);
             match fs::File::create(&tmp) {

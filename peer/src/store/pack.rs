@@ -288,7 +288,11 @@ impl Packs {
 
     /// Stops appending to segment `id`: it is about to be compacted.
     pub fn retire(&mut self, id: u32) {
-        if self.active.as_ref().is_some_and(|(active, _)| *active == id) {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|(active, _)| *active == id)
+        {
             self.active = None;
         }
     }

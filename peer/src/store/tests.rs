@@ -253,9 +253,17 @@ fn torn_and_damaged_records_are_never_served() {
     fs::write(&segment, &bytes).unwrap();
 
     let store = BlobStore::open(&dir, 1 << 30).unwrap();
-    assert_eq!(fs::metadata(&segment).unwrap().len() as usize, whole, "the torn tail is cut off");
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len() as usize,
+        whole,
+        "the torn tail is cut off"
+    );
     assert_eq!(store.get(&a).unwrap().unwrap(), &b"first blob"[..]);
-    assert_eq!(store.get(&b).unwrap(), None, "a damaged record is not served");
+    assert_eq!(
+        store.get(&b).unwrap(),
+        None,
+        "a damaged record is not served"
+    );
     assert!(!store.has(&b));
     assert_eq!(store.get(&c).unwrap().unwrap(), &b"third blob"[..]);
     // New blobs are stored and read back after another open.
@@ -296,11 +304,18 @@ fn packed_blobs_are_held_to_the_cap() {
             .iter()
             .map(|p| fs::metadata(p).unwrap().len())
             .sum();
-        assert!(on_disk <= cap, "{on_disk} bytes of segments after blob {i}, cap {cap}");
+        assert!(
+            on_disk <= cap,
+            "{on_disk} bytes of segments after blob {i}, cap {cap}"
+        );
         assert_eq!(store.usage().0, on_disk);
     }
     for (cid, bytes) in &kept {
-        assert_eq!(store.get(cid).unwrap().unwrap(), bytes, "a pinned blob survived");
+        assert_eq!(
+            store.get(cid).unwrap().unwrap(),
+            bytes,
+            "a pinned blob survived"
+        );
     }
     let last = store.put(&blob(5000)).unwrap();
     let reopened = BlobStore::open(&dir, cap).unwrap();

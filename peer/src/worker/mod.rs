@@ -73,6 +73,10 @@ pub struct WorkerConfig {
     /// How long a `Run` is held for the chunk's result before answering `Accepted`:
     /// a short chunk costs one round trip instead of two. Default 50 ms.
     pub run_grace: Duration,
+    /// Most chunks taken in one `RunMany`, as offered to submitters in the probe
+    /// answer: small chunks then travel many to a request. Default 64; 0 or 1 asks for
+    /// one `Run` per chunk.
+    pub batch: u32,
     /// Run the `noop` kernel for other peers. It computes nothing from inputs of any
     /// size, so a worker running it would store and serve whatever a peer sent: only
     /// tests and benchmarks turn it on. Default off.
@@ -90,6 +94,7 @@ impl Default for WorkerConfig {
             remember: 4096,
             gate: Gate::open(),
             run_grace: Duration::from_millis(50),
+            batch: 64,
             noop_kernel: false,
         }
     }
@@ -212,17 +217,18 @@ impl Worker {
                 slots: self.executor.cores() as u32,
                 running: self.executor.running() as u32,
                 busy: !self.config.serve || self.config.gate.busy(),
+                batch: self.config.batch,
             }),
-            TaskRequest::Run { spec } => {
-                let chunk = spec.id();
-                match self.on_run(peer, spec) {
-                    // A short chunk is answered with its result at once: one round
-                    // trip instead of two.
-                    TaskResponse::Accepted { .. } => self
-                        .answer_within(chunk, peer, self.config.run_grace)
-                        .await
-                        .unwrap_or(TaskResponse::Accepted { chunk }),
-                    refused => refused,
+            TaskRequest::Run { spec } => self.run_within_grace(peer, spec).await,
+            TaskRequest::RunMany { specs } => {
+                let answers = futures::future::join_all(
+                    specs
+                        .into_iter()
+                        .map(|spec| self.run_within_grace(peer, spec)),
+                )
+                .await;
+                TaskResponse::Many {
+                    answers: fit_response(answers),
                 }
             }
             TaskRequest::Poll { chunk } => self
@@ -236,6 +242,19 @@ impl Worker {
                 self.registry().cancel(chunk, peer);
                 TaskResponse::Unknown { chunk }
             }
+        }
+    }
+
+    /// Admits a chunk and, if it finishes within the run grace, answers with its
+    /// result: a short chunk costs one round trip instead of two.
+    async fn run_within_grace(&self, peer: PeerId, spec: TaskSpec) -> TaskResponse {
+        let chunk = spec.id();
+        match self.on_run(peer, spec) {
+            TaskResponse::Accepted { .. } => self
+                .answer_within(chunk, peer, self.config.run_grace)
+                .await
+                .unwrap_or(TaskResponse::Accepted { chunk }),
+            refused => refused,
         }
     }
 
@@ -352,4 +371,33 @@ impl Worker {
             }
         })
     }
+}
+
+/// Bytes of inline results one `Many` may carry, under [`limits::MAX_TASK_RESPONSE`]
+/// with room for the answers' own fields.
+const MANY_INLINE: usize = limits::MAX_TASK_RESPONSE / 2;
+
+/// A batch's answers within one response: a finished chunk whose inline result no
+/// longer fits is answered `Accepted` instead, and its submitter's poll then brings the
+/// result alone.
+fn fit_response(answers: Vec<TaskResponse>) -> Vec<TaskResponse> {
+    let mut inline = 0;
+    answers
+        .into_iter()
+        .map(|answer| match answer {
+            TaskResponse::Done {
+                chunk,
+                inline: ref bytes,
+                ..
+            } => {
+                inline += bytes.len();
+                if inline > MANY_INLINE {
+                    TaskResponse::Accepted { chunk }
+                } else {
+                    answer
+                }
+            }
+            answer => answer,
+        })
+        .collect()
 }

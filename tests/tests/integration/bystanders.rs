@@ -63,7 +63,9 @@ async fn serve(client: Client, mut inbound: mpsc::Receiver<Inbound>) {
                 request, channel, ..
             } => {
                 let response = match request {
+                    // It offers no batches: it is sent one `Run` per chunk.
                     TaskRequest::Probe => TaskResponse::Probe(PeerInfo {
+                        batch: 0,
                         agent: net::agent_version(),
                         kernels: vec![(noop::NAME.into(), noop::VERSION)],
                         slots: 1,
@@ -88,6 +90,7 @@ async fn serve(client: Client, mut inbound: mpsc::Receiver<Inbound>) {
                     TaskRequest::Poll { chunk } | TaskRequest::Cancel { chunk } => {
                         TaskResponse::Unknown { chunk }
                     }
+                    TaskRequest::RunMany { .. } => panic!("sent a batch it never offered"),
                 };
                 client.respond_task(channel, response).await;
             }
