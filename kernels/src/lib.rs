@@ -219,6 +219,13 @@ pub fn run_cancellable<B: AsRef<[u8]>>(
     lookup(spec)?.run(spec, &inputs, spread, cancel)
 }
 
+/// Whether `spec`'s kernel spreads a chunk over a rayon pool when given
+/// [`Spread::Pool`] (only the change engine does): the others run on the calling thread
+/// whatever the spread, so a caller need not hand them to a pool.
+pub fn spreads(spec: &TaskSpec) -> bool {
+    Kernel::from_name(&spec.kernel) == Some(Kernel::Change)
+}
+
 /// The most bytes each input of `spec` (in `spec.inputs` order) can have in a chunk
 /// its kernel would run, from the chunk's own parameters: a worker refuses an input
 /// announced larger before fetching a byte of it. Exact where the parameters say the
