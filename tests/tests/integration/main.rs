@@ -10,4 +10,5 @@ mod grid;
 mod hostile;
 mod lending;
 mod ping;
+mod small_chunks;
 mod trust;
