@@ -25,7 +25,9 @@ fn quiet(config: GridConfig) -> GridConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_next_job() {
-    let plan = change_plan(128, 8, 4);
+    // Chunks heavy enough (64 sweeps) that this machine, computing every chunk to
+    // check the newcomers, cannot finish the job before their first results arrive.
+    let plan = change_plan(128, 8, 64);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
     let (workers, addrs) = workers(2, |i| {
         faulty(FaultInjection {
@@ -243,11 +245,28 @@ async fn a_worker_that_turns_liar_after_earning_trust_is_caught_by_an_audit() {
     let plan2 = change_plan(160, 2, 1);
     let expected = plan2.assemble(&local_results(&plan2)).unwrap();
     let (job2, _resident2) = prepare(&submitter, &plan2).await;
+    // This machine only checks, and the turned worker is weighted twenty times the
+    // honest newcomer beside it, so it is sent most of the 80 chunks until it is
+    // caught: the chance that none of its answers is audited is about 0.9^70. (A job
+    // that sends a trusted liar only a few chunks can end with a few of its lies
+    // believed and no audit drawn: earned trust bounds the share of a trusted peer's
+    // lies that are believed, not what one job lets through.)
+    let (honest, honest_addrs) =
+        crate::common::workers(1, |_| idlegrid::worker::WorkerConfig::default()).await;
+    submitter
+        .client
+        .dial(honest_addrs[0].clone())
+        .await
+        .unwrap();
     let second = run(
         &submitter,
         job2,
         quiet(GridConfig {
-            min_peers: 1,
+            min_peers: 2,
+            compute_locally: false,
+            weights: [(id, 20.0), (honest[0].peer_id(), 1.0)]
+                .into_iter()
+                .collect(),
             ..GridConfig::default()
         }),
     )
