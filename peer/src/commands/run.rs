@@ -195,13 +195,18 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
         Some(r) => r.end - r.start,
         None => spec.inputs.len() as u64,
     };
-    anyhow::ensure!(count > 0, "nothing to run: give input files or --range A..B");
+    anyhow::ensure!(
+        count > 0,
+        "nothing to run: give input files or --range A..B"
+    );
     let fill = |t: &Template, fields: &Fields<'_>| t.fill(fields).map_err(anyhow::Error::msg);
     for k in 0..count {
         let file = spec.inputs.get(k as usize);
         let file_name = file.map(|f| {
-            f.file_name()
-                .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned())
+            f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
         });
         let fields = Fields {
             i: spec.range.as_ref().map_or(k, |r| r.start + k),
@@ -246,10 +251,10 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
         Outputs::Each(paths)
     };
     let budgets = WasmParams {
-        program: spec
-            .module
-            .file_name()
-            .map_or_else(|| "kernel.wasm".into(), |n| n.to_string_lossy().into_owned()),
+        program: spec.module.file_name().map_or_else(
+            || "kernel.wasm".into(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
         ..spec.budgets.clone()
     };
     let plan = wasm::plan::plan(&module, &budgets, &runs, spec.batch)?;
@@ -389,8 +394,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         Outputs::Each(paths) => println!(
             "wrote {runs} outputs ({} .. {}) in {secs:.1} s",
-            paths.first().map_or_else(String::new, |p| p.display().to_string()),
-            paths.last().map_or_else(String::new, |p| p.display().to_string()),
+            paths
+                .first()
+                .map_or_else(String::new, |p| p.display().to_string()),
+            paths
+                .last()
+                .map_or_else(String::new, |p| p.display().to_string()),
         ),
     }
     Ok(())

@@ -12,3 +12,4 @@ mod lending;
 mod ping;
 mod trust;
 mod wasm;
+mod wasm_examples;

@@ -78,13 +78,22 @@ fn float_module(trap_at: i64) -> Vec<u8> {
 }
 
 /// Writes `module` and returns a job over it: `--range` or the given input files.
-fn job_spec(dir: &Path, module: &[u8], range: Option<std::ops::Range<u64>>, inputs: Vec<PathBuf>) -> RunSpec {
+fn job_spec(
+    dir: &Path,
+    module: &[u8],
+    range: Option<std::ops::Range<u64>>,
+    inputs: Vec<PathBuf>,
+) -> RunSpec {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("floats.wasm");
     std::fs::write(&path, module).unwrap();
     RunSpec {
         module: path,
-        args_template: if range.is_some() { "{i}".into() } else { String::new() },
+        args_template: if range.is_some() {
+            "{i}".into()
+        } else {
+            String::new()
+        },
         range,
         inputs,
         output: dir.join("out/{i:03}.bin").display().to_string(),
@@ -98,7 +107,11 @@ fn job_spec(dir: &Path, module: &[u8], range: Option<std::ops::Range<u64>>, inpu
     }
 }
 
-async fn on_grid(submitter: &idlegrid::node::Node, plan: &RunPlan, config: GridConfig) -> Result<Vec<Vec<u8>>, GridError> {
+async fn on_grid(
+    submitter: &idlegrid::node::Node,
+    plan: &RunPlan,
+    config: GridConfig,
+) -> Result<Vec<Vec<u8>>, GridError> {
     let (job, blobs) = run::grid_job(plan).unwrap();
     let _resident = store_blobs(submitter, blobs).await.unwrap();
     let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(submitter, job, config))
@@ -181,16 +194,24 @@ async fn wasm_job_over_files_survives_a_worker_killed_mid_job() {
     });
     let (job, blobs) = run::grid_job(&plan).unwrap();
     let _resident = store_blobs(&submitter, blobs).await.unwrap();
-    let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, quiet(remote_pool(2))))
-        .await
-        .expect("job timed out")
-        .expect("job succeeds");
+    let outcome = tokio::time::timeout(
+        TIMEOUT,
+        grid::run_job(&submitter, job, quiet(remote_pool(2))),
+    )
+    .await
+    .expect("job timed out")
+    .expect("job succeeds");
     killer.await.unwrap();
     assert_eq!(fetch_results(&submitter, &outcome.results), local);
     let dead = peer_line(&outcome.report, &doomed_id);
     assert!(dead.left, "{:?}", outcome.report);
     // Each run read its seed from its file: run 3's output is that of seed 103.
-    let by_arg = job_spec(&dir.join("args"), &float_module(-1), Some(103..104), Vec::new());
+    let by_arg = job_spec(
+        &dir.join("args"),
+        &float_module(-1),
+        Some(103..104),
+        Vec::new(),
+    );
     let direct = run::execute_local(&run::plan_run(&by_arg).unwrap(), 1).unwrap();
     assert_eq!(
         idlegrid_kernels::wasm::unframe(&direct[0]).unwrap(),
@@ -224,7 +245,11 @@ async fn wasm_liar_is_caught_and_its_lies_never_reach_the_output() {
         .await
         .expect("job timed out")
         .expect("job succeeds");
-    assert_eq!(fetch_results(&submitter, &outcome.results), local, "a lie reached the output");
+    assert_eq!(
+        fetch_results(&submitter, &outcome.results),
+        local,
+        "a lie reached the output"
+    );
     let line = peer_line(&outcome.report, &liar);
     assert!(line.banned || line.chunks_done == 0, "{:?}", outcome.report);
     assert_eq!(line.results_believed, 0);
@@ -239,7 +264,10 @@ async fn wasm_program_trapping_on_one_input_fails_the_job_naming_it() {
     std::fs::create_dir_all(dir.join("out")).unwrap();
     std::fs::write(dir.join("out/002.bin"), b"earlier").unwrap();
     let local = run::execute_local(&plan, 2).unwrap_err().to_string();
-    assert!(local.contains("i = 5") && local.contains("unreachable"), "{local}");
+    assert!(
+        local.contains("i = 5") && local.contains("unreachable"),
+        "{local}"
+    );
     let (_workers, addrs) = workers(2, |_| WorkerConfig::default()).await;
     let submitter = start("wasm-trap-submitter", false, WorkerConfig::default(), addrs).await;
     let config = quiet(GridConfig {
@@ -252,7 +280,10 @@ async fn wasm_program_trapping_on_one_input_fails_the_job_naming_it() {
     };
     let named = plan.explain(*chunk, reason).to_string();
     assert!(named.starts_with("i = 5 failed"), "{named}");
-    assert!(named.contains("[\"5\"]") && named.contains("unreachable"), "{named}");
+    assert!(
+        named.contains("[\"5\"]") && named.contains("unreachable"),
+        "{named}"
+    );
     assert_eq!(std::fs::read(dir.join("out/002.bin")).unwrap(), b"earlier");
 }
 
@@ -279,7 +310,10 @@ async fn wasm_off_or_over_the_caps_is_refused_by_the_volunteer() {
     let submitter = start("wasm-off-submitter", false, WorkerConfig::default(), addrs).await;
     let (job, blobs) = run::grid_job(&plan).unwrap();
     let _resident = store_blobs(&submitter, blobs).await.unwrap();
-    for (worker, want) in [(&workers[0], "does not run WebAssembly"), (&workers[1], "at most 1 MiB")] {
+    for (worker, want) in [
+        (&workers[0], "does not run WebAssembly"),
+        (&workers[1], "at most 1 MiB"),
+    ] {
         let answer = run_to_end(&submitter.client, worker.peer_id(), job.chunks[0].clone()).await;
         let TaskResponse::Refused { reason, .. } = answer else {
             panic!("not refused: {answer:?}");
