@@ -39,6 +39,13 @@ const IN_MEMORY: usize = 32;
 /// A compiled module, ready to instantiate with the WASI host linked.
 pub type Compiled = InstancePre<Host>;
 
+/// A module's compiled form once made; its lock makes a second chunk of the module
+/// wait for the first one's compile instead of compiling too.
+type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
+
+/// The slots by module hash, and their hashes oldest first (to evict).
+type Modules = (HashMap<[u8; 32], Slot>, Vec<[u8; 32]>);
+
 /// The engine, the linker with the WASI host, and the compiled modules.
 pub struct Runtime {
     pub engine: Engine,
@@ -47,10 +54,7 @@ pub struct Runtime {
     compat: String,
     /// Per module hash: its compiled form once made. The inner lock makes a second
     /// chunk of a module wait for the first one's compile instead of compiling too.
-    modules: Mutex<(
-        HashMap<[u8; 32], Arc<Mutex<Option<Arc<Compiled>>>>>,
-        Vec<[u8; 32]>,
-    )>,
+    modules: Mutex<Modules>,
 }
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();

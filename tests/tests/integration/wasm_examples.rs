@@ -127,8 +127,8 @@ async fn wasm_examples_render_an_animation_into_an_mp4_and_join_file_statistics(
         segment_frames: 3,
         ..VideoSettings::default()
     };
-    let video_plan =
-        video::plan(&[frames.clone()], settings).expect("the video kernel reads the frames");
+    let video_plan = video::plan(std::slice::from_ref(&frames), settings)
+        .expect("the video kernel reads the frames");
     assert_eq!(video_plan.frames.len(), 6);
     let segments: Vec<PathBuf> = video_plan
         .chunks
