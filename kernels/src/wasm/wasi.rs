@@ -143,9 +143,16 @@ fn get_u32(mem: &[u8], ptr: i32) -> Result<u32, i32> {
     Ok(u32::from_le_bytes(b))
 }
 
+/// Most iovecs in one read or write (POSIX's usual `IOV_MAX`): a module cannot make
+/// the host allocate for more.
+const IOV_MAX: usize = 1024;
+
 /// The (pointer, length) pairs of an iovec array.
 fn iovecs(mem: &[u8], iovs: i32, count: i32) -> Result<Vec<(i32, usize)>, i32> {
     let count = count as u32 as usize;
+    if count > IOV_MAX {
+        return Err(EINVAL);
+    }
     range(mem, iovs, count.checked_mul(8).ok_or(EFAULT)?)?;
     (0..count)
         .map(|i| {
@@ -222,6 +229,8 @@ fn fd_write(
             }
             host.stdout.extend_from_slice(&mem[r]);
         } else {
+            // Only the tail is kept: never more than that is copied.
+            let r = r.start.max(r.end.saturating_sub(STDERR_TAIL))..r.end;
             host.stderr.extend(&mem[r]);
             let over = host.stderr.len().saturating_sub(STDERR_TAIL);
             host.stderr.drain(..over);

@@ -234,6 +234,7 @@ fn wasm_sandbox_gives_nothing_of_the_host() {
     (i32.store (i32.const 1020) (call $poll (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 600)))
     (i32.store (i32.const 1024) (call $accept (i32.const 3) (i32.const 0) (i32.const 600)))
     (i32.store (i32.const 1028) (call $fd_write (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 600)))
+    (i32.store (i32.const 1032) (call $fd_write (i32.const 2) (i32.const 0) (i32.const 5000) (i32.const 600)))
     (call $out (i32.const 1000) (i32.const 72)))"#,
     );
     let out = run_one(&m, &budgets(), &[]).unwrap();
@@ -254,6 +255,7 @@ fn wasm_sandbox_gives_nothing_of_the_host() {
     assert_eq!(u32_at(20), 58, "poll_oneoff (sleeping) is not supported");
     assert_eq!(u32_at(24), EBADF, "no sockets");
     assert_eq!(u32_at(28), EBADF, "no other descriptors");
+    assert_eq!(u32_at(32), 28, "more iovecs than IOV_MAX: EINVAL, nothing allocated");
     // The random bytes come from the chunk: the same chunk draws the same bytes, a
     // chunk with other arguments other bytes.
     assert_eq!(run_one(&m, &budgets(), &[]).unwrap(), out);
