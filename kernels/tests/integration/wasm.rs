@@ -255,7 +255,11 @@ fn wasm_sandbox_gives_nothing_of_the_host() {
     assert_eq!(u32_at(20), 58, "poll_oneoff (sleeping) is not supported");
     assert_eq!(u32_at(24), EBADF, "no sockets");
     assert_eq!(u32_at(28), EBADF, "no other descriptors");
-    assert_eq!(u32_at(32), 28, "more iovecs than IOV_MAX: EINVAL, nothing allocated");
+    assert_eq!(
+        u32_at(32),
+        28,
+        "more iovecs than IOV_MAX: EINVAL, nothing allocated"
+    );
     // The random bytes come from the chunk: the same chunk draws the same bytes, a
     // chunk with other arguments other bytes.
     assert_eq!(run_one(&m, &budgets(), &[]).unwrap(), out);
