@@ -142,8 +142,17 @@ async fn wasm_job_gives_the_same_bytes_locally_and_on_three_peers() {
         trust: idlegrid_scheduler::Trust::All,
         ..GridConfig::default()
     });
-    let remote = on_grid(&submitter, &plan, config).await.unwrap();
+    let remote = on_grid(&submitter, &plan, config.clone()).await.unwrap();
     assert_eq!(remote, local, "the grid's bytes differ from this machine's");
+    // The same job again (a rerun after a crash): every verified chunk is reused.
+    let (job, blobs) = run::grid_job(&plan).unwrap();
+    let _resident = store_blobs(&submitter, blobs).await.unwrap();
+    let again = tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("rerun succeeds");
+    assert_eq!(again.report.chunks_reused, 12, "{:?}", again.report);
+    assert_eq!(fetch_results(&submitter, &again.results), local);
     // The outputs, written where the template says (the folder is created).
     run::write_outputs(&plan, |i| Ok(remote[i].clone())).unwrap();
     let Outputs::Each(paths) = &plan.outputs else {
