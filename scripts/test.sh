@@ -11,6 +11,8 @@
 #   ffmpeg    ffprobe and ffmpeg check the MP4s in the video tests
 #   iproute2  network namespaces for the mDNS, fault-suite and NAT tests (run as root)
 #   iptables  the NAT tests' routers (MASQUERADE)
+#   clang lld wasi-libc libclang-rt-dev-wasm32
+#             build the WebAssembly examples (examples/wasm) for the wasm kernel's tests
 # Without root or sudo nothing is installed: the script names what is missing and runs
 # the tests anyway (the root-only tests skip with a printed reason; the video tests that
 # need ffprobe fail and say so).
@@ -18,10 +20,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command that proves each package is there, and the package that provides it
-needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables)
+# (a path, or a glob, instead of a command: such a file must exist)
+needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables clang:clang wasm-ld:lld
+    /usr/lib/wasm32-wasi/crt1-command.o:wasi-libc
+    /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a:libclang-rt-dev-wasm32)
 missing=()
 for need in "${needs[@]}"; do
-    command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
+    what="${need%%:*}"
+    if [[ "$what" == /* ]]; then
+        compgen -G "$what" >/dev/null || missing+=("${need#*:}")
+    else
+        command -v "$what" >/dev/null 2>&1 || missing+=("${need#*:}")
+    fi
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -50,7 +60,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "         or: sudo apt-get install ${missing[*]}" >&2
     fi
 else
-    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables)"
+    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables, clang, lld, wasi-libc, libclang-rt-dev-wasm32)"
 fi
 
 if [ "${1:-}" = "--packages" ]; then exit 0; fi

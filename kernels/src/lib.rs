@@ -17,6 +17,7 @@ mod cancel;
 pub mod change;
 pub mod noop;
 pub mod video;
+pub mod wasm;
 
 use idlegrid_protocol::{limits, TaskSpec};
 
@@ -39,7 +40,19 @@ pub enum KernelError {
     /// Its [`Cancel`] flag was set while it ran: no output, by request.
     #[error("stopped: the chunk was cancelled while it ran")]
     Cancelled,
+    /// A user's program (the `wasm` kernel) failed: it trapped, ran out of fuel or
+    /// exited non-zero. Deterministic: an honest peer fails the same way.
+    #[error("the program failed: {0}")]
+    Program(String),
+    /// A watchdog stopped the chunk on this machine: no verdict on the chunk, which
+    /// another peer may finish. Its message starts with [`TIMED_OUT`].
+    #[error("timed out: {0}")]
+    TimedOut(String),
 }
+
+/// How the message of [`KernelError::TimedOut`] starts, so a submitter can tell a
+/// worker's watchdog from a failure of the chunk.
+pub const TIMED_OUT: &str = "timed out: ";
 
 /// The kernels this build runs, as (name, version): what a worker advertises.
 pub fn supported() -> Vec<(String, u32)> {
@@ -82,11 +95,12 @@ pub enum Kernel {
     Change,
     Video,
     Noop,
+    Wasm,
 }
 
 impl Kernel {
     /// Every kernel, in the order a worker advertises them.
-    pub const ALL: [Kernel; 3] = [Kernel::Change, Kernel::Video, Kernel::Noop];
+    pub const ALL: [Kernel; 4] = [Kernel::Change, Kernel::Video, Kernel::Noop, Kernel::Wasm];
 
     /// The kernel's name in a [`TaskSpec`].
     pub fn name(self) -> &'static str {
@@ -94,6 +108,7 @@ impl Kernel {
             Kernel::Change => change::KERNEL,
             Kernel::Video => video::NAME,
             Kernel::Noop => noop::NAME,
+            Kernel::Wasm => wasm::NAME,
         }
     }
 
@@ -103,6 +118,7 @@ impl Kernel {
             Kernel::Change => change::VERSION,
             Kernel::Video => video::VERSION,
             Kernel::Noop => noop::VERSION,
+            Kernel::Wasm => wasm::VERSION,
         }
     }
 
@@ -117,6 +133,7 @@ impl Kernel {
             Kernel::Change => change::validate(spec),
             Kernel::Video => video::validate(spec),
             Kernel::Noop => noop::validate(spec),
+            Kernel::Wasm => wasm::validate(spec),
         }
     }
 
@@ -132,6 +149,7 @@ impl Kernel {
             Kernel::Change => change::worker::run_band(spec, inputs, spread, cancel),
             Kernel::Video => video::run(spec, inputs, cancel),
             Kernel::Noop => noop::run(spec, inputs),
+            Kernel::Wasm => wasm::run(spec, inputs, spread, cancel),
         }
     }
 
@@ -140,6 +158,7 @@ impl Kernel {
             Kernel::Change => change::input_limits(spec),
             Kernel::Video => video::input_limits(spec),
             Kernel::Noop => Ok(vec![noop::MAX_INPUT; spec.inputs.len()]),
+            Kernel::Wasm => wasm::input_limits(spec),
         }
     }
 
@@ -148,6 +167,7 @@ impl Kernel {
             Kernel::Change => change::max_result_len(spec),
             Kernel::Video => video::max_result_len(spec),
             Kernel::Noop => Ok(noop::RESULT_LEN),
+            Kernel::Wasm => wasm::max_result_len(spec),
         }
     }
 
@@ -156,6 +176,7 @@ impl Kernel {
             Kernel::Change => change::check_result(spec, result),
             Kernel::Video => video::check_result(spec, result),
             Kernel::Noop => noop::check_result(result),
+            Kernel::Wasm => wasm::check_result(spec, result),
         }
     }
 }

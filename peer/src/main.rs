@@ -31,6 +31,8 @@ enum Command {
     Simulate(idlegrid::commands::simulate::SimulateArgs),
     /// Encode a folder of frames into one H.264 MP4 (segments encoded on the grid).
     Video(idlegrid::commands::video::VideoArgs),
+    /// Run your own WebAssembly program (WASI) on the grid: once per item, sandboxed.
+    Run(Box<idlegrid::commands::run::RunArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
         Command::Video(args) => idlegrid::commands::video::run(args),
+        Command::Run(args) => idlegrid::commands::run::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -101,6 +101,9 @@ impl Node {
         let data_dir = DataDirLock::acquire(&config.data_dir)?;
         let key = idlegrid_bootstrap::load_or_create_identity(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir, config.store_cap)?;
+        // Compiled WebAssembly modules are cached beside the store (the first peer of
+        // a process names the folder; the cache is keyed by what compiled them).
+        idlegrid_kernels::wasm::set_cache_dir(config.data_dir.join("wasm-cache"));
         let executor = Executor::new(config.cores, config.low_priority)?;
         let mut net_config = config.net.clone();
         // Peers that earned trust in this data dir's jobs may relay for it too.

@@ -11,3 +11,4 @@ mod limits_and_cancel;
 mod video_bad_input;
 mod video_common;
 mod video_encode;
+mod wasm;

@@ -5,6 +5,7 @@ pub mod common;
 pub mod demo;
 pub mod keygen;
 pub mod peers;
+pub mod run;
 pub mod serve;
 pub mod simulate;
 pub mod status;

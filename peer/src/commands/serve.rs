@@ -140,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.policy.grace,
     );
     config.worker.gate = gate.clone();
+    config.worker.wasm = settings.wasm.clone();
     let cores = config.cores;
     let kernels = crate::worker::kernels(&config.worker);
     #[cfg(not(feature = "fault-injection"))]

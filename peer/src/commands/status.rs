@@ -59,6 +59,15 @@ pub struct PolicyArgs {
     /// Established connections per peer [default: 8].
     #[arg(long)]
     pub max_connections_per_peer: Option<u32>,
+    /// Run no users' WebAssembly programs for others (`[kernels] wasm = false`).
+    #[arg(long)]
+    pub no_wasm: bool,
+    /// Most memory one run of a WebAssembly program may ask for, e.g. 1GiB.
+    #[arg(long, value_name = "SIZE")]
+    pub wasm_memory: Option<String>,
+    /// Most fuel (about one per WebAssembly instruction) one run may ask for.
+    #[arg(long, value_name = "N")]
+    pub wasm_fuel: Option<u64>,
 }
 
 /// Everything the owner decided, resolved from flags over the config file.
@@ -79,6 +88,8 @@ pub struct Settings {
     pub listen: Vec<Multiaddr>,
     pub relays: Vec<Multiaddr>,
     pub relay_server: bool,
+    /// What users' WebAssembly programs may do here.
+    pub wasm: crate::worker::WasmCaps,
 }
 
 fn peers_of(items: &[String]) -> anyhow::Result<Vec<PeerId>> {
@@ -145,7 +156,16 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        let mut wasm = file.wasm_caps()?;
+        wasm.enabled &= !args.no_wasm;
+        if let Some(m) = size("--wasm-memory", &args.wasm_memory)? {
+            wasm.max_memory = m;
+        }
+        if let Some(f) = args.wasm_fuel {
+            wasm.max_fuel = f;
+        }
         Ok(Settings {
+            wasm,
             config_found,
             policy,
             cores: net.cores.or(file.caps.cores),
@@ -201,6 +221,7 @@ impl Settings {
             None => "accepts jobs from: anyone who can connect".into(),
             Some(list) => format!("accepts jobs from: {} listed submitter(s)", list.len()),
         });
+        lines.push(self.wasm.describe());
         if !self.deny.is_empty() {
             lines.push(format!("denied peers: {}", self.deny.len()));
         }

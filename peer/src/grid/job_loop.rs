@@ -29,7 +29,9 @@ use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
 use crate::trust::TrustBook;
-use idlegrid_scheduler::{Action, Event, Outcome, Scheduler, SchedulerConfig, Trust};
+use idlegrid_scheduler::{
+    Action, Event, FailureKind, JobFailure, Outcome, Scheduler, SchedulerConfig, Trust,
+};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -66,6 +68,9 @@ pub(super) struct JobLoop<'a> {
     /// Where probes and runs report back.
     reports: mpsc::UnboundedSender<Report>,
     runs: Runs,
+    /// The last kernel error each chunk got (by scheduler index): what a job that
+    /// fails on a chunk says about it.
+    kernel_errors: HashMap<u32, String>,
     _pins: Pins,
 }
 
@@ -137,6 +142,7 @@ impl<'a> JobLoop<'a> {
             progress,
             actions: Vec::new(),
             runs: Runs::new(node, reports.clone()),
+            kernel_errors: HashMap::new(),
             reports,
             _pins: pins,
             job,
@@ -283,6 +289,13 @@ impl<'a> JobLoop<'a> {
         match &self.phase {
             Phase::Dispatching { sched, .. } => match sched.outcome() {
                 Some(Outcome::Complete) => Ok(true),
+                Some(Outcome::Failed(JobFailure::PoisonChunk { chunk, peers })) => {
+                    Err(GridError::ChunkFailed {
+                        chunk: self.todo.get(chunk as usize).copied().unwrap_or(usize::MAX),
+                        peers,
+                        reason: self.kernel_errors.get(&chunk).cloned().unwrap_or_default(),
+                    })
+                }
                 Some(Outcome::Failed(reason)) => Err(GridError::Failed(reason.to_string())),
                 None => Ok(false),
             },
@@ -457,6 +470,9 @@ impl<'a> JobLoop<'a> {
             } => {
                 self.runs.ended(peer, chunk);
                 tracing::info!("chunk {chunk} failed on {peer}: {kind:?}: {why}");
+                if kind == FailureKind::Kernel {
+                    self.kernel_errors.insert(chunk, why);
+                }
                 self.handle(Event::ChunkFailed { peer, chunk, kind });
             }
         }

@@ -36,10 +36,10 @@ pub(super) async fn run_local(
     let inputs = local_inputs(store, &spec)
         .await
         .map_err(|e| (FailureKind::Transport, e))?;
-    let output = executor
-        .run(spec, inputs)
-        .await
-        .map_err(|e| (FailureKind::Kernel, e.to_string()))?;
+    let output = executor.run(spec, inputs).await.map_err(|e| match e {
+        idlegrid_kernels::KernelError::TimedOut(_) => (FailureKind::Timeout, e.to_string()),
+        e => (FailureKind::Kernel, e.to_string()),
+    })?;
     let output = Bytes::from(output);
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.put(&output).map(|cid| (cid, output)))

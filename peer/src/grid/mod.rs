@@ -121,6 +121,15 @@ pub enum GridError {
     Config(String),
     #[error("the job failed: {0}")]
     Failed(String),
+    /// A chunk failed in its kernel where the job believes it (this machine, a peer
+    /// with a record, or every peer there is): the input itself is bad. `chunk` is its
+    /// index in the job; `reason` the kernel's last error for it.
+    #[error("the job failed: chunk {chunk} fails in the kernel on {peers} peer(s): {reason}")]
+    ChunkFailed {
+        chunk: usize,
+        peers: u32,
+        reason: String,
+    },
     #[error("the network task stopped")]
     Stopped,
     #[error("cannot keep this job's results: {0}")]

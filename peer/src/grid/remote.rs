@@ -138,6 +138,12 @@ pub async fn run_chunk(
                 inline,
                 ..
             }) => return receive_result(client, store, peer, &spec, result, len, inline).await,
+            // A worker's watchdog is no verdict on the chunk: retried like a timeout.
+            Ok(TaskResponse::Failed { reason, .. })
+                if reason.starts_with(idlegrid_kernels::TIMED_OUT) =>
+            {
+                return Err((FailureKind::Timeout, reason))
+            }
             Ok(TaskResponse::Failed { reason, .. }) => return Err((FailureKind::Kernel, reason)),
             Ok(TaskResponse::Unknown { .. }) => {
                 return Err((

@@ -71,6 +71,15 @@ pub struct NetworkSection {
     pub relay_server: Option<bool>,
 }
 
+/// `[kernels]`: which kernels to run for others.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelsSection {
+    pub wasm: Option<bool>,
+    pub wasm_memory: Option<String>,
+    pub wasm_fuel: Option<u64>,
+}
+
 /// The file as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,6 +88,7 @@ pub struct PolicyFile {
     pub caps: CapsSection,
     pub access: AccessSection,
     pub network: NetworkSection,
+    pub kernels: KernelsSection,
 }
 
 /// The default config path.
@@ -142,6 +152,17 @@ impl PolicyFile {
                 .unwrap_or(defaults.check_every)
                 .max(Duration::from_secs(1)),
             grace: parse_opt_duration("lend.grace", &lend.grace)?.unwrap_or(defaults.grace),
+        })
+    }
+
+    /// The rules for users' WebAssembly programs (defaults where unset).
+    pub fn wasm_caps(&self) -> Result<crate::worker::WasmCaps, ConfigError> {
+        let defaults = crate::worker::WasmCaps::default();
+        Ok(crate::worker::WasmCaps {
+            enabled: self.kernels.wasm.unwrap_or(defaults.enabled),
+            max_memory: parse_opt_size("kernels.wasm_memory", &self.kernels.wasm_memory)?
+                .unwrap_or(defaults.max_memory),
+            max_fuel: self.kernels.wasm_fuel.unwrap_or(defaults.max_fuel),
         })
     }
 
@@ -254,6 +275,13 @@ mod tests {
         assert_eq!(file.caps.cores, Some(2));
         assert_eq!(file.max_input().unwrap(), Some(512 << 20));
         assert_eq!(file.accept_from().unwrap().map(|p| p.len()), Some(2));
+        let wasm = file.wasm_caps().unwrap();
+        assert!(wasm.enabled);
+        assert_eq!(wasm.max_memory, 1 << 30);
+        assert!(PolicyFile::parse("[kernels]\nwasm = false\n")
+            .unwrap()
+            .wasm_caps()
+            .is_ok_and(|caps| !caps.enabled));
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod pipeline;
 mod registry;
 mod serve_blobs;
 mod turns;
+mod wasm_caps;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub(crate) use faults::FaultHook;
 #[cfg(feature = "fault-injection")]
 pub use faults::FaultInjection;
 pub use serve_blobs::Traffic;
+pub use wasm_caps::WasmCaps;
 
 use crate::blobs::{MemoryBudget, RecentInputs, RECENT_INPUTS_IDLE};
 use crate::executor::Executor;
@@ -81,6 +83,9 @@ pub struct WorkerConfig {
     /// size, so a worker running it would store and serve whatever a peer sent: only
     /// tests and benchmarks turn it on. Default off.
     pub noop_kernel: bool,
+    /// What the owner allows of users' WebAssembly programs (the `wasm` kernel).
+    /// Default: run them, within 1 GiB and 10^13 fuel per run.
+    pub wasm: WasmCaps,
 }
 
 impl Default for WorkerConfig {
@@ -96,6 +101,7 @@ impl Default for WorkerConfig {
             run_grace: Duration::from_millis(50),
             batch: 64,
             noop_kernel: false,
+            wasm: WasmCaps::default(),
         }
     }
 }
@@ -106,6 +112,7 @@ pub fn kernels(config: &WorkerConfig) -> Vec<(String, u32)> {
     idlegrid_kernels::supported()
         .into_iter()
         .filter(|(name, _)| config.noop_kernel || name != idlegrid_kernels::noop::NAME)
+        .filter(|(name, _)| config.wasm.enabled || name != idlegrid_kernels::wasm::NAME)
         .collect()
 }
 
@@ -276,6 +283,9 @@ impl Worker {
                 "kernel noop is for tests and benchmarks; this peer does not run it for others"
                     .into(),
             );
+        }
+        if let Some(reason) = self.config.wasm.refusal(&spec) {
+            return refuse(reason);
         }
         // Validates the chunk too: nothing is fetched for a chunk refused here.
         let limits = match idlegrid_kernels::input_limits(&spec) {

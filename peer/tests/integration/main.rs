@@ -14,5 +14,6 @@ mod data_dir;
 mod faults_hostile_bytes;
 mod lan_mdns;
 mod nat;
+mod run_cli;
 mod support;
 mod video_cli;

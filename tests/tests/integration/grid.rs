@@ -403,8 +403,8 @@ async fn a_failed_job_leaves_no_pinned_input_and_no_chunk_running() {
         .await
         .expect("job timed out");
     assert!(
-        matches!(failed, Err(grid::GridError::Failed(_))),
-        "the refused chunk fails the job"
+        matches!(failed, Err(grid::GridError::ChunkFailed { chunk, .. }) if chunk == n - 1),
+        "the refused chunk fails the job, named by its index in the job"
     );
     assert!(!submitter.store.is_pinned(&input), "the input is unpinned");
     // Aborted tasks are dropped at their next poll: give them a moment.

@@ -12,3 +12,5 @@ mod lending;
 mod ping;
 mod small_chunks;
 mod trust;
+mod wasm;
+mod wasm_examples;
