@@ -31,16 +31,28 @@ enum Command {
     Simulate(idlegrid::commands::simulate::SimulateArgs),
     /// Encode a folder of frames into one H.264 MP4 (segments encoded on the grid).
     Video(idlegrid::commands::video::VideoArgs),
+    /// This machine's web page, without lending or submitting (jobs can start from it).
+    Ui(idlegrid::commands::ui::UiCommandArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error")),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        // The web page's log tail keeps warnings whatever IDLEGRID_LOG shows.
+        .with(
+            idlegrid::ui::logtail::TailLayer
+                .with_filter(tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error")),
+        )
         .init();
     let result = match cli.command {
         Command::Demo(args) => idlegrid::commands::demo::run(args),
@@ -51,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Change(args) => idlegrid::commands::change::run(args),
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
         Command::Video(args) => idlegrid::commands::video::run(args),
+        Command::Ui(args) => idlegrid::commands::ui::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,4 +8,5 @@ pub mod peers;
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod ui;
 pub mod video;

@@ -21,8 +21,9 @@ struct PageState<'a> {
     agent: String,
     uptime_seconds: f64,
     cores: usize,
+    /// Bytes in the blob store, and reserved by blobs still arriving.
     store_used: u64,
-    store_cap: u64,
+    store_reserved: u64,
     /// Chunk runs this peer's jobs have going, here or elsewhere.
     chunk_runs: usize,
     network: Vec<NetPeer>,
@@ -128,14 +129,14 @@ pub async fn build(hub: &Hub) -> String {
                 .collect(),
         }
     });
-    let (store_used, store_cap) = hub.store.usage();
+    let (store_used, store_reserved) = hub.store.usage();
     let state = PageState {
         me: hub.me.to_string(),
         agent: crate::net::agent_version(),
         uptime_seconds: hub.started.elapsed().as_secs_f64(),
         cores: hub.cores,
         store_used,
-        store_cap,
+        store_reserved,
         chunk_runs: hub.chunk_runs(),
         network,
         jobs,

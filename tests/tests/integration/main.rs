@@ -11,3 +11,4 @@ mod hostile;
 mod lending;
 mod ping;
 mod trust;
+mod ui;

@@ -196,7 +196,7 @@ function renderPeers(s) {
 
 function renderMachine(s) {
   $("#machine").replaceChildren(el("ul", {},
-    el("li", {}, `cores ${s.cores}; blob store ${bytes(s.store_used)} of ${bytes(s.store_cap)}`),
+    el("li", {}, `cores ${s.cores}; blob store ${bytes(s.store_used)} used, ${bytes(s.store_reserved)} reserved for blobs arriving`),
     el("li", {}, `chunk runs of this peer's jobs going now: ${s.chunk_runs}`),
     el("li", {}, `up ${duration(s.uptime_seconds)}`)));
   const v = s.volunteer;
