@@ -11,6 +11,7 @@
 #   ffmpeg    ffprobe and ffmpeg check the MP4s in the video tests
 #   iproute2  network namespaces for the mDNS, fault-suite and NAT tests (run as root)
 #   iptables  the NAT tests' routers (MASQUERADE)
+#   chromium  the web page's tests drive a headless browser (they fail under CI=true without it)
 # Without root or sudo nothing is installed: the script names what is missing and runs
 # the tests anyway (the root-only tests skip with a printed reason; the video tests that
 # need ffprobe fail and say so).
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command that proves each package is there, and the package that provides it
-needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables)
+needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables chromium:chromium)
 missing=()
 for need in "${needs[@]}"; do
     command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
@@ -50,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "         or: sudo apt-get install ${missing[*]}" >&2
     fi
 else
-    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables)"
+    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables, chromium)"
 fi
 
 if [ "${1:-}" = "--packages" ]; then exit 0; fi

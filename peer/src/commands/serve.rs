@@ -180,8 +180,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 gate: gate.clone(),
                 settings: settings.describe(),
             };
-            let page =
-                crate::ui::Page::start(ui, crate::ui::Hub::for_node(&node, Some(volunteer))).await?;
+            let page = crate::ui::Page::start(ui, crate::ui::Hub::for_node(&node, Some(volunteer)))
+                .await?;
             println!("web page: {}", page.url());
             Some(page)
         }

@@ -140,10 +140,7 @@ impl Hub {
 
     /// The jobs shown, oldest first.
     pub fn jobs(&self) -> Vec<Arc<JobEntry>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn job(&self, id: u64) -> Option<Arc<JobEntry>> {

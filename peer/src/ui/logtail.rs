@@ -76,7 +76,11 @@ impl<S: Subscriber> Layer<S> for TailLayer {
             at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
-            level: if level == Level::ERROR { "error" } else { "warn" },
+            level: if level == Level::ERROR {
+                "error"
+            } else {
+                "warn"
+            },
             target: event.metadata().target().to_string(),
             message: message.0,
         };

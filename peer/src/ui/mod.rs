@@ -33,10 +33,8 @@ pub use hub::{Hub, Volunteer};
 pub use start::{hub_with_submitter, Submitter, MAX_UPLOAD};
 
 /// Where the page listens when `--ui-listen` is not given.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-    7878,
-);
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7878);
 
 /// `--ui` and `--ui-listen`, shared by the commands that can show the page.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -36,11 +36,11 @@ pub fn downscale(pixels: &[u8], width: u32, height: u32) -> (u32, u32, Vec<u8>) 
     let s = scale_for(width, height);
     let (sw, sh) = (width.div_ceil(s), height.div_ceil(s));
     let mut out = vec![0u8; sw as usize * sh as usize];
-    for (y, row) in pixels.chunks(width as usize).enumerate() {
+    for (y, row) in pixels.chunks(width.max(1) as usize).enumerate() {
         let base = (y / s as usize) * sw as usize;
         for (x, &p) in row.iter().enumerate() {
-            if p != 0 {
-                out[base + x / s as usize] = 255;
+            if let (true, Some(b)) = (p != 0, out.get_mut(base + x / s as usize)) {
+                *b = 255;
             }
         }
     }
@@ -153,11 +153,12 @@ impl Canvas {
         };
         let w = self.width as usize;
         let mut pixels = Vec::new();
-        if unpack_mask_into(packed, (end - start) as usize * w, &mut pixels).is_err() {
+        let rows = end.saturating_sub(start) as usize;
+        if unpack_mask_into(packed, rows * w, &mut pixels).is_err() {
             return;
         }
         let (s, sw) = (self.scale as usize, self.small_width());
-        for (dy, row) in pixels.chunks(w).enumerate() {
+        for (dy, row) in pixels.chunks(w.max(1)).enumerate() {
             let y = start as usize + dy;
             let base = (y / s) * sw;
             for (x, &p) in row.iter().enumerate() {
@@ -222,5 +223,28 @@ pub async fn get_png(State(hub): State<Arc<Hub>>, Path(id): Path<u64>) -> Respon
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no picture for this job").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downscale_is_an_or_of_blocks() {
+        assert_eq!(scale_for(480, 100), 1);
+        assert_eq!(scale_for(481, 100), 2);
+        // 4x3 at scale 1 is itself.
+        let px = vec![0, 255, 0, 0, 0, 0, 0, 0, 255, 0, 0, 0];
+        assert_eq!(downscale(&px, 4, 3), (4, 3, px.clone()));
+        // 961x2 at scale 3: blocks of 3 columns; the last is 1 column wide.
+        let mut px = vec![0u8; 961 * 2];
+        px[4] = 255; // block 1
+        px[961 + 960] = 255; // the last block, second row
+        let (w, h, small) = downscale(&px, 961, 2);
+        assert_eq!((w, h), (321, 1));
+        assert_eq!(small.iter().filter(|&&p| p == 255).count(), 2);
+        assert_eq!((small[1], small[320]), (255, 255));
+        assert_eq!(downscale(&[], 0, 0), (0, 0, Vec::new()));
     }
 }

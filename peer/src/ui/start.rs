@@ -51,14 +51,8 @@ fn bad(status: StatusCode, why: impl Into<String>) -> Response {
     (status, why.into()).into_response()
 }
 
-fn submitter(hub: &Hub) -> Result<&Submitter, Response> {
-    hub.submit.as_ref().ok_or_else(|| {
-        bad(
-            StatusCode::CONFLICT,
-            "this page cannot start jobs: start it with `idlegrid ui`",
-        )
-    })
-}
+/// Why this page cannot start jobs, if it cannot.
+const NO_SUBMITTER: &str = "this page cannot start jobs: start it with `idlegrid ui`";
 
 /// A file name the user gave, reduced to a safe base name.
 fn safe_name(name: &str) -> Option<String> {
@@ -83,9 +77,8 @@ pub async fn upload(
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Response {
-    let submit = match submitter(&hub) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(submit) = hub.submit.as_ref() else {
+        return bad(StatusCode::CONFLICT, NO_SUBMITTER);
     };
     if !matches!(slot.as_str(), "before" | "after") {
         return bad(StatusCode::NOT_FOUND, "uploads are `before` or `after`");
@@ -165,9 +158,8 @@ struct ChangeCommand {
 
 /// `POST /api/jobs`: starts a change job on the uploaded pair; answers its id.
 pub async fn start_job(State(hub): State<Arc<Hub>>, Json(request): Json<StartRequest>) -> Response {
-    let submit = match submitter(&hub) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(submit) = hub.submit.as_ref() else {
+        return bad(StatusCode::CONFLICT, NO_SUBMITTER);
     };
     if request.kernel != "change" {
         return bad(
@@ -276,12 +268,9 @@ pub async fn start_job(State(hub): State<Arc<Hub>>, Json(request): Json<StartReq
 
 /// `GET /api/jobs/{id}/output`: the finished output of a job started from the page.
 pub async fn get_output(State(hub): State<Arc<Hub>>, UrlPath(id): UrlPath<u64>) -> Response {
-    let output = hub.job(id).and_then(|j| {
-        j.output
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    });
+    let output = hub
+        .job(id)
+        .and_then(|j| j.output.lock().unwrap_or_else(|e| e.into_inner()).clone());
     let Some(output) = output else {
         return bad(StatusCode::NOT_FOUND, "no output yet");
     };

@@ -207,7 +207,9 @@ impl Browser {
     pub fn wait_for(&mut self, condition: &str, what: &str) {
         let deadline = Instant::now() + WAIT;
         // Before the page has loaded, the elements asked about are not there yet.
-        let guarded = format!("(() => {{ try {{ return ({condition}); }} catch (e) {{ return false; }} }})()");
+        let guarded = format!(
+            "(() => {{ try {{ return ({condition}); }} catch (e) {{ return false; }} }})()"
+        );
         while self.eval(&guarded) != json!(true) {
             assert!(Instant::now() < deadline, "the page never showed {what}");
             std::thread::sleep(Duration::from_millis(50));

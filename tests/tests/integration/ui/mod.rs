@@ -148,8 +148,11 @@ async fn the_page_shows_a_grid_job_as_it_runs() {
     let (w, h, small) = idlegrid::ui::partial::downscale(&mask.pixels, mask.width, mask.height);
     let shown = image::load_from_memory(&png).unwrap().to_luma8();
     assert_eq!((shown.width(), shown.height()), (w, h));
-    assert!(shown.as_raw() == &small, "the page's last picture differs from the mask");
-    assert!(small.iter().any(|&p| p == 255), "the sample has changes to show");
+    assert!(
+        shown.as_raw() == &small,
+        "the page's last picture differs from the mask"
+    );
+    assert!(small.contains(&255), "the sample has changes to show");
 }
 
 /// `idlegrid change --local` on `before`/`after`, as the command line runs it.
@@ -329,7 +332,10 @@ async fn only_this_machine_pauses_lending() {
     assert!(gate.decision().summary().contains("paused by the owner"));
     // A worker of a paused volunteer refuses chunks like a policy stop does.
     assert!(gate.admit(libp2p::PeerId::random()).is_err());
-    assert_eq!(request(lan, at(lan), "POST", "/api/resume", true).await, 403);
+    assert_eq!(
+        request(lan, at(lan), "POST", "/api/resume", true).await,
+        403
+    );
     assert!(gate.paused());
     assert_eq!(request(me, at(me), "POST", "/api/resume", true).await, 200);
     assert!(!gate.paused() && gate.decision().lend);
