@@ -22,8 +22,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Each run's peers keep their blob stores here: `IDLEGRID_BENCH_DIR`, or the temp
+/// dir. Every verified result is a file, and on ext4 a directory of 100,000 files
+/// deleted after one run slows the file creations of the next ones (the figures
+/// drift from run to run): point it at a tmpfs such as /dev/shm.
 fn dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("idlegrid-ui-bench-{}-{name}", std::process::id()))
+    let base = std::env::var_os("IDLEGRID_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(format!("idlegrid-ui-bench-{}-{name}", std::process::id()))
 }
 
 async fn start(name: &str, serve: bool) -> Result<(Node, Multiaddr)> {
@@ -186,11 +193,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<()> {
     let mut chunks = 100_000;
     let mut repeat = 3;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--chunks" => chunks = args.next().ok_or("--chunks N")?.parse()?,
             "--repeat" => repeat = args.next().ok_or("--repeat N")?.parse()?,
+            // One set-up only (for a profiler): off, unwatched or watched.
+            "--only" => only = args.next(),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -200,10 +210,13 @@ async fn main() -> Result<()> {
     let mut longest_map = 0;
     let mut salt = 1;
     for round in 0..repeat {
-        for (k, page) in [Ui::Off, Ui::Unwatched, Ui::Watched]
-            .into_iter()
-            .enumerate()
-        {
+        // Each round starts with another set-up, so none is always first.
+        for step in 0..3 {
+            let k = (step + round) % 3;
+            let page = [Ui::Off, Ui::Unwatched, Ui::Watched][k];
+            if only.as_ref().is_some_and(|o| !format!("{page:?}").eq_ignore_ascii_case(o)) {
+                continue;
+            }
             let (secs, cpu, seen) = run(chunks, page, salt).await?;
             salt += 1;
             println!(
@@ -224,6 +237,9 @@ async fn main() -> Result<()> {
             longest_map = longest_map.max(seen.longest_map);
             sizes.extend(seen.sizes);
         }
+    }
+    if only.is_some() {
+        return Ok(());
     }
     let [none, unwatched, watched] = times.map(median);
     let [cpu_none, cpu_unwatched, cpu_watched] = cpus.map(median);

@@ -4,7 +4,10 @@
 //! the volunteer and starting jobs (uploads included) are for this machine only.
 //! Every request that changes something must also carry the header
 //! [`ACTION_HEADER`]: a web page from elsewhere open in this machine's browser cannot
-//! add it without a CORS preflight, which this server never grants.
+//! add it without a CORS preflight, which this server never grants. And while the
+//! page is not opened to the network, a request from this machine must name a
+//! loopback host (`localhost`, `127.0.0.1`, `[::1]`): a foreign site that points its
+//! own name at 127.0.0.1 (DNS rebinding) gets nothing, not even the GET pages.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -57,7 +60,18 @@ pub fn refusal(rules: Rules, method: &Method, path: &str, from: IpAddr) -> Optio
     None
 }
 
-/// The middleware applying [`refusal`] and the [`ACTION_HEADER`] check.
+/// Whether a `Host` header names this machine's loopback (port aside).
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The middleware applying [`refusal`], the [`ACTION_HEADER`] check and, on a page
+/// not opened to the network, the loopback `Host` check.
 pub async fn check(
     State(rules): State<Rules>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
@@ -65,6 +79,21 @@ pub async fn check(
     next: Next,
 ) -> Response {
     let method = request.method().clone();
+    if !rules.open && is_loopback(from.ip()) {
+        let host = request
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !loopback_host(host) {
+            tracing::warn!("web page: refused a request for host {host:?} (DNS rebinding?)");
+            return (
+                StatusCode::FORBIDDEN,
+                "this page answers only to localhost or 127.0.0.1",
+            )
+                .into_response();
+        }
+    }
     if let Some(why) = refusal(rules, &method, request.uri().path(), from.ip()) {
         tracing::warn!(
             "web page: refused {method} {} from {from}: {why}",
@@ -106,6 +135,14 @@ mod tests {
             assert!(refusal(rules, &Method::POST, "/api/jobs", lan).is_some());
             assert!(refusal(rules, &Method::PUT, "/api/uploads/before", lan).is_some());
         }
+        assert!(loopback_host("127.0.0.1:7878"));
+        assert!(loopback_host("localhost:7878"));
+        assert!(loopback_host("LOCALHOST"));
+        assert!(loopback_host("[::1]:7878"));
+        assert!(loopback_host("127.1.2.3"));
+        assert!(!loopback_host("evil.example:7878"));
+        assert!(!loopback_host("192.0.2.7:7878"));
+        assert!(!loopback_host(""));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(refusal(closed, &Method::POST, "/api/pause", mapped).is_none());
     }

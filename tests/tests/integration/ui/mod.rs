@@ -252,6 +252,17 @@ fn lan_address() -> IpAddr {
 /// Sends `method path` from `from` to `to` (with the action header if `header`) and
 /// returns the status code.
 async fn request(from: IpAddr, to: SocketAddr, method: &str, path: &str, header: bool) -> u16 {
+    request_for_host(from, to, &to.to_string(), method, path, header).await
+}
+
+async fn request_for_host(
+    from: IpAddr,
+    to: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    header: bool,
+) -> u16 {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(from, 0)).unwrap();
     let mut stream = tokio::time::timeout(TIMEOUT, socket.connect(to))
@@ -260,7 +271,7 @@ async fn request(from: IpAddr, to: SocketAddr, method: &str, path: &str, header:
         .expect("connects");
     let extra = if header { "X-Idlegrid: 1\r\n" } else { "" };
     let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {to}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(text.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
@@ -307,6 +318,17 @@ async fn only_get_from_other_hosts_unless_opened() {
     assert_eq!(request(lan, at(lan), "DELETE", "/", true).await, 403);
     // From this machine it reaches the router (which has no POST there).
     assert_eq!(request(me, at(me), "POST", "/api/state", true).await, 405);
+    // A foreign site's name pointed at 127.0.0.1 (DNS rebinding) gets nothing.
+    let evil = format!("evil.example:{port}");
+    assert_eq!(
+        request_for_host(me, at(me), &evil, "GET", "/api/state", false).await,
+        403
+    );
+    let local = format!("localhost:{port}");
+    assert_eq!(
+        request_for_host(me, at(me), &local, "GET", "/api/state", false).await,
+        200
+    );
 
     let (page, _gate, _node) = volunteer_page(true).await;
     let at = |ip| SocketAddr::new(ip, page.addr.port());
