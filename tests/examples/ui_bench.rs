@@ -214,7 +214,10 @@ async fn main() -> Result<()> {
         for step in 0..3 {
             let k = (step + round) % 3;
             let page = [Ui::Off, Ui::Unwatched, Ui::Watched][k];
-            if only.as_ref().is_some_and(|o| !format!("{page:?}").eq_ignore_ascii_case(o)) {
+            if only
+                .as_ref()
+                .is_some_and(|o| !format!("{page:?}").eq_ignore_ascii_case(o))
+            {
                 continue;
             }
             let (secs, cpu, seen) = run(chunks, page, salt).await?;

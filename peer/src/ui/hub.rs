@@ -13,6 +13,7 @@ use libp2p::PeerId;
 use tokio::sync::watch;
 
 use super::partial::Partial;
+use super::thumbnail::Thumbnail;
 use crate::grid::watch::{JobView, JobWatch, ResultEvent};
 use crate::grid::Job;
 use crate::net::Client;
@@ -37,6 +38,8 @@ pub struct JobEntry {
     pub watch: JobWatch,
     /// A change job's mask so far.
     pub partial: Option<Arc<Partial>>,
+    /// A video job's newest segment.
+    pub thumbnail: Option<Arc<Thumbnail>>,
     /// The finished output (jobs started from the page), for download.
     pub output: Mutex<Option<Output>>,
 }
@@ -95,6 +98,7 @@ impl Hub {
     pub fn add_job(&self, title: String, job: &Job) -> (JobWatch, Arc<JobEntry>) {
         let (watch, feed) = JobWatch::new(job);
         let partial = Partial::for_job(job).map(Arc::new);
+        let thumbnail = Thumbnail::for_job(job).map(Arc::new);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(JobEntry {
             id,
@@ -102,12 +106,17 @@ impl Hub {
             views: feed.views,
             watch: watch.clone(),
             partial: partial.clone(),
+            thumbnail: thumbnail.clone(),
             output: Mutex::new(None),
         });
         let mut results = feed.results;
         let store = self.store.clone();
         tokio::spawn(async move {
             while let Some(event) = results.recv().await {
+                if let (Some(thumbnail), ResultEvent::Verified { chunk, .. }) = (&thumbnail, &event)
+                {
+                    thumbnail.verified(*chunk);
+                }
                 let Some(partial) = &partial else { continue };
                 let event = match event {
                     ResultEvent::Verified {

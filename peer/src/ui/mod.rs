@@ -5,7 +5,8 @@
 //! Layout: [`hub`] holds what the page reads (the node's handles, the jobs watched
 //! through [`crate::grid::watch`], the volunteer's gate) and builds the state JSON
 //! ([`state`]); [`events`] streams it as server-sent events, coalesced; [`partial`]
-//! paints a change job's mask as its bands are verified; [`assets`] serves the page
+//! paints a change job's mask as its bands are verified, [`thumbnail`] shows a video
+//! job's newest segment; [`assets`] serves the page
 //! (HTML, CSS, JavaScript inside the binary); [`start`] takes uploads and starts jobs;
 //! [`logtail`] keeps the last warnings for the page.
 //!
@@ -22,6 +23,7 @@ pub mod logtail;
 pub mod partial;
 mod start;
 mod state;
+pub mod thumbnail;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -146,6 +148,7 @@ fn router(hub: Arc<Hub>, open: bool) -> Router {
         .route("/api/state", get(state::get_state))
         .route("/api/events", get(events::stream))
         .route("/api/jobs/{id}/partial.png", get(partial::get_png))
+        .route("/api/jobs/{id}/thumbnail.png", get(thumbnail::get_png))
         .route("/api/jobs/{id}/report.json", get(state::get_report))
         .route("/api/jobs/{id}/output", get(start::get_output))
         .route("/api/pause", post(state::pause))

@@ -55,6 +55,8 @@ struct JobState<'a> {
     view: &'a JobView,
     /// Bumped when the partial picture changed (none: no picture for this kernel).
     partial_version: Option<u64>,
+    /// Bumped when a video job's thumbnail changed (none: no thumbnail yet).
+    thumbnail_version: Option<u64>,
     /// The output's file name, once it can be downloaded from the page.
     output: Option<String>,
 }
@@ -104,6 +106,7 @@ pub async fn build(hub: &Hub) -> String {
             title: &entry.title,
             view,
             partial_version: entry.partial.as_ref().map(|p| p.version()),
+            thumbnail_version: entry.thumbnail.as_ref().and_then(|t| t.version()),
             output: entry
                 .output
                 .lock()

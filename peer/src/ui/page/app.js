@@ -141,7 +141,16 @@ function jobCard(job) {
       img.src = `/api/jobs/${id}/partial.png?v=${job.partial_version}`;
     }
   } else if (job.kernel === "video") {
-    right.replaceChildren(el("div", {}, `segments joined: ${job.verified}/${job.chunks}`));
+    let img = right.querySelector("img.thumbnail");
+    if (!img) {
+      img = el("img", { class: "thumbnail", id: "thumbnail-" + id, alt: "the newest segment" });
+      right.append(el("div", { class: "segments" }), img, el("div", { class: "dim" }, "first frame of the newest verified segment"));
+    }
+    right.querySelector(".segments").textContent = `segments verified: ${job.verified}/${job.chunks}`;
+    if (job.thumbnail_version != null && img.dataset.version !== String(job.thumbnail_version)) {
+      img.dataset.version = job.thumbnail_version;
+      img.src = `/api/jobs/${id}/thumbnail.png?v=${job.thumbnail_version}`;
+    }
   }
 }
 

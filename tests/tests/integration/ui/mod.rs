@@ -362,3 +362,83 @@ async fn only_this_machine_pauses_lending() {
     assert_eq!(request(me, at(me), "POST", "/api/resume", true).await, 200);
     assert!(!gate.paused() && gate.decision().lend);
 }
+
+/// GETs `path` from a loopback page and returns the body.
+async fn get_body(to: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(to))
+        .await
+        .expect("connect timed out")
+        .expect("connects");
+    let text = format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer timed out")
+        .unwrap();
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&answer[..end]).to_string();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, answer[end + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_video_job_shows_its_newest_segment() {
+    use idlegrid_kernels::video::{self, VideoSettings};
+
+    let frames_dir = temp_dir("frames");
+    let frames = video::write_sample_frames(&frames_dir, 24, 320, 180).unwrap();
+    let first_frames: Vec<PathBuf> = frames.iter().step_by(6).cloned().collect();
+    let settings = VideoSettings {
+        segment_frames: 6,
+        ..VideoSettings::default()
+    };
+    let plan = video::plan_frames(frames, settings).unwrap();
+    let (_workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
+    let submitter = start("submitter", false, WorkerConfig::default(), addrs).await;
+    let page = Page::start(loopback_page(), Hub::for_node(&submitter, None))
+        .await
+        .unwrap();
+    let (job, blobs) = idlegrid::jobs::video_job(&plan).unwrap();
+    let _resident = idlegrid::commands::common::store_blobs(&submitter, blobs)
+        .await
+        .unwrap();
+    let (watch, entry) = page.hub.add_job("video sample".into(), &job);
+    let config = GridConfig {
+        watch: Some(watch),
+        ..remote_pool(1)
+    };
+    let (code, _) = get_body(page.addr, "/api/jobs/1/thumbnail.png").await;
+    assert_eq!(code, 404, "no segment verified before the job runs");
+    tokio::time::timeout(TIMEOUT, grid::run_job(&submitter, job, config))
+        .await
+        .expect("job timed out")
+        .expect("job succeeds");
+    // The results reach the page's task a moment after the job ends.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while entry.thumbnail.as_ref().unwrap().version() != Some(4) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every segment seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, png) = get_body(page.addr, "/api/jobs/1/thumbnail.png").await;
+    assert_eq!(code, 200);
+    let shown = image::load_from_memory(&png).unwrap().to_rgb8();
+    // It is the first frame of one of the segments, scaled into 320x180.
+    let matches = first_frames.iter().any(|path| {
+        let frame = image::open(path).unwrap();
+        frame.thumbnail(320, 180).to_rgb8() == shown
+    });
+    assert!(matches, "the thumbnail is no segment's first frame");
+}
