@@ -1,6 +1,7 @@
 //! `idlegrid ui [--ui-listen ADDR]`: this machine's web page, without lending or
-//! submitting: the peers it sees, and a form to start a change detection on two
-//! uploaded images (from this machine only). Runs until Ctrl-C.
+//! submitting: the peers it sees, and forms to start a change detection on two
+//! uploaded images or a video encode of a folder of frames (from this machine only).
+//! Runs until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

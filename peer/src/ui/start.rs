@@ -1,10 +1,11 @@
-//! Starting a job from the page (loopback only, see `super::access`): the two images
-//! of a change detection are uploaded one by one (`PUT /api/uploads/{slot}?name=FILE`,
-//! streamed to a file under the data dir, at most [`MAX_UPLOAD`] bytes each), then
-//! `POST /api/jobs` starts the job with the same parameters, planner and checks as
-//! `idlegrid change` (the command line's own argument parser makes them), so it has
-//! the same chunk ids and writes the same mask. Several jobs may run at once; each
-//! one's mask is downloadable at the end (`GET /api/jobs/{id}/output`).
+//! Starting a job from the page (loopback only, see `super::access`). For a change
+//! detection the two images are uploaded one by one (`PUT /api/uploads/{slot}?name=FILE`,
+//! streamed to a file under the data dir, at most [`MAX_UPLOAD`] bytes each); a video
+//! names a folder of frames on this machine. `POST /api/jobs` then starts the job with
+//! the same parameters, planner and checks as `idlegrid change` or `idlegrid video`
+//! (the command line's own argument parser makes them), so it has the same chunk ids
+//! and writes the same output. Several jobs may run at once; each one's output (mask
+//! or MP4) is downloadable at the end (`GET /api/jobs/{id}/output`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,11 +134,114 @@ async fn save(body: Body, path: &Path) -> Result<u64, String> {
 /// `POST /api/jobs` body.
 #[derive(serde::Deserialize)]
 pub struct StartRequest {
-    /// Only `change` for now.
+    /// `change` (on the uploaded pair) or `video`.
     kernel: String,
-    /// Method (sa, icm, otsu, bayes, doc_literal); default sa.
+    /// change: method (sa, icm, otsu, bayes, doc_literal); default sa.
     method: Option<String>,
+    /// change: own rows per chunk.
     band_rows: Option<u32>,
+    /// video: a folder of frames on this machine (or a glob).
+    frames: Option<String>,
+    /// video: frame rate (30, 29.97, 30000/1001).
+    fps: Option<String>,
+    /// video: quantiser 0..=51.
+    qp: Option<u8>,
+    /// video: frames per segment.
+    segment_frames: Option<u32>,
+}
+
+#[derive(clap::Parser)]
+struct VideoCommand {
+    #[command(flatten)]
+    args: crate::commands::video::VideoArgs,
+}
+
+/// Starts a video job on the frames `request` names.
+async fn start_video(hub: Arc<Hub>, submit: &Submitter, request: StartRequest) -> Response {
+    use idlegrid_kernels::video::{self, VideoSettings};
+    let Some(frames) = request.frames.filter(|f| !f.trim().is_empty()) else {
+        return bad(StatusCode::BAD_REQUEST, "name the folder of frames");
+    };
+    let mut argv: Vec<String> = vec![
+        "video".into(),
+        frames.clone(),
+        "-o".into(),
+        "out.mp4".into(),
+    ];
+    if let Some(fps) = &request.fps {
+        argv.extend(["--fps".into(), fps.clone()]);
+    }
+    if let Some(qp) = request.qp {
+        argv.extend(["--qp".into(), qp.to_string()]);
+    }
+    if let Some(n) = request.segment_frames {
+        argv.extend(["--segment-frames".into(), n.to_string()]);
+    }
+    let args = match VideoCommand::try_parse_from(&argv) {
+        Ok(c) => c.args,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let settings = VideoSettings {
+        qp: args.qp,
+        fps: args.fps,
+        segment_frames: args.segment_frames,
+    };
+    if let Err(e) = settings.validate() {
+        return bad(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let paths = args.frames.clone();
+    let planned = tokio::task::spawn_blocking(move || video::plan(&paths, settings)).await;
+    let plan = match planned {
+        Ok(Ok(plan)) => plan,
+        Ok(Err(e)) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (job, blobs) = match crate::jobs::video_job(&plan) {
+        Ok(j) => j,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let node = submit.node.clone();
+    let resident = match crate::commands::common::store_blobs(&node, blobs).await {
+        Ok(r) => r,
+        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let (watch, entry) = hub.add_job(format!("video {frames}"), &job);
+    let id = entry.id;
+    if let Err(e) = tokio::fs::create_dir_all(&submit.dir).await {
+        return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let path = submit.dir.join(format!("job-{id}.mp4"));
+    tokio::spawn(async move {
+        let config = GridConfig {
+            show_progress: false,
+            watch: Some(watch.clone()),
+            ..GridConfig::default()
+        };
+        let outcome = grid::run_job(&node, job, config).await;
+        drop(resident);
+        let Ok(outcome) = outcome else { return };
+        let written = tokio::task::spawn_blocking(move || -> anyhow::Result<PathBuf> {
+            let mut assembler = video::Assembler::create(&path, plan.assembly())?;
+            for index in 0..outcome.results.len() {
+                assembler.push(index as u32, &outcome.results.bytes(index)?)?;
+            }
+            assembler.finish()?;
+            Ok(path)
+        })
+        .await;
+        match written {
+            Ok(Ok(path)) => {
+                *entry.output.lock().unwrap_or_else(|e| e.into_inner()) = Some(Output {
+                    path,
+                    content_type: "video/mp4",
+                    file_name: format!("job-{id}.mp4"),
+                });
+            }
+            Ok(Err(e)) => watch.failed(&format!("cannot write the MP4: {e:#}")),
+            Err(e) => watch.failed(&e.to_string()),
+        }
+    });
+    (StatusCode::OK, Json(serde_json::json!({ "id": id }))).into_response()
 }
 
 /// The one file uploaded to `slot`.
@@ -161,14 +265,15 @@ pub async fn start_job(State(hub): State<Arc<Hub>>, Json(request): Json<StartReq
     let Some(submit) = hub.submit.as_ref() else {
         return bad(StatusCode::CONFLICT, NO_SUBMITTER);
     };
-    if request.kernel != "change" {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the page starts `change` jobs; run `idlegrid {}` for the others",
-                request.kernel
-            ),
-        );
+    match request.kernel.as_str() {
+        "change" => {}
+        "video" => return start_video(hub.clone(), submit, request).await,
+        other => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("the page starts `change` and `video` jobs, not `{other}`"),
+            )
+        }
     }
     let (before, after) = match (
         uploaded(&submit.dir, "before"),

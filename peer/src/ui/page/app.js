@@ -275,6 +275,22 @@ async function startJob(ev) {
   }
 }
 
+async function startVideo(ev) {
+  ev.preventDefault();
+  const status = $("#video-status");
+  try {
+    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
+      body: JSON.stringify({ kernel: "video", frames: $("#frames").value, fps: $("#fps").value }) });
+    if (!r.ok) throw new Error(await r.text());
+    const { id } = await r.json();
+    status.textContent = `job #${id} started`;
+    status.className = "dim";
+  } catch (e) {
+    status.textContent = e.message;
+    status.className = "error";
+  }
+}
+
 function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("state", (ev) => {
@@ -297,4 +313,5 @@ for (const th of document.querySelectorAll("#peers th")) {
 }
 $("#filter").addEventListener("input", () => state && renderPeers(state));
 $("#start-form").addEventListener("submit", startJob);
+$("#video-form").addEventListener("submit", startVideo);
 connect();

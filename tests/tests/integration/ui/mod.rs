@@ -442,3 +442,94 @@ async fn a_video_job_shows_its_newest_segment() {
     });
     assert!(matches, "the thumbnail is no segment's first frame");
 }
+
+/// POSTs `json` to a loopback page (with the action header); returns the code and body.
+async fn post_json(to: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(to))
+        .await
+        .expect("connect timed out")
+        .expect("connects");
+    let text = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nX-Idlegrid: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer timed out")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let code = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_video_started_from_the_page_equals_the_command_line() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: idlegrid::commands::video::VideoArgs,
+    }
+    let frames_dir = temp_dir("frames");
+    idlegrid_kernels::video::write_sample_frames(&frames_dir, 24, 160, 96).unwrap();
+    let out = temp_dir("local-mp4");
+    std::fs::create_dir_all(&out).unwrap();
+    let local = out.join("local.mp4");
+    let cli = Cli::try_parse_from([
+        "video".as_ref(),
+        frames_dir.as_os_str(),
+        "-o".as_ref(),
+        local.as_os_str(),
+        "--fps".as_ref(),
+        "25".as_ref(),
+        "--local".as_ref(),
+    ])
+    .unwrap();
+    tokio::task::spawn_blocking(move || idlegrid::commands::video::run(cli.args))
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = std::fs::read(&local).unwrap();
+
+    let (_workers, addrs) = workers(1, |_| WorkerConfig::default()).await;
+    let submitter = Arc::new(start("submitter", false, WorkerConfig::default(), addrs).await);
+    let hub = hub_with_submitter(submitter.clone(), None, out.join("ui"));
+    let page = Page::start(loopback_page(), hub).await.unwrap();
+    // A folder that is not there: the command line's error, at once.
+    let (code, body) = post_json(
+        page.addr,
+        "/api/jobs",
+        r#"{"kernel":"video","frames":"/nonexistent/frames"}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("/nonexistent/frames"), "{body}");
+    let request = serde_json::json!({
+        "kernel": "video",
+        "frames": frames_dir.display().to_string(),
+        "fps": "25",
+    });
+    let (code, body) = post_json(page.addr, "/api/jobs", &request.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    let id: u64 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let (code, mp4) = loop {
+        let (code, bytes) = get_body(page.addr, &format!("/api/jobs/{id}/output")).await;
+        if code == 200 {
+            break (code, bytes);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no MP4 in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, 200);
+    assert!(
+        mp4 == expected,
+        "the MP4 from the page differs from `idlegrid video --local`"
+    );
+}
