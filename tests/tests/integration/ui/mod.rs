@@ -508,28 +508,40 @@ async fn a_video_started_from_the_page_equals_the_command_line() {
     .await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("/nonexistent/frames"), "{body}");
-    let request = serde_json::json!({
-        "kernel": "video",
-        "frames": frames_dir.display().to_string(),
-        "fps": "25",
-    });
-    let (code, body) = post_json(page.addr, "/api/jobs", &request.to_string()).await;
-    assert_eq!(code, 200, "{body}");
-    let id: u64 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let (code, mp4) = loop {
-        let (code, bytes) = get_body(page.addr, &format!("/api/jobs/{id}/output")).await;
-        if code == 200 {
-            break (code, bytes);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no MP4 in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(code, 200);
+    // Two jobs at once: this one, and the same frames at another frame rate.
+    let mut ids = Vec::new();
+    for fps in ["25", "30"] {
+        let request = serde_json::json!({
+            "kernel": "video",
+            "frames": frames_dir.display().to_string(),
+            "fps": fps,
+        });
+        let (code, body) = post_json(page.addr, "/api/jobs", &request.to_string()).await;
+        assert_eq!(code, 200, "{body}");
+        ids.push(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let mut outputs = Vec::new();
+    for id in ids {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        outputs.push(loop {
+            let (code, bytes) = get_body(page.addr, &format!("/api/jobs/{id}/output")).await;
+            if code == 200 {
+                break bytes;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no MP4 in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+    }
     assert!(
-        mp4 == expected,
+        outputs[0] == expected,
         "the MP4 from the page differs from `idlegrid video --local`"
+    );
+    assert!(
+        outputs[1] != expected && outputs[1].len() > 1000,
+        "the second job's MP4"
     );
 }
