@@ -13,6 +13,7 @@
 #   iptables  the NAT tests' routers (MASQUERADE)
 #   clang lld wasi-libc libclang-rt-dev-wasm32
 #             build the WebAssembly examples (examples/wasm) for the wasm kernel's tests
+#   chromium  the web page's tests drive a headless browser (they fail under CI=true without it)
 # Without root or sudo nothing is installed: the script names what is missing and runs
 # the tests anyway (the root-only tests skip with a printed reason; the video tests that
 # need ffprobe fail and say so).
@@ -21,8 +22,8 @@ cd "$(dirname "$0")/.."
 
 # command that proves each package is there, and the package that provides it
 # (a path, or a glob, instead of a command: such a file must exist)
-needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables clang:clang wasm-ld:lld
-    /usr/lib/wasm32-wasi/crt1-command.o:wasi-libc
+needs=(nasm:nasm ffprobe:ffmpeg ip:iproute2 iptables:iptables chromium:chromium clang:clang
+    wasm-ld:lld /usr/lib/wasm32-wasi/crt1-command.o:wasi-libc
     /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a:libclang-rt-dev-wasm32)
 missing=()
 for need in "${needs[@]}"; do
@@ -60,7 +61,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "         or: sudo apt-get install ${missing[*]}" >&2
     fi
 else
-    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables, clang, lld, wasi-libc, libclang-rt-dev-wasm32)"
+    echo "test.sh: the test packages are installed (nasm, ffmpeg, iproute2, iptables, chromium, clang, lld, wasi-libc, libclang-rt-dev-wasm32)"
 fi
 
 if [ "${1:-}" = "--packages" ]; then exit 0; fi

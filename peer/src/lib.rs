@@ -14,5 +14,6 @@ pub mod priority;
 pub mod results;
 pub mod store;
 pub mod trust;
+pub mod ui;
 pub mod units;
 pub mod worker;

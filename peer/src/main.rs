@@ -33,16 +33,28 @@ enum Command {
     Video(idlegrid::commands::video::VideoArgs),
     /// Run your own WebAssembly program (WASI) on the grid: once per item, sandboxed.
     Run(Box<idlegrid::commands::run::RunArgs>),
+    /// This machine's web page, without lending or submitting (jobs can start from it).
+    Ui(idlegrid::commands::ui::UiCommandArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error")),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDLEGRID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        // The web page's log tail keeps warnings whatever IDLEGRID_LOG shows.
+        .with(
+            idlegrid::ui::logtail::TailLayer
+                .with_filter(tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error")),
+        )
         .init();
     let result = match cli.command {
         Command::Demo(args) => idlegrid::commands::demo::run(args),
@@ -54,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => idlegrid::commands::simulate::run(args),
         Command::Video(args) => idlegrid::commands::video::run(args),
         Command::Run(args) => idlegrid::commands::run::run(*args),
+        Command::Ui(args) => idlegrid::commands::ui::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

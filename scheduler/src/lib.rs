@@ -75,8 +75,8 @@ pub use breaker::Breaker;
 pub use config::Trust;
 pub use config::{ConfigError, SchedulerConfig};
 pub use types::{
-    Action, BreakerState, ChunkIndex, Event, FailureKind, JobFailure, PeerStats, Progress,
-    VerifiedBy,
+    Action, BreakerState, ChunkIndex, ChunkView, Event, FailureKind, JobFailure, PeerStats,
+    Progress, VerifiedBy,
 };
 
 use chunks::{ChunkState, Slot};
@@ -264,6 +264,24 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// The settled result of a chunk, if any.
     pub fn verified_result(&self, chunk: ChunkIndex) -> Option<Cid> {
         self.chunks.get(chunk as usize).and_then(|c| c.verified)
+    }
+
+    /// What chunk `chunk` is doing now, for displays (the web page's chunk map).
+    pub fn chunk_view(&self, chunk: ChunkIndex) -> Option<ChunkView<P>> {
+        let state = self.chunks.get(chunk as usize)?;
+        if state.verified.is_some() {
+            return Some(ChunkView::Verified);
+        }
+        let Some(first) = state.copies.first() else {
+            return Some(ChunkView::Waiting {
+                retried: state.retried,
+            });
+        };
+        let peer = self.peers.get(first.peer as usize)?.key;
+        Some(ChunkView::Running {
+            peer,
+            copies: state.copies.len() as u32,
+        })
     }
 
     /// How votes are weighed in this job.

@@ -212,6 +212,19 @@ impl BreakerState {
     }
 }
 
+/// A chunk's state as displays show it ([`crate::Scheduler::chunk_view`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkView<P> {
+    /// In the queue; `retried`: it came back at least once (a failure, a timeout, a
+    /// peer lost or banned).
+    Waiting { retried: bool },
+    /// Assigned: `peer` holds the oldest copy; more than one copy means a speculative
+    /// duplicate or a replica.
+    Running { peer: P, copies: u32 },
+    /// Its result is settled.
+    Verified,
+}
+
 /// One peer's figures for reports and the progress display.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PeerStats {

@@ -155,6 +155,8 @@ pub struct GridArgs {
     /// Write a JSON report of the job (per peer: chunks, score, failures, breaker, bytes).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub ui: crate::ui::UiArgs,
 }
 
 /// `--trust`.
@@ -237,8 +239,18 @@ pub async fn submit(
     blobs: Vec<JobBlob>,
     job: Job,
 ) -> anyhow::Result<(JobOutcome, Node)> {
-    let config = grid_args.grid_config()?;
+    let mut config = grid_args.grid_config()?;
     let (node, data_dir) = start_submitter(net).await?;
+    // The job's web page (`--ui`), up while the job runs.
+    let _page = match grid_args.ui.config() {
+        Some(ui) => {
+            let page = crate::ui::Page::start(ui, crate::ui::Hub::for_node(&node, None)).await?;
+            eprintln!("the job's page: {}", page.url());
+            config.watch = Some(page.hub.add_job(job.kernel.clone(), &job).0);
+            Some(page)
+        }
+        None => None,
+    };
     let _resident = store_blobs(&node, blobs).await?;
     let outcome = grid::run_job(&node, job, config).await?;
     save_peer_memory(&data_dir, &outcome.report);

@@ -9,4 +9,5 @@ pub mod run;
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod ui;
 pub mod video;

@@ -36,6 +36,8 @@ pub struct ServeArgs {
     /// here and reach each other through this peer until hole punching connects them.
     #[arg(long)]
     pub relay_server: bool,
+    #[command(flatten)]
+    pub ui: crate::ui::UiArgs,
     /// Test builds only (fault suite): a misbehaving worker, see [`FaultArgs`].
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
@@ -173,6 +175,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("{line}");
         }
     }
+    let _page = match args.ui.config() {
+        Some(ui) => {
+            let volunteer = crate::ui::Volunteer {
+                gate: gate.clone(),
+                settings: settings.describe(),
+            };
+            let page = crate::ui::Page::start(ui, crate::ui::Hub::for_node(&node, Some(volunteer)))
+                .await?;
+            println!("web page: {}", page.url());
+            Some(page)
+        }
+        None => None,
+    };
     println!("data dir {}; stop with Ctrl-C", data_dir.display());
 
     let watcher =
@@ -230,7 +245,7 @@ pub async fn hand_back(gate: &Gate, grace: Duration) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_stop() {
+pub async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

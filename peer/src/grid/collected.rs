@@ -84,6 +84,14 @@ impl Collecting {
         matches!(self.slots.get(chunk), Some(Some(_)))
     }
 
+    /// Chunk `chunk`'s verified result bytes, if held in memory.
+    pub fn bytes_of(&self, chunk: usize) -> Option<Bytes> {
+        match self.slots.get(chunk) {
+            Some(Some(Held::Memory { bytes, .. })) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
     pub fn set_count(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }

@@ -23,6 +23,7 @@ use super::progress::Progress;
 use super::report::{peer_reports, JobReport};
 use super::runs::{Report, Runs};
 use super::standing::{ban_reason, host_key, strong_enough};
+use super::watch::{self, ResultEvent, ViewSource};
 use super::{GridConfig, GridError, Job, JobOutcome};
 use crate::net::{kernel_key, PeerEvent, Route};
 use crate::node::Node;
@@ -123,6 +124,17 @@ impl<'a> JobLoop<'a> {
         let pins = node
             .store
             .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
+        if let Some(watch) = &config.watch {
+            for (chunk, cid) in known.iter().enumerate() {
+                if let Some(cid) = *cid {
+                    watch.result(ResultEvent::Verified {
+                        chunk,
+                        cid,
+                        bytes: None,
+                    });
+                }
+            }
+        }
         let results = Collecting::new(&node.store, known);
         let progress = Progress::new(&job, |i| results.is_set(i), config.show_progress);
         let me = node.peer_id();
@@ -348,6 +360,13 @@ impl<'a> JobLoop<'a> {
                         tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
                     }
                     self.progress.verified(job_index);
+                    if let Some(watch) = &self.config.watch {
+                        watch.result(ResultEvent::Verified {
+                            chunk: job_index,
+                            cid: result,
+                            bytes: self.results.bytes_of(job_index),
+                        });
+                    }
                 }
                 Action::Revoked { chunk } => {
                     let Some(&job_index) = self.todo.get(chunk as usize) else {
@@ -359,6 +378,9 @@ impl<'a> JobLoop<'a> {
                         tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
                     }
                     self.progress.revoked(job_index);
+                    if let Some(watch) = &self.config.watch {
+                        watch.result(ResultEvent::Revoked { chunk: job_index });
+                    }
                 }
                 Action::Confirmed { peer, .. } => self.trust.confirmed(&peer),
                 Action::PeerBanned {
@@ -526,6 +548,7 @@ impl<'a> JobLoop<'a> {
         if let Phase::Dispatching { sched, .. } = &self.phase {
             self.progress.update(sched, &self.book);
         }
+        self.publish(false);
         for peer in self.book.due_for_reprobe(Instant::now()) {
             self.probe(peer);
         }
@@ -543,8 +566,45 @@ impl<'a> JobLoop<'a> {
             .start_probe(self.node, &self.job, &self.config, &self.reports, peer);
     }
 
+    /// Publishes the job's view to its watcher, if any, when one is due (`force`: now).
+    fn publish(&self, force: bool) {
+        let Some(watch) = &self.config.watch else {
+            return;
+        };
+        if !watch.due(force) {
+            return;
+        }
+        let (sched, since, phase) = match &self.phase {
+            Phase::Dispatching { sched, since } => {
+                (Some(&**sched), Some(*since), watch::Phase::Dispatching)
+            }
+            Phase::Gathering { .. } => (None, None, watch::Phase::Gathering),
+        };
+        let total: u64 = self.job.units.iter().sum();
+        let todo: u64 = self
+            .todo
+            .iter()
+            .map(|&i| self.job.units.get(i).copied().unwrap_or(0))
+            .sum();
+        let reused = total.saturating_sub(todo);
+        watch.publish(
+            ViewSource {
+                job: &self.job,
+                sched,
+                book: &self.book,
+                me: self.me,
+                todo: &self.todo,
+                elapsed: self.started.elapsed(),
+                dispatching_for: since.map(|s| s.elapsed()).unwrap_or_default(),
+                units_reused: reused,
+            },
+            phase,
+        );
+    }
+
     /// The job is complete: stops what still runs and builds the outcome.
     async fn finish(mut self) -> Result<JobOutcome, GridError> {
+        self.publish(true);
         self.runs.stop_all();
         self.progress.finish();
         self.trust.save();
@@ -579,6 +639,9 @@ impl<'a> JobLoop<'a> {
             checks: sched.progress().checks,
             peers,
         };
+        if let Some(watch) = &self.config.watch {
+            watch.finished(&report);
+        }
         let results = std::mem::replace(
             &mut self.results,
             Collecting::new(&self.node.store, Vec::new()),

@@ -22,6 +22,7 @@ pub mod remote;
 pub mod report;
 mod runs;
 mod standing;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -86,6 +87,9 @@ pub struct GridConfig {
     /// in. Default 15 s.
     pub reprobe_after: Duration,
     pub scheduler: SchedulerConfig,
+    /// Someone watching the job (the web page): gets its views and results as they
+    /// come. Default none.
+    pub watch: Option<watch::JobWatch>,
 }
 
 impl Default for GridConfig {
@@ -102,6 +106,7 @@ impl Default for GridConfig {
             show_progress: true,
             reprobe_after: Duration::from_secs(15),
             scheduler: SchedulerConfig::default(),
+            watch: None,
         }
     }
 }
@@ -148,8 +153,16 @@ pub async fn run_job(node: &Node, job: Job, config: GridConfig) -> Result<JobOut
     // Subscribed before the known peers are listed, so no discovery falls between.
     let events = node.client.subscribe();
     let (reports_tx, reports) = mpsc::unbounded_channel();
-    let mut job_loop = JobLoop::new(node, job, config, reports_tx)?;
-    job_loop.probe_known_peers().await;
-    job_loop.join_this_machine().await;
-    job_loop.run(events, reports).await
+    let watch = config.watch.clone();
+    let outcome = async {
+        let mut job_loop = JobLoop::new(node, job, config, reports_tx)?;
+        job_loop.probe_known_peers().await;
+        job_loop.join_this_machine().await;
+        job_loop.run(events, reports).await
+    }
+    .await;
+    if let (Some(watch), Err(e)) = (&watch, &outcome) {
+        watch.failed(&e.to_string());
+    }
+    outcome
 }

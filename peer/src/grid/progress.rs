@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
 
 use super::peer_book::PeerBook;
-use super::report::human;
+use super::report::{human, short_peer};
 use super::Job;
 use idlegrid_scheduler::Scheduler;
 
@@ -39,7 +39,7 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let bar = multi.add(ProgressBar::new(total));
         let template = format!(
-            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}}",
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} eta {{eta}}",
             unit = job.unit
         );
         if let Ok(style) = ProgressStyle::with_template(&template) {
@@ -82,9 +82,18 @@ impl Progress {
         let Some(multi) = &self.multi else { return };
         let progress = sched.progress();
         if let Some(bar) = &self.bar {
+            let secs = bar.elapsed().as_secs_f64();
+            let rate = if secs > 0.0 {
+                bar.position() as f64 / secs
+            } else {
+                0.0
+            };
             bar.set_message(format!(
-                "chunks {}/{}, {} in flight",
-                progress.verified, progress.total, progress.in_flight
+                "{}/s, chunks {}/{}, {} out",
+                human(rate),
+                progress.verified,
+                progress.total,
+                progress.in_flight
             ));
         }
         for (peer, stats) in sched.peers() {
@@ -100,8 +109,8 @@ impl Progress {
                 .or(book.scores.get(&peer).copied())
                 .unwrap_or(0.0);
             line.set_message(format!(
-                "{}{} chunks {:>4}  in flight {:>2}  speed {:>7}/s  failures {}  breaker {}{}",
-                peer,
+                "{}{} chunks {:>5}  in flight {:>3}  speed {:>5}/s  failures {}  breaker {}{}",
+                short_peer(&peer.to_string()),
                 if stats.trusted { " (local)" } else { "" },
                 stats.chunks_done,
                 stats.in_flight,

@@ -133,10 +133,11 @@ impl JobReport {
         std::fs::rename(&tmp, path)
     }
 
-    /// The "who computed what" table.
+    /// The "who computed what" table, a line within 100 columns (PeerIds shortened:
+    /// the JSON report has them whole).
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<54} {:<7} {:>7} {:>9} {:>9} {:>8} {:<9} {:>10}\n",
+            "{:<11} {:<10} {:>7} {:>7} {:>8} {:>8} {:<9} {:>10}\n",
             "peer", "found", "chunks", "checked", "score/s", "failures", "breaker", "received"
         );
         for p in &self.peers {
@@ -155,8 +156,8 @@ impl JobReport {
                 Role::Remote => p.results_confirmed.to_string(),
             };
             out.push_str(&format!(
-                "{:<54} {:<7} {:>7} {:>9} {:>9} {:>8} {:<9} {:>10}{}\n",
-                p.peer_id,
+                "{:<11} {:<10} {:>7} {:>7} {:>8} {:>8} {:<9} {:>10}{}\n",
+                short_peer(&p.peer_id),
                 found,
                 p.chunks_done,
                 checked,
@@ -177,14 +178,26 @@ impl JobReport {
     }
 }
 
-/// 1234567 → "1.2M".
+/// A rate or count as an integer with a unit prefix: 1234567 → "1235k", 12345678 →
+/// "12M" (at most four digits).
 pub fn human(x: f64) -> String {
     match x {
-        x if x >= 1e9 => format!("{:.1}G", x / 1e9),
-        x if x >= 1e6 => format!("{:.1}M", x / 1e6),
-        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x if x >= 1e10 => format!("{:.0}G", x / 1e9),
+        x if x >= 1e7 => format!("{:.0}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.0}k", x / 1e3),
         x => format!("{x:.0}"),
     }
+}
+
+/// A PeerId as displays show it: its first 6 and last 4 characters.
+pub fn short_peer(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 11 {
+        return id.to_string();
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 pub fn bytes(n: u64) -> String {
@@ -193,5 +206,21 @@ pub fn bytes(n: u64) -> String {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_forms() {
+        let id = "12D3KooWEE3RHYQziq34gxYanNdB9ABjnex6HrPjdE9AA4Y8HwBA";
+        assert_eq!(short_peer(id), "12D3Ko…HwBA");
+        assert_eq!(short_peer("short"), "short");
+        assert_eq!(human(999.4), "999");
+        assert_eq!(human(12_345.0), "12k");
+        assert_eq!(human(1_234_567.0), "1235k");
+        assert_eq!(human(369_856_673.0), "370M");
     }
 }

@@ -30,7 +30,12 @@ pub struct Refusal {
 
 #[derive(Clone, Debug)]
 struct State {
+    /// What the gate goes by: the policy's decision, unless the owner paused.
     decision: Decision,
+    /// The policy's latest decision.
+    policy: Decision,
+    /// The owner paused lending (from the web page) until resumed.
+    paused: bool,
     /// Bumped at each turn from lending to stopped, so a stale grace timer does nothing.
     generation: u64,
     /// The grace period after a stop has run out: running chunks must go.
@@ -99,6 +104,8 @@ impl Gate {
             grace,
             state: watch::Sender::new(State {
                 decision: Decision::always(),
+                policy: Decision::always(),
+                paused: false,
                 generation: 0,
                 evict: false,
                 closed: false,
@@ -183,12 +190,42 @@ impl Gate {
         self.apply(decision, false);
     }
 
+    /// Pauses lending (the owner, from the web page) or resumes it; while paused the
+    /// gate acts as on a policy stop, grace period included.
+    pub fn set_paused(&self, paused: bool) {
+        let policy = {
+            let mut policy = None;
+            self.0.state.send_if_modified(|state| {
+                state.paused = paused;
+                policy = Some(state.policy.clone());
+                false
+            });
+            policy.unwrap_or_else(Decision::always)
+        };
+        self.apply(policy, false);
+    }
+
+    /// Whether the owner paused lending.
+    pub fn paused(&self) -> bool {
+        self.0.state.borrow().paused
+    }
+
     fn apply(&self, decision: Decision, close: bool) {
         let mut started = None;
         self.0.state.send_if_modified(|state| {
             if state.closed {
                 return false;
             }
+            state.policy = decision.clone();
+            let decision = if state.paused && !close {
+                Decision {
+                    lend: false,
+                    stop_reasons: vec!["paused by the owner (from the web page)".into()],
+                    notes: decision.notes,
+                }
+            } else {
+                decision
+            };
             state.closed = close;
             let was_lending = state.decision.lend;
             if decision.lend {

@@ -14,3 +14,4 @@ mod small_chunks;
 mod trust;
 mod wasm;
 mod wasm_examples;
+mod ui;
