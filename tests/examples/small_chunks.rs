@@ -9,10 +9,11 @@
 //! their Python packages are installed, and says so when they are not.
 //!
 //! Run: `cargo run --release -p idlegrid-tests --example small_chunks -- [--runs 10]
-//! [--chunks 20000] [--compare] [--million]`
+//! [--chunks 20000] [--compare] [--million | --one-job N]`
 //!
-//! `--million` runs one job of 1,000,000 chunks instead and prints its time and the
-//! submitter's peak memory (`VmHWM`), to show the submitter's memory per chunk.
+//! `--million` runs one job of 1,000,000 chunks instead (`--one-job N`: of N chunks)
+//! and prints its time and the submitter's peak memory (`VmHWM`), to show the
+//! submitter's memory per chunk.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -170,15 +171,16 @@ fn compare(name: &str, module: &str, script: &str, tasks: usize) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut runs, mut chunks, mut with_compare, mut million) =
-        (10usize, 20_000usize, false, false);
+    let (mut runs, mut chunks, mut with_compare) = (10usize, 20_000usize, false);
+    let mut one_job: Option<usize> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--worker" => return worker(PathBuf::from(args.next().ok_or("--worker DIR")?)).await,
             "--runs" => runs = args.next().ok_or("--runs N")?.parse()?,
             "--chunks" => chunks = args.next().ok_or("--chunks N")?.parse()?,
             "--compare" => with_compare = true,
-            "--million" => million = true,
+            "--million" => one_job = Some(1_000_000),
+            "--one-job" => one_job = Some(args.next().ok_or("--one-job N")?.parse()?),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -194,16 +196,16 @@ async fn main() -> Result<()> {
     let mut pids: Vec<String> = workers.iter().map(|w| w.child.id().to_string()).collect();
     pids.push(std::process::id().to_string());
 
-    if million {
-        let chunks = 1_000_000;
+    if let Some(chunks) = one_job {
         let started = Instant::now();
         let outcome = grid::run_job(&node, noop_job(0, chunks), remote_only()).await?;
         let elapsed = started.elapsed().as_secs_f64();
         assert_eq!(outcome.results.len(), chunks);
         println!(
-            "{chunks} noop chunks on 2 worker processes: {elapsed:.1} s ({:.0} chunks/s); submitter peak memory {} MiB",
+            "{chunks} noop chunks on 2 worker processes: {elapsed:.1} s ({:.0} chunks/s); submitter peak memory {} MiB ({:.0} bytes per chunk)",
             chunks as f64 / elapsed,
-            peak_memory_kib().unwrap_or(0) / 1024
+            peak_memory_kib().unwrap_or(0) / 1024,
+            peak_memory_kib().unwrap_or(0) as f64 * 1024.0 / chunks as f64
         );
     } else {
         println!("{runs} runs of {chunks} noop chunks on 2 worker processes, the submitter computing nothing:");

@@ -182,6 +182,10 @@ async fn receive_result(
         fetch_bytes(client, peer, result, len)
             .await
             .map_err(|e| (FailureKind::Transport, e.to_string()))?
+    } else if inline.len() as u64 <= PACKED_MAX {
+        // An inline result is a slice of the whole response it came in (with a batch's,
+        // a few kilobytes); kept for the job's end, it would keep that buffer alive.
+        Bytes::copy_from_slice(&inline.into_bytes())
     } else {
         inline.into_bytes()
     };
