@@ -2,8 +2,10 @@
 //!
 //! Blobs live in `<data dir>/blobs/<hex cid>`, written to a temp file and renamed, and
 //! only after their bytes hash to the claimed id, so a blob file is always whole and
-//! always correct. Inputs that already sit on the user's disk (video frames) are not
-//! copied: they are registered as file-backed blobs after a streaming hash.
+//! always correct. Blobs of at most [`PACKED_MAX`] bytes get no file of their own: they
+//! are records of append-only pack segments in the same directory (`pack`). Inputs
+//! that already sit on the user's disk (video frames) are not copied: they are
+//! registered as file-backed blobs after a streaming hash.
 //! Which result each finished chunk produced is kept apart, by `crate::results`.
 //!
 //! A size cap bounds the blob directory: when a write would pass it, the least recently

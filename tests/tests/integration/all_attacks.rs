@@ -186,7 +186,9 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
     };
 
     // The honest job, under the defaults (earned trust, this machine computing too).
-    let plan = change_plan(256, 16, 4);
+    // Chunks heavy enough (64 sweeps) that this machine, checking every newcomer's
+    // result itself, cannot finish the job before each fake identity's failures are in.
+    let plan = change_plan(256, 16, 64);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
     let (job, _resident) = prepare(&honest, &plan).await;
     let job_run = {

@@ -12,6 +12,6 @@ mod lending;
 mod ping;
 mod small_chunks;
 mod trust;
+mod ui;
 mod wasm;
 mod wasm_examples;
-mod ui;
