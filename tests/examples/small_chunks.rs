@@ -50,10 +50,7 @@ async fn worker(dir: PathBuf) -> Result<()> {
     std::io::stdout().flush()?;
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        while std::io::stdin()
-            .read_line(&mut line)
-            .map_or(false, |n| n > 0)
-        {}
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
     })
     .await?;
     Ok(())

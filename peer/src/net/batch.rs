@@ -32,6 +32,9 @@ const MAX_WORKERS: usize = 4096;
 
 type Answer = oneshot::Sender<Result<TaskResponse, NetError>>;
 
+/// Chunks to send together, each with where its answer goes.
+type Batch = Vec<(TaskSpec, Answer)>;
+
 #[derive(Default)]
 struct Outbox {
     /// Most chunks the worker takes in one request (0 or 1: no batches).
@@ -81,7 +84,7 @@ impl Batches {
         peer: PeerId,
         spec: TaskSpec,
         answer: Answer,
-    ) -> Result<Option<Vec<(TaskSpec, Answer)>>, (TaskSpec, Answer)> {
+    ) -> Result<Option<Batch>, (TaskSpec, Answer)> {
         let mut outboxes = self.outboxes();
         let Some(outbox) = outboxes.get_mut(&peer).filter(|o| o.offered > 1) else {
             return Err((spec, answer));
@@ -96,7 +99,7 @@ impl Batches {
 
     /// The next batch from an outbox: the chunks waiting, oldest first, up to what the
     /// worker offered and what fits a request. Chunks whose caller gave up are dropped.
-    fn take(outbox: &mut Outbox) -> Vec<(TaskSpec, Answer)> {
+    fn take(outbox: &mut Outbox) -> Batch {
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some((spec, answer)) = outbox.waiting.pop_front() {
@@ -118,7 +121,7 @@ impl Batches {
 
     /// A request to `peer` came back: the next batch to send on the same turn, or
     /// `None` (and one request fewer in flight) if nothing waits.
-    fn next(&self, peer: PeerId) -> Option<Vec<(TaskSpec, Answer)>> {
+    fn next(&self, peer: PeerId) -> Option<Batch> {
         let mut outboxes = self.outboxes();
         let outbox = outboxes.get_mut(&peer)?;
         let batch = Self::take(outbox);
@@ -148,7 +151,7 @@ impl Client {
     }
 
     /// Sends `batch`, hands out its answers, and goes on with what waits meanwhile.
-    async fn send_batches(self, peer: PeerId, mut batch: Vec<(TaskSpec, Answer)>) {
+    async fn send_batches(self, peer: PeerId, mut batch: Batch) {
         loop {
             let (specs, answers): (Vec<TaskSpec>, Vec<Answer>) = batch.into_iter().unzip();
             let count = specs.len();
