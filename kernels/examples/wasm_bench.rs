@@ -172,21 +172,33 @@ fn main() {
         );
     }
 
-    // The renderer: frames 0..N at WxH, wasm with the kernel's settings (fuel on), the
-    // same engine with fuel off, and the native build; outputs compared.
+    // The renderer: frames 0..N at WxH. The module as the kernel rewrites it (NaNs
+    // canonical where seen) with the kernel's settings (fuel on), the same without
+    // fuel, Cranelift's canonicalisation after every float operation instead of the
+    // rewrite (for comparison), and neither (not deterministic); and the native build.
     let (w, h) = a.size;
+    let t = Instant::now();
+    let rewritten = wasm::nan::canonicalise(&render).unwrap();
+    println!(
+        "NaN rewrite of the renderer: {:.1} ms, {} to {} bytes",
+        t.elapsed().as_secs_f64() * 1e3,
+        render.len(),
+        rewritten.len()
+    );
     let mut nofuel_config = engine::config();
     nofuel_config.consume_fuel(false);
     let nofuel = Engine::new(&nofuel_config).unwrap();
-    let nofuel_module = Module::from_binary(&nofuel, &render).unwrap();
-    let fuel_module = Module::from_binary(&runtime.engine, &render).unwrap();
-    // For information only: neither fuel nor NaN canonicalisation (not deterministic).
+    let nofuel_module = Module::from_binary(&nofuel, &rewritten).unwrap();
+    let fuel_module = Module::from_binary(&runtime.engine, &rewritten).unwrap();
+    let mut every_op_config = engine::config();
+    every_op_config.cranelift_nan_canonicalization(true);
+    let every_op = Engine::new(&every_op_config).unwrap();
+    let every_op_module = Module::from_binary(&every_op, &render).unwrap();
     let mut bare_config = engine::config();
-    bare_config
-        .consume_fuel(false)
-        .cranelift_nan_canonicalization(false);
+    bare_config.consume_fuel(false);
     let bare = Engine::new(&bare_config).unwrap();
     let bare_module = Module::from_binary(&bare, &render).unwrap();
+    let mut t_every_op = Duration::ZERO;
     let mut t_bare = Duration::ZERO;
     let (mut t_kernel, mut t_fuel, mut t_nofuel, mut t_native) = (
         Duration::ZERO,
@@ -212,6 +224,8 @@ fn main() {
         t_fuel += d;
         let (png_nofuel, d) = run_direct(&nofuel, &nofuel_module, &args, false);
         t_nofuel += d;
+        let (png_every_op, d) = run_direct(&every_op, &every_op_module, &args, true);
+        t_every_op += d;
         let (_, d) = run_direct(&bare, &bare_module, &args, false);
         t_bare += d;
         let t = Instant::now();
@@ -224,12 +238,14 @@ fn main() {
         );
         assert_eq!(png_fuel, native.stdout);
         assert_eq!(png_nofuel, native.stdout);
+        assert_eq!(png_every_op, native.stdout);
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3 / a.frames as f64;
     println!(
         "render {} frames of {w}x{h}, ms per frame: native {:.1}; wasm with fuel {:.1} ({:.2}x native); \
          wasm without fuel {:.1} ({:.2}x native; fuel costs {:.1}%); through the kernel's entry point {:.1} (same bytes as native); \
-         for information, without fuel and NaN canonicalisation {:.1} ({:.2}x native)",
+         for comparison, Cranelift's canonicalisation after every float operation instead of the rewrite, fuel on {:.1} ({:.2}x native); \
+         for information, the module unrewritten without fuel {:.1} ({:.2}x native)",
         a.frames,
         per(t_native),
         per(t_fuel),
@@ -238,6 +254,8 @@ fn main() {
         per(t_nofuel) / per(t_native),
         (per(t_fuel) / per(t_nofuel) - 1.0) * 100.0,
         per(t_kernel),
+        per(t_every_op),
+        per(t_every_op) / per(t_native),
         per(t_bare),
         per(t_bare) / per(t_native),
     );

@@ -2,15 +2,15 @@
 //! compiled modules.
 //!
 //! The engine is built once ([`runtime`]) with the settings that [`super::RUNTIME_ID`]
-//! names: Cranelift, NaN canonicalisation on, relaxed SIMD off, no threads (the build
-//! has no threads support), a pinned maximum wasm stack, fuel metering, and epoch
+//! names: Cranelift, relaxed SIMD off, no threads (the build has no threads support), a pinned maximum wasm stack, fuel metering, and epoch
 //! interruption ticked by one background thread (the watchdog and the cancel check;
 //! never a result).
 //!
 //! A module is compiled at most once per process and per machine: [`Runtime::module`]
 //! looks in memory, then in the cache folder ([`set_cache_dir`]: the worker's data
 //! dir), keyed by (module hash, the engine's `precompile_compatibility_hash`), and only
-//! then compiles, on a thread of its own with a time cap. Cached artifacts are only
+//! then compiles, on a thread of its own with a time cap, the module as [`super::nan`]
+//! rewrites it (NaNs canonical wherever their bits can be seen). Cached artifacts are only
 //! ever written by this machine's own compiler: nothing compiled comes from a peer.
 
 use std::collections::HashMap;
@@ -74,13 +74,15 @@ pub fn runtime() -> Result<&'static Runtime, KernelError> {
         .map_err(|e| KernelError::Failed(format!("cannot start the wasm runtime: {e}")))
 }
 
-/// The engine settings that make a module's output a function of its bytes.
+/// The engine settings that make a module's output a function of its bytes (with the
+/// module rewritten by [`super::nan`]: Cranelift's own NaN canonicalisation, after every
+/// float operation, stays off).
 pub fn config() -> Config {
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
         .cranelift_opt_level(OptLevel::Speed)
-        .cranelift_nan_canonicalization(true)
+        .cranelift_nan_canonicalization(false)
         .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
         .max_wasm_stack(MAX_WASM_STACK)
@@ -97,6 +99,8 @@ impl Runtime {
         wasi::define(&mut linker).map_err(|e| e.to_string())?;
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        // The rewrite is not an engine setting: its version is in RUNTIME_ID.
+        super::RUNTIME_ID.hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -183,7 +187,7 @@ impl Runtime {
     fn compile(&'static self, hash: [u8; 32], bytes: &[u8]) -> Result<Module, KernelError> {
         check_module(&self.engine, bytes)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let bytes = bytes.to_vec();
+        let bytes = super::nan::canonicalise(bytes)?;
         let path = self.cache_path(&hash);
         std::thread::Builder::new()
             .name("idlegrid-wasm-compile".into())

@@ -18,6 +18,7 @@
 
 pub mod engine;
 pub mod instance;
+pub mod nan;
 pub mod params;
 pub mod plan;
 pub mod template;
@@ -37,11 +38,12 @@ pub const NAME: &str = "wasm";
 pub const VERSION: u32 = 1;
 
 /// The runtime and every setting that can change a module's output or where it stops:
-/// wasmtime's exact version (pinned in Cargo.toml), Cranelift at speed, NaN
-/// canonicalisation, no relaxed SIMD, no threads, the wasm stack cap, fuel metering,
-/// and this host's WASI answers. A chunk made for another id is refused.
-pub const RUNTIME_ID: &str = "wasmtime-48.0.8/cranelift-speed/nan-canonical/no-relaxed-simd/\
-                              no-threads/stack-1m/fuel/idlegrid-wasi-p1-v1";
+/// wasmtime's exact version (pinned in Cargo.toml), Cranelift at speed, the rewrite
+/// that canonicalises NaNs where their bits are seen ([`nan`]), no relaxed SIMD, no
+/// threads, the wasm stack cap, fuel metering, and this host's WASI answers. A chunk
+/// made for another id is refused.
+pub const RUNTIME_ID: &str = "wasmtime-48.0.8/cranelift-speed/idlegrid-nan-seen-v1/\
+                              no-relaxed-simd/no-threads/stack-1m/fuel/idlegrid-wasi-p1-v1";
 
 /// Checks a chunk's params before anything is fetched.
 pub fn validate(spec: &TaskSpec) -> Result<(), KernelError> {

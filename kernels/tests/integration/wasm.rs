@@ -133,8 +133,10 @@ fn wasm_args_and_stdin_in_batch_and_same_bytes_every_time() {
 
 #[test]
 fn wasm_floats_are_canonical_nans_and_exact_bits() {
-    // 0/0, sqrt(-1), inf*0, NaN arithmetic, min with NaN, f32 too; then exact
-    // arithmetic: a*b+c in f64, sqrt(2), f32 demotion.
+    // NaNs made by arithmetic, seen through a store, a reinterpret, a copysign and a
+    // vector: all canonical (on x86 unrewritten, 0/0 is a negative NaN and a payload
+    // propagates). A NaN loaded and stored, or stored as a constant, keeps its bits.
+    // Exact arithmetic is untouched.
     let m = module(
         "",
         r#"
@@ -152,7 +154,15 @@ fn wasm_floats_are_canonical_nans_and_exact_bits() {
       (f64.add (f64.mul (f64.const 0.1) (f64.const 3.3)) (f64.const 1e-17)))
     (f64.store (i32.const 1056) (f64.sqrt (f64.const 2)))
     (f32.store (i32.const 1064) (f32.demote_f64 (f64.const 0.1)))
-    (call $out (i32.const 1000) (i32.const 68)))"#,
+    (i32.store (i32.const 1068) (i32.reinterpret_f32 (f32.div (local.get $zf) (local.get $zf))))
+    (f64.store (i32.const 1072) (f64.copysign (f64.const 1) (f64.div (local.get $z) (local.get $z))))
+    (i64.store (i32.const 2000) (i64.const 0xfff0000000001234))
+    (f64.store (i32.const 1080) (f64.load (i32.const 2000)))
+    (f32.store (i32.const 1088) (f32.const -nan:0x1))
+    (f32.store (i32.const 1092) (f32.add (f32.const nan:0x1) (local.get $zf)))
+    (v128.store (i32.const 1096) (f32x4.div (v128.const i64x2 0 0) (v128.const i64x2 0 0)))
+    (v128.store (i32.const 1112) (f64x2.splat (f64.div (local.get $z) (local.get $z))))
+    (call $out (i32.const 1000) (i32.const 128)))"#,
     );
     let out = run_one(&m, &budgets(), &[]).unwrap();
     let f64_at = |at: usize| u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
@@ -163,11 +173,36 @@ fn wasm_floats_are_canonical_nans_and_exact_bits() {
         assert_eq!(f64_at(at), NAN64, "f64 NaN at {at} not canonical");
     }
     assert_eq!(f32_at(40), NAN32);
-    // neg only flips the sign bit (not an arithmetic op): of a canonical NaN.
-    assert_eq!(f32_at(44), NAN32 | 0x8000_0000);
+    // The sign of a NaN is canonical too where it is seen.
+    assert_eq!(f32_at(44), NAN32);
     assert_eq!(f64_at(48), (0.1f64 * 3.3 + 1e-17).to_bits());
     assert_eq!(f64_at(56), 2f64.sqrt().to_bits());
     assert_eq!(f32_at(64), (0.1f64 as f32).to_bits());
+    assert_eq!(f32_at(68), NAN32, "reinterpret sees a canonical NaN");
+    assert_eq!(
+        f64_at(72),
+        1f64.to_bits(),
+        "copysign takes a canonical NaN's sign"
+    );
+    assert_eq!(
+        f64_at(80),
+        0xfff0_0000_0000_1234,
+        "a loaded NaN is stored as it was"
+    );
+    assert_eq!(f32_at(88), 0xff80_0001, "a constant NaN is stored as it is");
+    assert_eq!(
+        f32_at(92),
+        NAN32,
+        "a signalling NaN's payload does not propagate"
+    );
+    for at in [96, 100, 104, 108] {
+        assert_eq!(f32_at(at), NAN32, "f32x4 lane at {at} not canonical");
+    }
+    assert_eq!(
+        (f64_at(112), f64_at(120)),
+        (NAN64, NAN64),
+        "f64x2.splat of a NaN"
+    );
 }
 
 #[test]
