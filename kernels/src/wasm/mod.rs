@@ -13,8 +13,9 @@
 //! The kernel's identity is (blake3 of the module, [`RUNTIME_ID`]): the module is an
 //! input, so it is part of every chunk's id, and the runtime's version and settings are
 //! in the params. Fuel and the memory cap are in the params too: they decide where a
-//! program stops, the same on every peer. The watchdog's timeout only stops a run
-//! (never a result).
+//! program stops, the same on every peer. The wall-clock watchdog only stops a run
+//! (never a result), so it is the running machine's own setting ([`set_watchdog`]),
+//! not the chunk's.
 
 pub mod engine;
 pub mod instance;
@@ -23,6 +24,9 @@ pub mod params;
 pub mod plan;
 pub mod template;
 pub mod wasi;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use idlegrid_protocol::TaskSpec;
 use rayon::prelude::*;
@@ -34,8 +38,32 @@ pub use params::{Item, WasmParams};
 
 /// Kernel name in a [`TaskSpec`].
 pub const NAME: &str = "wasm";
-/// Kernel version: bump it when a chunk's result layout or the host's answers change.
-pub const VERSION: u32 = 1;
+/// Kernel version: bump it when a chunk's params or result layout or the host's answers
+/// change.
+pub const VERSION: u32 = 2;
+
+/// Default watchdog: ten minutes of wall-clock time per run.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(10 * 60);
+/// Longest watchdog: a day.
+pub const MAX_WATCHDOG: Duration = Duration::from_secs(24 * 3600);
+
+/// The watchdog of every run on this machine, in milliseconds.
+static WATCHDOG_MS: AtomicU64 = AtomicU64::new(DEFAULT_WATCHDOG.as_millis() as u64);
+
+/// How long one run may take on this machine, wall clock, before it is stopped without
+/// a result (the submitter gives the chunk to another peer): `idlegrid run --timeout`
+/// on a submitter, `[kernels] wasm_timeout` on a volunteer. Clamped to 1 ms..=a day.
+pub fn set_watchdog(timeout: Duration) {
+    let ms = timeout
+        .clamp(Duration::from_millis(1), MAX_WATCHDOG)
+        .as_millis();
+    WATCHDOG_MS.store(ms as u64, Ordering::Relaxed);
+}
+
+/// The watchdog [`set_watchdog`] set.
+pub fn watchdog() -> Duration {
+    Duration::from_millis(WATCHDOG_MS.load(Ordering::Relaxed))
+}
 
 /// The runtime and every setting that can change a module's output or where it stops:
 /// wasmtime's exact version (pinned in Cargo.toml), Cranelift at speed, the rewrite
@@ -121,7 +149,7 @@ pub fn run(
             fuel: params.fuel,
             memory: params.memory,
             max_output: params.max_output,
-            timeout: std::time::Duration::from_millis(params.timeout_ms),
+            timeout: watchdog(),
             seed,
         };
         instance::run(&compiled, run, cancel).map_err(|e| match e {

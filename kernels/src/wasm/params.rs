@@ -5,8 +5,9 @@
 //! arguments and, optionally, one of the chunk's other inputs as its stdin. The params
 //! also pin the runtime ([`RUNTIME_ID`]: a worker with another runtime or determinism
 //! setting refuses the chunk) and every budget that can change the bytes: fuel and
-//! memory. The watchdog's timeout travels here too, so a worker knows when the
-//! submitter would give up; it never shapes a result.
+//! memory. The wall-clock watchdog is not here: it never shapes a result, so it is each
+//! machine's own ([`super::set_watchdog`]) and a rerun with another `--timeout` has the
+//! same chunk ids and reuses every verified result.
 
 use idlegrid_protocol::{limits, TaskSpec};
 use serde::{Deserialize, Serialize};
@@ -33,8 +34,6 @@ pub const MIN_MEMORY: u64 = 64 * 1024;
 pub const MAX_FUEL: u64 = 100_000_000_000_000;
 /// Largest stdout of one run.
 pub const MAX_OUTPUT: u64 = 512 * 1024 * 1024;
-/// Longest watchdog timeout: a day.
-pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// Default fuel of one run (`--fuel`): about 10^12 WebAssembly instructions, minutes
 /// of compute.
@@ -43,8 +42,6 @@ pub const DEFAULT_FUEL: u64 = 1_000_000_000_000;
 pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Default stdout cap of one run.
 pub const DEFAULT_MAX_OUTPUT: u64 = 256 * 1024 * 1024;
-/// Default watchdog (`--timeout`): ten minutes of wall-clock time per run.
-pub const DEFAULT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 /// One run of the module in a chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,9 +70,6 @@ pub struct WasmParams {
     pub memory: u64,
     /// Stdout cap of one run, in bytes: more is a failure of the program.
     pub max_output: u64,
-    /// Wall-clock watchdog of one run: past it the run stops, and the chunk is retried
-    /// elsewhere (never a result).
-    pub timeout_ms: u64,
     /// The runs, in output order.
     pub items: Vec<Item>,
 }
@@ -169,12 +163,6 @@ impl WasmParams {
                 self.max_output
             ));
         }
-        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
-            return bad(format!(
-                "timeout {} ms (1..={MAX_TIMEOUT_MS} allowed)",
-                self.timeout_ms
-            ));
-        }
         Ok(())
     }
 
@@ -197,7 +185,6 @@ impl Default for WasmParams {
             fuel: DEFAULT_FUEL,
             memory: DEFAULT_MEMORY,
             max_output: DEFAULT_MAX_OUTPUT,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
             items: vec![Item {
                 args: Vec::new(),
                 stdin: None,

@@ -31,7 +31,7 @@ pub struct WasmPlan {
 }
 
 /// Cuts `runs` into chunks of `batch`; `budgets` gives the program name, environment,
-/// fuel, memory, output cap and timeout of every run (its `items` and `input_lens` are
+/// fuel, memory and output cap of every run (its `items` and `input_lens` are
 /// replaced). The module is checked by size here; whether it is valid wasm is the
 /// caller's first check ([`super::check_module`]).
 pub fn plan(

@@ -63,8 +63,10 @@ pub struct RunArgs {
     /// Linear-memory cap of each run, e.g. 512MiB (at most 4GiB).
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub memory: u64,
-    /// Wall-clock watchdog of each run, e.g. 10m: past it the run stops and the chunk
-    /// is retried elsewhere (never a result).
+    /// Wall-clock watchdog of each run on this machine, e.g. 10m: past it the run stops
+    /// and the chunk is retried elsewhere (never a result). Volunteers apply their own
+    /// (`[kernels] wasm_timeout`); it is not part of the chunk, so a rerun with another
+    /// timeout reuses every verified result.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Largest stdout of one run, e.g. 256MiB: more is a failure of the program.
@@ -116,7 +118,7 @@ pub struct RunSpec {
     pub output: String,
     pub batch: usize,
     pub join: bool,
-    /// Fuel, memory, output cap, timeout and environment of every run.
+    /// Fuel, memory, output cap and environment of every run.
     pub budgets: WasmParams,
 }
 
@@ -132,7 +134,6 @@ impl RunArgs {
                     .with_context(|| format!("--env {kv:?}: expected NAME=VALUE"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         Ok(RunSpec {
             module: self.module.clone(),
             inputs: self.inputs.clone(),
@@ -146,7 +147,6 @@ impl RunArgs {
                 fuel: self.fuel,
                 memory: self.memory,
                 max_output: self.max_output,
-                timeout_ms,
                 ..WasmParams::default()
             },
         })
@@ -347,6 +347,7 @@ pub fn grid_job(plan: &RunPlan) -> anyhow::Result<(Job, Vec<JobBlob>)> {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let spec = args.spec()?;
+    wasm::set_watchdog(args.timeout);
     wasm::set_cache_dir(args.net.data_dir().join("wasm-cache"));
     let plan = plan_run(&spec)?;
     let runs = plan.names.len();
@@ -526,4 +527,46 @@ fn progress_bar(total: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The chunk ids of `idlegrid run MODULE --range 0..8 -o out/{i} EXTRA...`.
+    fn chunk_ids(module: &Path, extra: &[&str]) -> Vec<Cid> {
+        let mut argv = vec![
+            "run",
+            module.to_str().unwrap(),
+            "--range",
+            "0..8",
+            "-o",
+            "o/{i}",
+        ];
+        argv.extend_from_slice(extra);
+        let spec = Cli::try_parse_from(argv).unwrap().run.spec().unwrap();
+        let plan = plan_run(&spec).unwrap();
+        plan.plan.chunks.iter().map(|c| c.id()).collect()
+    }
+
+    #[test]
+    fn the_watchdog_is_not_part_of_the_chunks_but_the_budgets_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("m.wasm");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let ids = chunk_ids(&module, &[]);
+        assert_eq!(ids.len(), 8);
+        // A rerun with a longer timeout reuses every verified chunk.
+        assert_eq!(chunk_ids(&module, &["--timeout", "2h"]), ids);
+        // Fuel and memory decide where a program stops: another chunk.
+        assert_ne!(chunk_ids(&module, &["--fuel", "1000"]), ids);
+        assert_ne!(chunk_ids(&module, &["--memory", "1MiB"]), ids);
+    }
 }

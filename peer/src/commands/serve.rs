@@ -143,6 +143,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.worker.gate = gate.clone();
     config.worker.wasm = settings.wasm.clone();
+    idlegrid_kernels::wasm::set_watchdog(settings.wasm.timeout);
     let cores = config.cores;
     let kernels = crate::worker::kernels(&config.worker);
     #[cfg(not(feature = "fault-injection"))]

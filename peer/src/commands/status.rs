@@ -68,6 +68,10 @@ pub struct PolicyArgs {
     /// Most fuel (about one per WebAssembly instruction) one run may ask for.
     #[arg(long, value_name = "N")]
     pub wasm_fuel: Option<u64>,
+    /// Longest one run of a WebAssembly program may take here, e.g. 10m; past it the
+    /// run stops with no result and its chunk goes to another peer.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub wasm_timeout: Option<std::time::Duration>,
 }
 
 /// Everything the owner decided, resolved from flags over the config file.
@@ -163,6 +167,9 @@ impl Settings {
         }
         if let Some(f) = args.wasm_fuel {
             wasm.max_fuel = f;
+        }
+        if let Some(t) = args.wasm_timeout {
+            wasm.timeout = t;
         }
         Ok(Settings {
             wasm,

@@ -78,6 +78,7 @@ pub struct KernelsSection {
     pub wasm: Option<bool>,
     pub wasm_memory: Option<String>,
     pub wasm_fuel: Option<u64>,
+    pub wasm_timeout: Option<String>,
 }
 
 /// The file as written.
@@ -163,6 +164,8 @@ impl PolicyFile {
             max_memory: parse_opt_size("kernels.wasm_memory", &self.kernels.wasm_memory)?
                 .unwrap_or(defaults.max_memory),
             max_fuel: self.kernels.wasm_fuel.unwrap_or(defaults.max_fuel),
+            timeout: parse_opt_duration("kernels.wasm_timeout", &self.kernels.wasm_timeout)?
+                .unwrap_or(defaults.timeout),
         })
     }
 
@@ -278,6 +281,11 @@ mod tests {
         let wasm = file.wasm_caps().unwrap();
         assert!(wasm.enabled);
         assert_eq!(wasm.max_memory, 1 << 30);
+        assert_eq!(wasm.timeout, Duration::from_secs(20 * 60));
+        assert!(PolicyFile::parse("[kernels]\nwasm_timeout = \"soon\"\n")
+            .unwrap()
+            .wasm_caps()
+            .is_err_and(|e| e.to_string().contains("kernels.wasm_timeout")));
         assert!(PolicyFile::parse("[kernels]\nwasm = false\n")
             .unwrap()
             .wasm_caps()

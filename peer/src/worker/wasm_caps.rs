@@ -1,9 +1,13 @@
 //! What the machine's owner allows of users' WebAssembly programs (`[kernels]` in the
-//! config, `--no-wasm`, `--wasm-memory`, `--wasm-fuel` on `serve`): whether this peer
-//! runs them at all, and the most memory and fuel one run may ask for. A chunk asking
-//! for more is refused before anything is fetched (its submitter gives it to another
-//! peer); the budgets themselves are the chunk's, so every peer that runs it stops it
-//! at the same point.
+//! config, `--no-wasm`, `--wasm-memory`, `--wasm-fuel`, `--wasm-timeout` on `serve`):
+//! whether this peer runs them at all, the most memory and fuel one run may ask for,
+//! and how long one run may take here. A chunk asking for more memory or fuel is
+//! refused before anything is fetched (its submitter gives it to another peer); the
+//! budgets themselves are the chunk's, so every peer that runs it stops it at the same
+//! point. The wall-clock watchdog is this machine's: a run past it stops with no result
+//! and its chunk goes to another peer.
+
+use std::time::Duration;
 
 use idlegrid_kernels::wasm::{self, WasmParams};
 use idlegrid_protocol::TaskSpec;
@@ -12,6 +16,9 @@ use idlegrid_protocol::TaskSpec;
 pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 /// Default cap on one run's fuel: 10^13 instructions, an hour or so of compute.
 pub const DEFAULT_MAX_FUEL: u64 = 10_000_000_000_000;
+
+/// Default watchdog of one run on this machine: 10 minutes.
+pub const DEFAULT_TIMEOUT: Duration = wasm::DEFAULT_WATCHDOG;
 
 /// The owner's rules for the `wasm` kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +30,9 @@ pub struct WasmCaps {
     pub max_memory: u64,
     /// Most fuel one run may ask for. Default [`DEFAULT_MAX_FUEL`].
     pub max_fuel: u64,
+    /// Longest one run may take on this machine, wall clock. Default
+    /// [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
 }
 
 impl Default for WasmCaps {
@@ -31,6 +41,7 @@ impl Default for WasmCaps {
             enabled: true,
             max_memory: DEFAULT_MAX_MEMORY,
             max_fuel: DEFAULT_MAX_FUEL,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -65,9 +76,10 @@ impl WasmCaps {
     pub fn describe(&self) -> String {
         if self.enabled {
             format!(
-                "WebAssembly programs: yes, sandboxed; at most {} MiB of memory and {} fuel per run",
+                "WebAssembly programs: yes, sandboxed; at most {} MiB of memory, {} fuel and {} s per run",
                 self.max_memory >> 20,
-                self.max_fuel
+                self.max_fuel,
+                self.timeout.as_secs()
             )
         } else {
             "WebAssembly programs: no".into()
