@@ -84,7 +84,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// Where to read a blob's bytes, looked up under the lock and read outside it.
 enum Source {
     File(PathBuf),
-    Packed(PathBuf, PackedAt),
+    Packed(pack::SegmentReader, PackedAt),
 }
 
 /// Where a blob's bytes are.
@@ -491,15 +491,12 @@ impl BlobStore {
     }
 
     fn location(&self, cid: &Cid) -> Option<(Source, u64)> {
-        let index = self.index();
-        let (location, len) = index.blobs.get(cid)?;
+        let mut index = self.index();
+        let (location, len) = index.blobs.get(cid)?.clone();
         Some(match location {
-            Location::Owned => (Source::File(self.path_of(cid)), *len),
-            Location::File(path) => (Source::File(path.clone()), *len),
-            Location::Packed(at) => (
-                Source::Packed(index.packs.segment_path(at.segment), *at),
-                *len,
-            ),
+            Location::Owned => (Source::File(self.path_of(cid)), len),
+            Location::File(path) => (Source::File(path), len),
+            Location::Packed(at) => (Source::Packed(index.packs.segment(at.segment), at), len),
         })
     }
 
@@ -517,14 +514,14 @@ impl BlobStore {
             };
             let path = match source {
                 Source::File(path) => path,
-                Source::Packed(path, at) => match pack::read(&path, at, len, cid) {
+                Source::Packed(segment, at) => match pack::read(&segment, at, len, cid) {
                     Ok(Some(bytes)) => return Ok(Some(bytes)),
                     Ok(None) => continue,
                     Err(e @ StoreError::HashMismatch { .. }) => {
                         tracing::warn!(
                             "blob store: the record of {} in {} is damaged ({e}); dropping it",
                             cid.short(),
-                            path.display()
+                            segment.path.display()
                         );
                         self.forget(cid);
                         return Ok(None);

@@ -16,11 +16,12 @@
 //! segment (move its live records to the active segment, delete it) when the cap needs
 //! them back. The store's lock is held around every call here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use idlegrid_protocol::Cid;
@@ -75,7 +76,14 @@ pub struct Packs {
     target: u64,
     /// Bytes of records no longer in the index, over every segment.
     dead: u64,
+    /// Segments open for reading, so a read of a small blob is one `pread` rather than
+    /// an open, a read and a close (a chunk's small input is read once per chunk).
+    /// At most [`READERS_OPEN`]; a deleted segment's is dropped.
+    readers: HashMap<u32, Arc<File>>,
 }
+
+/// Most segments kept open for reading.
+const READERS_OPEN: usize = 64;
 
 fn segment_name(id: u32) -> String {
     format!("{id:010}.pack")
@@ -127,6 +135,7 @@ impl Packs {
         let mut packs = Packs {
             dir: dir.to_path_buf(),
             segments: BTreeMap::new(),
+            readers: HashMap::new(),
             active: None,
             next: 0,
             target: (cap / 16).clamp(footprint(PACKED_MAX), SEGMENT_MAX),
@@ -270,6 +279,7 @@ impl Packs {
             return 0;
         };
         self.retire(id);
+        self.readers.remove(&id);
         self.dead = self.dead.saturating_sub(segment.size - segment.live_bytes);
         let _ = fs::remove_file(self.path(id));
         segment.size
@@ -315,25 +325,60 @@ impl Packs {
         self.delete(id)
     }
 
-    /// Where segment `id` is on disk, to read a record outside the store's lock.
-    pub fn segment_path(&self, id: u32) -> PathBuf {
-        self.path(id)
+    /// Where segment `id` is on disk and, when it could be opened, the segment open
+    /// for reading: to read a record outside the store's lock.
+    pub fn segment(&mut self, id: u32) -> SegmentReader {
+        let path = self.path(id);
+        let file = match self.readers.get(&id) {
+            Some(file) => Some(file.clone()),
+            None if self.segments.contains_key(&id) => File::open(&path).ok().map(|file| {
+                if self.readers.len() >= READERS_OPEN {
+                    self.readers.clear();
+                }
+                let file = Arc::new(file);
+                self.readers.insert(id, file.clone());
+                file
+            }),
+            None => None,
+        };
+        SegmentReader { path, file }
     }
 }
 
-/// Reads a packed blob of `len` bytes at `at` from its segment `path` and checks it
-/// against `cid`. `Ok(None)` if the segment is gone (compacted or deleted meanwhile);
-/// a record that does not hash to its id is an error.
-pub fn read(path: &Path, at: PackedAt, len: u64, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+/// A segment to read records from: its path, and the file if it is open.
+#[derive(Clone, Debug)]
+pub struct SegmentReader {
+    pub path: PathBuf,
+    file: Option<Arc<File>>,
+}
+
+/// Reads a packed blob of `len` bytes at `at` from its segment and checks it against
+/// `cid`. `Ok(None)` if the segment is gone (compacted or deleted meanwhile); a record
+/// that does not hash to its id is an error. (A segment deleted after it was opened
+/// still reads as it was: the record is checked against its id all the same.)
+pub fn read(
+    segment: &SegmentReader,
+    at: PackedAt,
+    len: u64,
+    cid: &Cid,
+) -> Result<Option<Bytes>, StoreError> {
+    let path = &segment.path;
+    let opened;
+    let file = match &segment.file {
+        Some(file) => &**file,
+        None => match File::open(path) {
+            Ok(file) => {
+                opened = file;
+                &opened
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        },
     };
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, at.offset)
