@@ -1,6 +1,7 @@
-//! Jobs started from the page over HTTP, as the page's forms send them: a change
-//! detection with its overlay, and a wasm job, each output downloaded and compared
-//! with what the command line writes for the same job with `--local`.
+//! Jobs started from the page, over HTTP as the page's forms send them and from the
+//! wasm form in a browser: a change detection with its overlay, and wasm jobs, each
+//! output downloaded and compared with what the command line writes for the same job
+//! with `--local`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -300,4 +301,62 @@ async fn a_wasm_job_started_from_the_page_equals_the_command_line() {
     let bytes = download(page.addr, joined, 0).await;
     assert_eq!(String::from_utf8_lossy(&bytes), "0,1,2,3,4,");
     assert_eq!(bytes, std::fs::read(dir.join("local/all.txt")).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wasm_job_started_from_the_form_lists_and_serves_its_outputs() {
+    let dir = temp_dir("page-wasm-form");
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("echo.wasm");
+    std::fs::write(&module, wat::parse_str(ECHO).unwrap()).unwrap();
+    let (m, local) = (module.clone(), dir.join("local"));
+    tokio::task::spawn_blocking(move || {
+        run_local(&m, "0..4", "run{i}", &local.join("out_{i:03}.txt"), false)
+    })
+    .await
+    .unwrap();
+
+    let submitter = Arc::new(start("submitter", false, WorkerConfig::default(), Vec::new()).await);
+    let hub = hub_with_submitter(submitter.clone(), None, dir.join("ui"));
+    let page = Page::start(loopback_page(), hub).await.unwrap();
+    let url = page.url();
+    let profile = temp_dir("chromium");
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut browser = super::browser::Browser::open(&url, profile)?;
+        browser.wait_for(
+            "document.querySelector('#start-section').hidden === false",
+            "the start forms",
+        );
+        browser.set_files("#module", &[&module]);
+        browser.eval("document.querySelector('#range').value = '0..4'");
+        browser.eval("document.querySelector('#wasm-args').value = 'run{i}'");
+        browser.eval("document.querySelector('#wasm-button').click()");
+        browser.wait_for(
+            "document.querySelectorAll('#job-1 ul.outputs a.output').length === 4 \
+             && document.querySelector('#job-1 h3').textContent.includes('done')",
+            "the job's four outputs",
+        );
+        let names = browser.eval(
+            "Array.from(document.querySelectorAll('#job-1 ul.outputs a.output')).map(a => a.dataset.name)",
+        );
+        let mut files = Vec::new();
+        for (n, name) in names.as_array().unwrap().iter().enumerate() {
+            let bytes = browser.fetch_bytes(&format!(
+                "document.querySelectorAll('#job-1 ul.outputs a.output')[{n}].href"
+            ));
+            files.push((name.as_str().unwrap().to_string(), bytes));
+        }
+        Some(files)
+    })
+    .await
+    .unwrap();
+    let Some(files) = shown else { return };
+    assert_eq!(files.len(), 4);
+    for (name, bytes) in files {
+        assert_eq!(
+            bytes,
+            std::fs::read(dir.join("local").join(&name)).unwrap(),
+            "{name} from the page differs from `idlegrid run --local`'s"
+        );
+    }
 }
