@@ -315,4 +315,18 @@ mod tests {
         assert_eq!(safe_name(".."), None);
         assert_eq!(safe_name(""), None);
     }
+
+    #[tokio::test]
+    async fn uploads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        let (limit, too_large) = slot_limit("module").unwrap();
+        assert_eq!(limit, idlegrid_kernels::wasm::params::MAX_MODULE);
+        let body = Body::from(vec![0u8; 10]);
+        assert_eq!(save(body, &path, 10, &too_large).await, Ok(10));
+        let body = Body::from(vec![0u8; 11]);
+        let refused = save(body, &path, 10, &too_large).await.unwrap_err();
+        assert!(refused.contains("peers compile at most"), "{refused}");
+        assert!(slot_limit("../etc").is_none());
+    }
 }
