@@ -128,8 +128,10 @@ impl Node {
             store.clone(),
             executor.clone(),
             config.worker.clone(),
-            traffic.clone(),
-            requesters.clone(),
+            worker::Counters {
+                traffic: traffic.clone(),
+                requesters: requesters.clone(),
+            },
             inbound,
             faults,
         )));

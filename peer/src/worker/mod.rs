@@ -120,6 +120,14 @@ pub fn kernels(config: &WorkerConfig) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// What the worker counts, shared with its node: the blob bytes it served each peer,
+/// and whom it computes for.
+#[derive(Clone, Default)]
+pub(crate) struct Counters {
+    pub traffic: Traffic,
+    pub requesters: Requesters,
+}
+
 #[derive(Clone)]
 struct Worker {
     client: Client,
@@ -147,8 +155,7 @@ pub(crate) async fn serve(
     store: BlobStore,
     executor: Executor,
     config: WorkerConfig,
-    traffic: Traffic,
-    requesters: Requesters,
+    counters: Counters,
     mut inbound: mpsc::Receiver<Inbound>,
     faults: FaultHook,
 ) {
@@ -165,8 +172,8 @@ pub(crate) async fn serve(
         executor: executor.clone(),
         config,
         turns: turns.clone(),
-        traffic,
-        requesters,
+        traffic: counters.traffic,
+        requesters: counters.requesters,
         faults,
     };
     let dispatch = tokio::spawn(turns.dispatch(executor));
