@@ -91,8 +91,9 @@ fn slot_limit(slot: &str) -> Option<(u64, String)> {
             let max = idlegrid_kernels::wasm::params::MAX_MODULE;
             Some((
                 max,
+                // The command line's words for a module too large (`idlegrid run`).
                 format!(
-                    "a module over {} MiB; peers compile at most that",
+                    "a module of more than {max} bytes; peers compile at most {} MiB",
                     max >> 20
                 ),
             ))
