@@ -25,9 +25,10 @@ pub struct Reported(pub String);
 /// synchronous code and end it with [`JobPage::finish`].
 pub struct JobPage {
     config: Option<UiConfig>,
+    /// Keep the page up after the job (no `--ui-no-wait`).
     wait: bool,
-    /// Dropped after `page`: the page's tasks run on it.
     page: Mutex<Option<Page>>,
+    /// The page's own runtime (declared after `page`, so dropped after it).
     runtime: Option<tokio::runtime::Runtime>,
 }
 

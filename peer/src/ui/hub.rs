@@ -1,8 +1,11 @@
 //! What the page reads: the node's handles (network client, blob store, traffic
-//! counters), the jobs watched on this peer (each through the view its job loop
+//! counters, the worker's tally of whom it computes for), the jobs watched on this peer (each through the view its job loop
 //! publishes, [`crate::grid::watch`]) and, on a volunteer, its gate and settings.
 //! The hub holds handles and receivers only; every figure comes from its owner when
-//! the page asks.
+//! the page asks. Each job's verified results go, as they settle, to what paints its
+//! output so far (a change mask, a video thumbnail) and to a page job's [`ResultHook`]
+//! (a wasm job writing each run's file); the files a page job wrote are listed on its
+//! entry ([`Outputs`]) for download.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
