@@ -71,7 +71,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // A command that kept its page up printed its error before waiting.
+            if !err.is::<idlegrid::commands::job_page::Reported>() {
+                eprintln!("error: {err:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -18,7 +18,7 @@ use crate::executor::{Executor, ExecutorError};
 use crate::net::{self, Client, NetConfig, NetError, PeerEvent};
 use crate::store::{BlobStore, StoreError};
 use crate::trust::TrustBook;
-use crate::worker::{self, FaultHook, Traffic, WorkerConfig};
+use crate::worker::{self, FaultHook, Requesters, Traffic, WorkerConfig};
 
 /// Everything a peer needs to start.
 #[derive(Clone, Debug)]
@@ -73,6 +73,8 @@ pub struct Node {
     pub executor: Executor,
     /// Blob bytes served to each peer.
     pub traffic: Traffic,
+    /// Whom this peer's worker computes for.
+    pub requesters: Requesters,
     /// Chunk runs this peer's jobs have going, here or on other peers.
     pub(crate) chunk_runs: Arc<AtomicUsize>,
     tasks: Vec<JoinHandle<()>>,
@@ -112,6 +114,7 @@ impl Node {
             .extend(TrustBook::open(&config.data_dir).trusted());
         let (client, inbound, event_loop) = net::spawn(key, net_config)?;
         let traffic = Traffic::default();
+        let requesters = Requesters::default();
         let mut tasks = vec![tokio::spawn(event_loop.run())];
         if !config.net.bootstrap.is_empty() {
             let (client, list) = (client.clone(), config.net.bootstrap.clone());
@@ -125,7 +128,10 @@ impl Node {
             store.clone(),
             executor.clone(),
             config.worker.clone(),
-            traffic.clone(),
+            worker::Counters {
+                traffic: traffic.clone(),
+                requesters: requesters.clone(),
+            },
             inbound,
             faults,
         )));
@@ -141,6 +147,7 @@ impl Node {
             store,
             executor,
             traffic,
+            requesters,
             chunk_runs: Arc::default(),
             tasks,
             data_dir: config.data_dir.clone(),

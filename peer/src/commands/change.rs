@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::commands::common::{finish_report, run_on_grid, GridArgs, NetArgs};
+use crate::commands::job_page::JobPage;
 use anyhow::Context;
 use idlegrid_kernels::change::{self, prep, ChangeParams, ChangePlan, Mask, Method};
 use idlegrid_kernels::Spread;
@@ -135,6 +136,12 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
     if args.write_sample {
         return write_sample(&args);
     }
+    let page = JobPage::new(&args.grid)?;
+    let result = detect(&args, &page);
+    page.finish(result)
+}
+
+fn detect(args: &ChangeArgs, page: &JobPage) -> anyhow::Result<()> {
     let output = args.output.clone().context("-o/--output is required")?;
     let params = args.params()?;
     let started = Instant::now();
@@ -150,14 +157,15 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let (results, mut outcome) = if args.grid.local {
+    let (results, mut outcome) = if args.grid.local && !page.wanted() {
         (execute_local(&plan, threads, started)?, None)
     } else {
         let (job, blobs) = crate::jobs::change_job(&plan);
         // The job's blobs now hold the planner's bytes (kept in memory while the job
         // runs); assembling needs only the plan's bands.
         plan.blobs = Vec::new();
-        let run = run_on_grid(&args.net, &args.grid, blobs, job)?;
+        let net = JobPage::net_args(&args.net, args.threads);
+        let run = run_on_grid(&net, &args.grid, blobs, job, page)?;
         let results = run.outcome.results.all_bytes()?;
         (results, Some(run.into_outcome()))
     };

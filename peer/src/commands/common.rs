@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
 
+use crate::commands::job_page::JobPage;
 use crate::datadir::DataDirError;
 use crate::grid::{self, GridConfig, Job, JobOutcome};
 use crate::jobs::JobBlob;
@@ -119,7 +120,8 @@ pub fn read_swarm_key(path: &str) -> Result<libp2p::pnet::PreSharedKey, String> 
 /// Flags of every command that submits a job.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GridArgs {
-    /// Compute on this machine only, without the network.
+    /// Compute on this machine only, without the network (with --ui: through the
+    /// same scheduler, on a peer that neither listens nor looks for others).
     #[arg(long)]
     pub local: bool,
     /// Distinct hosts that must return the same result for a chunk to count (peers
@@ -157,6 +159,10 @@ pub struct GridArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub ui: crate::ui::UiArgs,
+    /// With --ui: close the page when the command ends, instead of keeping it up
+    /// until Ctrl-C (for scripts).
+    #[arg(long)]
+    pub ui_no_wait: bool,
 }
 
 /// `--trust`.
@@ -238,19 +244,11 @@ pub async fn submit(
     grid_args: &GridArgs,
     blobs: Vec<JobBlob>,
     job: Job,
+    page: &JobPage,
 ) -> anyhow::Result<(JobOutcome, Node)> {
     let mut config = grid_args.grid_config()?;
-    let (node, data_dir) = start_submitter(net).await?;
-    // The job's web page (`--ui`), up while the job runs.
-    let _page = match grid_args.ui.config() {
-        Some(ui) => {
-            let page = crate::ui::Page::start(ui, crate::ui::Hub::for_node(&node, None)).await?;
-            eprintln!("the job's page: {}", page.url());
-            config.watch = Some(page.hub.add_job(job.kernel.clone(), &job).0);
-            Some(page)
-        }
-        None => None,
-    };
+    let (node, data_dir) = start_peer(net, grid_args.local).await?;
+    config.watch = page.open(&node, &job).await?;
     let _resident = store_blobs(&node, blobs).await?;
     let outcome = grid::run_job(&node, job, config).await?;
     save_peer_memory(&data_dir, &outcome.report);
@@ -272,10 +270,24 @@ pub fn submit_dir(net: &NetArgs, i: usize) -> PathBuf {
 
 /// Starts a peer that submits (serves nothing) in the first free submit dir.
 pub async fn start_submitter(net: &NetArgs) -> anyhow::Result<(Node, PathBuf)> {
+    start_peer(net, false).await
+}
+
+/// [`start_submitter`]; `alone`: a peer that neither listens, nor looks for others,
+/// nor dials anyone (`--local --ui`: the job runs on this machine through the
+/// scheduler, so the page shows it).
+async fn start_peer(net: &NetArgs, alone: bool) -> anyhow::Result<(Node, PathBuf)> {
     for i in 0..SUBMIT_DIRS {
         let data_dir = submit_dir(net, i);
         let mut node_config = net.node_config(data_dir.clone());
         node_config.worker.serve = false;
+        if alone {
+            node_config.net.listen = Vec::new();
+            node_config.net.mdns = false;
+            node_config.net.peers = Vec::new();
+            node_config.net.bootstrap = Vec::new();
+            node_config.net.relays = Vec::new();
+        }
         match Node::start(node_config).await {
             Ok(node) => {
                 if i > 0 {
@@ -411,9 +423,10 @@ pub fn run_on_grid(
     grid_args: &GridArgs,
     blobs: Vec<JobBlob>,
     job: Job,
+    page: &JobPage,
 ) -> anyhow::Result<GridRun> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let (outcome, node) = runtime.block_on(submit(net, grid_args, blobs, job))?;
+    let (outcome, node) = runtime.block_on(submit(net, grid_args, blobs, job, page))?;
     Ok(GridRun {
         outcome,
         _node: node,

@@ -3,6 +3,7 @@
 pub mod change;
 pub mod common;
 pub mod demo;
+pub mod job_page;
 pub mod keygen;
 pub mod peers;
 pub mod run;

@@ -27,6 +27,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::commands::common::{run_on_grid, GridArgs, NetArgs};
+use crate::commands::job_page::JobPage;
 use crate::grid::{GridError, Job};
 use crate::jobs::JobBlob;
 use crate::units::{parse_duration, parse_size};
@@ -345,13 +346,19 @@ pub fn grid_job(plan: &RunPlan) -> anyhow::Result<(Job, Vec<JobBlob>)> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let page = JobPage::new(&args.grid)?;
+    let result = run_job(&args, &page);
+    page.finish(result)
+}
+
+fn run_job(args: &RunArgs, page: &JobPage) -> anyhow::Result<()> {
     let started = Instant::now();
     let spec = args.spec()?;
     wasm::set_watchdog(args.timeout);
     wasm::set_cache_dir(args.net.data_dir().join("wasm-cache"));
     let plan = plan_run(&spec)?;
     let runs = plan.names.len();
-    if args.grid.local {
+    if args.grid.local && !page.wanted() {
         let threads = args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -359,7 +366,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         write_outputs(&plan, |i| Ok(results[i].clone()))?;
     } else {
         let (job, blobs) = grid_job(&plan)?;
-        let mut grid = match run_on_grid(&args.net, &args.grid, blobs, job) {
+        let net = JobPage::net_args(&args.net, args.threads);
+        let mut grid = match run_on_grid(&net, &args.grid, blobs, job, page) {
             Ok(grid) => grid,
             Err(e) => {
                 return Err(match e.downcast_ref::<GridError>() {

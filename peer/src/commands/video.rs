@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::commands::common::{finish_report, run_on_grid, GridArgs, NetArgs};
+use crate::commands::job_page::JobPage;
 use anyhow::Context;
 use idlegrid_kernels::video::{
     self,
@@ -72,6 +73,12 @@ pub fn run(args: VideoArgs) -> anyhow::Result<()> {
     if let Some(count) = args.write_sample {
         return write_sample(&args, count);
     }
+    let page = JobPage::new(&args.grid)?;
+    let result = encode(&args, &page);
+    page.finish(result)
+}
+
+fn encode(args: &VideoArgs, page: &JobPage) -> anyhow::Result<()> {
     let output = args
         .output
         .clone()
@@ -90,14 +97,14 @@ pub fn run(args: VideoArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let report = if args.grid.local {
+    let report = if args.grid.local && !page.wanted() {
         let progress = progress_bar(plan.frame_count());
         let segments = execute_local(&plan, segment_dir.path(), threads, &|| progress.inc(1));
         progress.finish_and_clear();
         let segments = segments?;
         video::assemble_files(&plan.assembly(), &segments, &output)?
     } else {
-        execute_on_grid(&args, &plan, &output)?
+        execute_on_grid(args, &plan, &output, page)?
     };
     drop(segment_dir);
     let secs = started.elapsed().as_secs_f64();
@@ -127,11 +134,13 @@ fn execute_on_grid(
     args: &VideoArgs,
     plan: &VideoPlan,
     output: &Path,
+    page: &JobPage,
 ) -> anyhow::Result<video::AssemblyReport> {
     // Claims the output (and checks it is writable) before any work is sent out.
     let mut assembler = video::Assembler::create(output, plan.assembly())?;
     let (job, blobs) = crate::jobs::video_job(plan)?;
-    let mut run = run_on_grid(&args.net, &args.grid, blobs, job)?;
+    let net = JobPage::net_args(&args.net, args.threads);
+    let mut run = run_on_grid(&net, &args.grid, blobs, job, page)?;
     for index in 0..run.outcome.results.len() {
         assembler.push(index as u32, &run.outcome.results.bytes(index)?)?;
     }

@@ -1,8 +1,11 @@
 //! What the page reads: the node's handles (network client, blob store, traffic
-//! counters), the jobs watched on this peer (each through the view its job loop
+//! counters, the worker's tally of whom it computes for), the jobs watched on this peer (each through the view its job loop
 //! publishes, [`crate::grid::watch`]) and, on a volunteer, its gate and settings.
 //! The hub holds handles and receivers only; every figure comes from its owner when
-//! the page asks.
+//! the page asks. Each job's verified results go, as they settle, to what paints its
+//! output so far (a change mask, a video thumbnail) and to a page job's [`ResultHook`]
+//! (a wasm job writing each run's file); the files a page job wrote are listed on its
+//! entry ([`Outputs`]) for download.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +23,7 @@ use crate::net::Client;
 use crate::node::Node;
 use crate::policy::Gate;
 use crate::store::BlobStore;
-use crate::worker::Traffic;
+use crate::worker::{Requesters, Traffic};
 
 /// A volunteer's side: its gate (policy decision, chunks in hand, refusals) and its
 /// settings as `idlegrid status` words them.
@@ -40,9 +43,75 @@ pub struct JobEntry {
     pub partial: Option<Arc<Partial>>,
     /// A video job's newest segment.
     pub thumbnail: Option<Arc<Thumbnail>>,
-    /// The finished output (jobs started from the page), for download.
-    pub output: Mutex<Option<Output>>,
+    /// The files written for a job started from the page, for download.
+    pub outputs: Mutex<Outputs>,
 }
+
+/// Outputs listed in the state document at most (the newest): a wasm job may write
+/// one file per run, and every state event carries the list.
+pub const OUTPUTS_LISTED: usize = 100;
+
+impl JobEntry {
+    fn outputs(&self) -> std::sync::MutexGuard<'_, Outputs> {
+        self.outputs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists `output` for download (once per file: written again, it stays listed).
+    pub fn add_output(&self, output: Output) {
+        self.outputs().add(output);
+    }
+
+    /// Takes the files of `paths` off the list (their content was revoked).
+    pub fn remove_outputs(&self, paths: &[PathBuf]) {
+        self.outputs().remove(paths);
+    }
+
+    /// Output `n`, in the order written.
+    pub fn output(&self, n: usize) -> Option<Output> {
+        self.outputs().list.get(n).cloned()
+    }
+
+    /// How many outputs are listed, and the newest [`OUTPUTS_LISTED`] with their
+    /// numbers.
+    pub fn listed_outputs(&self) -> (usize, Vec<(usize, String)>) {
+        let outputs = self.outputs();
+        let total = outputs.list.len();
+        let from = total.saturating_sub(OUTPUTS_LISTED);
+        let newest = outputs.list[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (from + i, o.file_name.clone()))
+            .collect();
+        (total, newest)
+    }
+}
+
+/// A job's downloadable files, in the order written.
+#[derive(Default)]
+pub struct Outputs {
+    list: Vec<Output>,
+    paths: std::collections::HashSet<PathBuf>,
+}
+
+impl Outputs {
+    fn add(&mut self, output: Output) {
+        if self.paths.insert(output.path.clone()) {
+            self.list.push(output);
+        }
+    }
+
+    fn remove(&mut self, paths: &[PathBuf]) {
+        for path in paths {
+            self.paths.remove(path);
+        }
+        self.list.retain(|o| self.paths.contains(&o.path));
+    }
+}
+
+/// Called with each verified (or revoked) result of a job, its bytes read: a page job
+/// that writes files as results arrive (a wasm job's outputs). Runs on a blocking
+/// thread.
+pub type ResultHook = Arc<dyn Fn(ResultEvent) + Send + Sync>;
 
 /// A job's output file and how to name it for the browser.
 #[derive(Clone, Debug)]
@@ -57,6 +126,7 @@ pub struct Hub {
     pub me: PeerId,
     pub(super) client: Client,
     pub(super) traffic: Traffic,
+    pub(super) requesters: Requesters,
     pub(super) store: BlobStore,
     pub(super) cores: usize,
     chunk_runs: Arc<AtomicUsize>,
@@ -83,6 +153,7 @@ impl Hub {
             me: node.peer_id(),
             client: node.client.clone(),
             traffic: node.traffic.clone(),
+            requesters: node.requesters.clone(),
             store: node.store.clone(),
             cores: node.executor.cores(),
             chunk_runs: node.chunk_runs.clone(),
@@ -96,6 +167,16 @@ impl Hub {
 
     /// Shows `job` on the page: returns the watch to give its grid config.
     pub fn add_job(&self, title: String, job: &Job) -> (JobWatch, Arc<JobEntry>) {
+        self.add_job_with(title, job, None)
+    }
+
+    /// [`Hub::add_job`], with `hook` called with each result as it settles.
+    pub fn add_job_with(
+        &self,
+        title: String,
+        job: &Job,
+        hook: Option<ResultHook>,
+    ) -> (JobWatch, Arc<JobEntry>) {
         let (watch, feed) = JobWatch::new(job);
         let partial = Partial::for_job(job).map(Arc::new);
         let thumbnail = Thumbnail::for_job(job).map(Arc::new);
@@ -107,7 +188,7 @@ impl Hub {
             watch: watch.clone(),
             partial: partial.clone(),
             thumbnail: thumbnail.clone(),
-            output: Mutex::new(None),
+            outputs: Mutex::new(Outputs::default()),
         });
         let mut results = feed.results;
         let store = self.store.clone();
@@ -117,7 +198,9 @@ impl Hub {
                 {
                     thumbnail.verified(*chunk);
                 }
-                let Some(partial) = &partial else { continue };
+                if partial.is_none() && hook.is_none() {
+                    continue;
+                }
                 let event = match event {
                     ResultEvent::Verified {
                         chunk,
@@ -137,7 +220,13 @@ impl Hub {
                     }
                     other => other,
                 };
-                partial.apply(event);
+                if let Some(hook) = &hook {
+                    let (hook, event) = (hook.clone(), event.clone());
+                    let _ = tokio::task::spawn_blocking(move || hook(event)).await;
+                }
+                if let Some(partial) = &partial {
+                    partial.apply(event);
+                }
             }
         });
         self.jobs

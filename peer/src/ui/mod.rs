@@ -151,6 +151,7 @@ fn router(hub: Arc<Hub>, open: bool) -> Router {
         .route("/api/jobs/{id}/thumbnail.png", get(thumbnail::get_png))
         .route("/api/jobs/{id}/report.json", get(state::get_report))
         .route("/api/jobs/{id}/output", get(start::get_output))
+        .route("/api/jobs/{id}/outputs/{n}", get(start::get_nth_output))
         .route("/api/pause", post(state::pause))
         .route("/api/resume", post(state::resume))
         .route("/api/uploads/{name}", put(start::upload))

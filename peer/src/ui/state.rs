@@ -57,8 +57,13 @@ struct JobState<'a> {
     partial_version: Option<u64>,
     /// Bumped when a video job's thumbnail changed (none: no thumbnail yet).
     thumbnail_version: Option<u64>,
-    /// The output's file name, once it can be downloaded from the page.
+    /// The first output's file name, once it can be downloaded from the page
+    /// (`GET /api/jobs/{id}/output`).
     output: Option<String>,
+    /// Every output written so far (`GET /api/jobs/{id}/outputs/{n}`): how many, and
+    /// the newest ones with their numbers.
+    outputs_total: usize,
+    outputs: Vec<(usize, String)>,
 }
 
 #[derive(Serialize)]
@@ -72,6 +77,20 @@ struct VolunteerState {
     /// Chunks accepted and not yet ended.
     working: usize,
     refusals: Vec<(String, String)>,
+    /// Whom this peer computes for, most recently active first.
+    requesters: Vec<Requester>,
+}
+
+/// A peer this volunteer ran chunks for, with how they went.
+#[derive(Serialize)]
+struct Requester {
+    id: String,
+    #[serde(flatten)]
+    tally: crate::worker::Tally,
+    /// Blob bytes this machine served it (its results, fetched).
+    bytes_sent: u64,
+    /// Since its last chunk started or ended.
+    seconds_ago: f64,
 }
 
 /// The state document, as JSON text.
@@ -101,18 +120,18 @@ pub async fn build(hub: &Hub) -> String {
     let jobs = entries
         .iter()
         .zip(&views)
-        .map(|(entry, view)| JobState {
-            id: entry.id,
-            title: &entry.title,
-            view,
-            partial_version: entry.partial.as_ref().map(|p| p.version()),
-            thumbnail_version: entry.thumbnail.as_ref().and_then(|t| t.version()),
-            output: entry
-                .output
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|o| o.file_name.clone()),
+        .map(|(entry, view)| {
+            let (outputs_total, outputs) = entry.listed_outputs();
+            JobState {
+                id: entry.id,
+                title: &entry.title,
+                view,
+                partial_version: entry.partial.as_ref().map(|p| p.version()),
+                thumbnail_version: entry.thumbnail.as_ref().and_then(|t| t.version()),
+                output: entry.output(0).map(|o| o.file_name),
+                outputs_total,
+                outputs,
+            }
         })
         .collect();
     let volunteer = hub.volunteer.as_ref().map(|v| {
@@ -129,6 +148,17 @@ pub async fn build(hub: &Hub) -> String {
                 .refusals()
                 .into_iter()
                 .map(|r| (r.peer.to_string(), r.reason))
+                .collect(),
+            requesters: hub
+                .requesters
+                .snapshot()
+                .into_iter()
+                .map(|(peer, tally, ago)| Requester {
+                    id: peer.to_string(),
+                    tally,
+                    bytes_sent: sent.get(&peer).copied().unwrap_or(0),
+                    seconds_ago: ago.as_secs_f64(),
+                })
                 .collect(),
         }
     });

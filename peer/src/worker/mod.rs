@@ -12,11 +12,13 @@
 //! within seconds even when a chunk computes for minutes; anyone else is answered
 //! `Unknown`. A `Cancel` from a submitter stops the chunk, its kernel too if it runs.
 //! Blob requests go to [`serve_blobs`], which serves a blob only to the peers it
-//! concerns.
+//! concerns. Whom the chunks are run for is counted in [`requesters`] (the web page's
+//! volunteer panel shows it).
 
 mod faults;
 mod pipeline;
 mod registry;
+mod requesters;
 mod serve_blobs;
 mod turns;
 mod wasm_caps;
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 pub(crate) use faults::FaultHook;
 #[cfg(feature = "fault-injection")]
 pub use faults::FaultInjection;
+pub use requesters::{Requesters, Tally, MAX_REQUESTERS};
 pub use serve_blobs::Traffic;
 pub use wasm_caps::WasmCaps;
 
@@ -41,6 +44,7 @@ use crate::net::{agent_version, Client, Inbound};
 use crate::policy::Gate;
 use crate::store::BlobStore;
 use registry::{Admission, Registry, Status, CANCELLED};
+use requesters::Ended;
 use turns::Turns;
 
 /// How this peer serves others.
@@ -116,6 +120,14 @@ pub fn kernels(config: &WorkerConfig) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// What the worker counts, shared with its node: the blob bytes it served each peer,
+/// and whom it computes for.
+#[derive(Clone, Default)]
+pub(crate) struct Counters {
+    pub traffic: Traffic,
+    pub requesters: Requesters,
+}
+
 #[derive(Clone)]
 struct Worker {
     client: Client,
@@ -130,6 +142,8 @@ struct Worker {
     /// The order in which waiting chunks take the cores.
     turns: Turns,
     traffic: Traffic,
+    /// Whom this worker computes for (the web page's volunteer panel).
+    requesters: Requesters,
     /// Called around each kernel run; does nothing outside fault-injection tests.
     faults: FaultHook,
 }
@@ -141,7 +155,7 @@ pub(crate) async fn serve(
     store: BlobStore,
     executor: Executor,
     config: WorkerConfig,
-    traffic: Traffic,
+    counters: Counters,
     mut inbound: mpsc::Receiver<Inbound>,
     faults: FaultHook,
 ) {
@@ -158,7 +172,8 @@ pub(crate) async fn serve(
         executor: executor.clone(),
         config,
         turns: turns.clone(),
-        traffic,
+        traffic: counters.traffic,
+        requesters: counters.requesters,
         faults,
     };
     let dispatch = tokio::spawn(turns.dispatch(executor));
@@ -318,17 +333,22 @@ impl Worker {
             }
             Admission::Started(run) => run,
         };
+        self.requesters.started(peer);
         let worker = self.clone();
         tokio::spawn(async move {
             let status = worker.compute(peer, spec, limits, run.cancelled).await;
-            match &status {
+            let ended = match &status {
                 // Said at debug where it stopped: a job's end cancels its queued chunks.
-                Status::Cancelled => {}
+                Status::Cancelled => Ended::Cancelled,
                 Status::Failed(reason) => {
                     tracing::info!("chunk {} for {peer} failed: {reason}", chunk.short());
+                    Ended::Failed
                 }
-                Status::Working | Status::Done { .. } => {}
-            }
+                // A run's status is final when compute returns; never Working here.
+                Status::Working => Ended::Failed,
+                Status::Done { len, .. } => Ended::Done { result_bytes: *len },
+            };
+            worker.requesters.ended(peer, ended);
             let _ = run.status.send(status);
             drop(ticket);
             worker.registry().finish(chunk, run.id, peer);

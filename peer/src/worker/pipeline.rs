@@ -132,6 +132,7 @@ impl Worker {
         };
         let stop = Cancel::new();
         let _stop_on_drop = StopOnDrop(stop.clone());
+        let kernel_started = std::time::Instant::now();
         let work = async {
             self.faults.before_run().await?;
             self.executor
@@ -149,6 +150,7 @@ impl Worker {
             () = gate.evicted() => return handed_back(),
             () = cancel() => return cancelled_by("while it ran"),
         };
+        self.requesters.computed(peer, kernel_started.elapsed());
         tracing::debug!(
             "chunk {} for {peer}: inputs fetched after {fetched_after:.1?}, a core after {slotted:.1?}, computed after {:.1?}",
             chunk.short(),

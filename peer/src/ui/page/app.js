@@ -128,7 +128,14 @@ function jobCard(job) {
   const links = card.querySelector(".links");
   links.replaceChildren();
   if (job.report) links.append(el("a", { href: `/api/jobs/${id}/report.json`, download: "" }, "report (JSON)"), " ");
-  if (job.output) links.append(el("a", { href: `/api/jobs/${id}/output`, download: job.output, class: "output" }, "download " + job.output));
+  // Every file the job wrote (a page job's mask and overlay, MP4, or a wasm job's
+  // outputs as they are written), each downloadable.
+  if (job.outputs_total) {
+    const more = job.outputs_total - job.outputs.length;
+    const list = el("ul", { class: "outputs" }, ...job.outputs.map(([n, name]) =>
+      el("li", {}, el("a", { href: `/api/jobs/${id}/outputs/${n}`, download: name.split("/").pop(), class: "output", "data-name": name }, name))));
+    links.append(el("div", { class: "dim" }, `outputs written: ${job.outputs_total}` + (more > 0 ? ` (the newest ${job.outputs.length} listed)` : "")), list);
+  }
   const right = card.querySelector(".right");
   if (job.partial_version != null) {
     let img = right.querySelector("img.partial");
@@ -220,8 +227,24 @@ function renderMachine(s) {
     el("p", {}, el("strong", { id: "policy" }, v.summary), " ", button),
     el("ul", {}, ...v.settings.map((t) => el("li", {}, t)), ...v.notes.map((t) => el("li", { class: "dim" }, t)),
       el("li", {}, `chunks in hand now: ${v.working}`)),
+    requestersTable(v.requesters),
     v.refusals.length ? el("details", {}, el("summary", {}, `${v.refusals.length} recent refusals`),
       el("ul", {}, ...v.refusals.slice(-20).map(([p, why]) => el("li", {}, `${short(p)}: ${why}`)))) : "");
+}
+
+// Whom this volunteer computes for: one row per requesting peer, newest first.
+function requestersTable(list) {
+  if (!list || !list.length) return el("p", { class: "dim", id: "requesters" }, "No chunks run for anyone yet.");
+  const head = ["chunks run for", "done", "failed", "cancelled", "in hand", "compute", "results", "sent", "last"];
+  return el("table", { id: "requesters" },
+    el("thead", {}, el("tr", {}, ...head.map((h, i) => el("th", { class: i ? "num" : "" }, h)))),
+    el("tbody", {}, ...list.map((r) => el("tr", { "data-peer": r.id },
+      el("td", { class: "mono", title: r.id }, short(r.id)),
+      el("td", { class: "num" }, r.done), el("td", { class: "num" }, r.failed),
+      el("td", { class: "num" }, r.cancelled), el("td", { class: "num" }, r.in_hand),
+      el("td", { class: "num" }, duration(r.compute_ms / 1000)),
+      el("td", { class: "num" }, bytes(r.result_bytes)), el("td", { class: "num" }, bytes(r.bytes_sent)),
+      el("td", { class: "num" }, duration(r.seconds_ago) + " ago")))));
 }
 
 function renderLog(s) {
@@ -264,7 +287,7 @@ async function startJob(ev) {
     }
     status.textContent = "starting…";
     const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
-      body: JSON.stringify({ kernel: "change", method: $("#method").value }) });
+      body: JSON.stringify({ kernel: "change", method: $("#method").value, overlay: $("#overlay").checked }) });
     if (!r.ok) throw new Error(await r.text());
     const { id } = await r.json();
     status.textContent = `job #${id} started`;
@@ -281,6 +304,29 @@ async function startVideo(ev) {
   try {
     const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
       body: JSON.stringify({ kernel: "video", frames: $("#frames").value, fps: $("#fps").value }) });
+    if (!r.ok) throw new Error(await r.text());
+    const { id } = await r.json();
+    status.textContent = `job #${id} started`;
+    status.className = "dim";
+  } catch (e) {
+    status.textContent = e.message;
+    status.className = "error";
+  }
+}
+
+async function startWasm(ev) {
+  ev.preventDefault();
+  const status = $("#wasm-status");
+  try {
+    const file = $("#module").files[0];
+    if (!file) throw new Error("pick the module (.wasm)");
+    status.textContent = `uploading ${file.name}…`;
+    const up = await fetch(`/api/uploads/module?name=${encodeURIComponent(file.name)}`, { method: "PUT", headers: ACTION, body: file });
+    if (!up.ok) throw new Error(await up.text());
+    status.textContent = "starting…";
+    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
+      body: JSON.stringify({ kernel: "wasm", range: $("#range").value, args: $("#wasm-args").value,
+        output: $("#wasm-output").value, join: $("#join").checked, fuel: $("#fuel").value, memory: $("#memory").value }) });
     if (!r.ok) throw new Error(await r.text());
     const { id } = await r.json();
     status.textContent = `job #${id} started`;
@@ -314,4 +360,5 @@ for (const th of document.querySelectorAll("#peers th")) {
 $("#filter").addEventListener("input", () => state && renderPeers(state));
 $("#start-form").addEventListener("submit", startJob);
 $("#video-form").addEventListener("submit", startVideo);
+$("#wasm-form").addEventListener("submit", startWasm);
 connect();

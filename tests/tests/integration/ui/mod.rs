@@ -2,6 +2,8 @@
 //! during real grid jobs on loopback, and its access rules over plain HTTP.
 
 mod browser;
+mod starts;
+mod volunteer;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
