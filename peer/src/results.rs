@@ -39,7 +39,9 @@ pub struct ResultLogError {
 pub struct ResultLog {
     path: PathBuf,
     file: File,
-    known: HashMap<Cid, (Cid, VerifiedBy)>,
+    /// What the log says of each chunk, read at open; `None` once the job took what
+    /// it needs ([`ResultLog::drop_index`]).
+    known: Option<HashMap<Cid, (Cid, VerifiedBy)>>,
 }
 
 /// `local`, `peers:N`, `unchecked:N`.
@@ -108,7 +110,11 @@ impl ResultLog {
             .append(true)
             .open(&path)
             .map_err(fail)?;
-        let mut log = ResultLog { path, file, known };
+        let mut log = ResultLog {
+            path,
+            file,
+            known: Some(known),
+        };
         if torn {
             // End the torn line, so that the next one starts on a line of its own.
             log.append("\n".to_string())?;
@@ -125,6 +131,7 @@ impl ResultLog {
         enough: impl Fn(VerifiedBy) -> bool,
     ) -> Option<Cid> {
         self.known
+            .as_ref()?
             .get(chunk)
             .filter(|(result, how)| enough(*how) && store.has(result))
             .map(|(result, _)| *result)
@@ -138,7 +145,9 @@ impl ResultLog {
         result: &Cid,
         how: VerifiedBy,
     ) -> Result<(), ResultLogError> {
-        self.known.insert(*chunk, (*result, how));
+        if let Some(known) = &mut self.known {
+            known.insert(*chunk, (*result, how));
+        }
         self.append(format!(
             "R {} {} {}\n",
             chunk.to_hex(),
@@ -149,10 +158,19 @@ impl ResultLog {
 
     /// Forgets the result of `chunk` (it was withdrawn).
     pub fn forget(&mut self, chunk: &Cid) -> Result<(), ResultLogError> {
-        if self.known.remove(chunk).is_none() {
-            return Ok(());
+        if let Some(known) = &mut self.known {
+            if known.remove(chunk).is_none() {
+                return Ok(());
+            }
         }
         self.append(format!("X {}\n", chunk.to_hex()))
+    }
+
+    /// Lets go of what was read at open, once the job took what it reuses: a running
+    /// job of a million chunks then keeps no index of them in memory. Lines are still
+    /// appended; [`ResultLog::known`] answers `None` from now on.
+    pub fn drop_index(&mut self) {
+        self.known = None;
     }
 
     fn append(&mut self, line: String) -> Result<(), ResultLogError> {
@@ -239,6 +257,26 @@ mod tests {
         // data dir) is not known.
         let elsewhere = BlobStore::open(&data.join("elsewhere"), 1 << 20).unwrap();
         assert_eq!(log.known(&c, &elsewhere, any), None);
+        // A running job drops the index once it took what it reuses: what it records
+        // and withdraws after that is still read back by the next run.
+        let mut log = log;
+        log.drop_index();
+        assert_eq!(log.known(&a, &store, any), None, "no index kept");
+        log.forget(&a).unwrap();
+        log.record(&a, &ra, VerifiedBy::Peers { hosts: 2 }).unwrap();
+        log.forget(&c).unwrap();
+        drop(log);
+        let log = ResultLog::open(&data, &job).unwrap();
+        assert_eq!(
+            log.known(&a, &store, |how| how == VerifiedBy::Peers { hosts: 2 }),
+            Some(ra)
+        );
+        assert_eq!(
+            log.known(&c, &store, any),
+            None,
+            "withdrawn without an index"
+        );
+        assert_eq!(log.known(&b, &store, any), Some(rb));
         // Another job has a log of its own.
         let other = ResultLog::open(&data, &Cid::of(b"other")).unwrap();
         assert_eq!(other.known(&a, &store, any), None);

@@ -8,6 +8,12 @@
 //! joins are held back), then [`Phase::Dispatching`], where the scheduler sees every
 //! event. However the loop ends (done, failed, or its future dropped), dropping it stops
 //! the chunk runs still going ([`Runs`]) and unpins the job's inputs ([`Pins`]).
+//!
+//! `inputs.rs` turns each input into scheduler events; `actions.rs` carries out the
+//! scheduler's actions.
+
+mod actions;
+mod inputs;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +28,7 @@ use super::peer_book::PeerBook;
 use super::progress::Progress;
 use super::report::{peer_reports, JobReport};
 use super::runs::{Report, Runs};
-use super::standing::{ban_reason, host_key, strong_enough};
+use super::standing::strong_enough;
 use super::watch::{self, ResultEvent, ViewSource};
 use super::{GridConfig, GridError, Job, JobOutcome};
 use crate::net::{kernel_key, PeerEvent, Route};
@@ -30,9 +36,7 @@ use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
 use crate::trust::TrustBook;
-use idlegrid_scheduler::{
-    Action, Event, FailureKind, JobFailure, Outcome, Scheduler, SchedulerConfig, Trust,
-};
+use idlegrid_scheduler::{Action, Event, JobFailure, Outcome, Scheduler, SchedulerConfig, Trust};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -94,13 +98,14 @@ impl<'a> JobLoop<'a> {
             }
             Cid::from_hasher(&hasher)
         };
-        let log = ResultLog::open(node.data_dir(), &job_id)?;
+        let mut log = ResultLog::open(node.data_dir(), &job_id)?;
         let enough = |how| strong_enough(how, config.trust, config.replicas);
         let known: Vec<Option<Cid>> = job
             .chunks
             .iter()
             .map(|spec| log.known(&spec.id(), &node.store, enough))
             .collect();
+        log.drop_index();
         let todo: Vec<usize> = (0..job.chunks.len())
             .filter(|&i| known[i].is_none())
             .collect();
@@ -331,239 +336,6 @@ impl<'a> JobLoop<'a> {
                 .unwrap_or(Duration::from_secs(1)),
             Phase::Gathering { .. } => Duration::from_secs(1),
         }
-    }
-
-    /// Carries out what the scheduler decided.
-    fn carry_out_actions(&mut self) {
-        let mut actions = std::mem::take(&mut self.actions);
-        for action in actions.drain(..) {
-            match action {
-                Action::Assign { peer, chunk, .. } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
-                    tracing::trace!(
-                        "{:.3} s: chunk {job_index} to {peer}",
-                        self.started.elapsed().as_secs_f64()
-                    );
-                    self.runs
-                        .spawn(peer, chunk, self.job.chunks[job_index].clone());
-                }
-                Action::Cancel { peer, chunk } => self.runs.stop(peer, chunk),
-                Action::Verified { chunk, result, how } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
-                    self.results.verified(job_index, result);
-                    let id = self.job.chunks[job_index].id();
-                    if let Err(e) = self.log.record(&id, &result, how) {
-                        tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
-                    }
-                    self.progress.verified(job_index);
-                    if let Some(watch) = &self.config.watch {
-                        watch.result(ResultEvent::Verified {
-                            chunk: job_index,
-                            cid: result,
-                            bytes: self.results.bytes_of(job_index),
-                        });
-                    }
-                }
-                Action::Revoked { chunk } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
-                    self.results.clear(job_index);
-                    // A resumed job must not reuse a withdrawn result.
-                    if let Err(e) = self.log.forget(&self.job.chunks[job_index].id()) {
-                        tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
-                    }
-                    self.progress.revoked(job_index);
-                    if let Some(watch) = &self.config.watch {
-                        watch.result(ResultEvent::Revoked { chunk: job_index });
-                    }
-                }
-                Action::Confirmed { peer, .. } => self.trust.confirmed(&peer),
-                Action::PeerBanned {
-                    peer,
-                    chunk,
-                    claimed,
-                    settled,
-                } => {
-                    let job_index = self.todo.get(chunk as usize).copied();
-                    let id = job_index.map(|i| self.job.chunks[i].id());
-                    if let Some(id) = &id {
-                        self.trust.ban(&peer, id, &claimed, &settled);
-                    }
-                    self.progress.println(&format!(
-                        "peer {peer} returned {} for chunk {} where this machine computed {}: \
-                         banned, and its results nobody else confirmed are computed again",
-                        claimed.short(),
-                        job_index.unwrap_or(chunk as usize),
-                        settled.short()
-                    ));
-                }
-                Action::JobComplete | Action::JobFailed { .. } => {}
-            }
-        }
-        self.actions = actions;
-    }
-
-    /// A peer cannot be used now (`retry`: ask it again later).
-    fn report_unusable(&mut self, peer: PeerId, why: String, retry: bool) {
-        self.book.probing.remove(&peer);
-        // Said once per peer and reason, not at every probe again.
-        if self.book.unusable.get(&peer) != Some(&why) {
-            tracing::info!("not using peer {peer} for now: {why}");
-        }
-        self.book.unusable.insert(peer, why);
-        if retry {
-            self.book
-                .reprobe_at
-                .insert(peer, Instant::now() + self.config.reprobe_after);
-        }
-    }
-
-    /// The network host `peer` connects from, as a key ([`host_key`]).
-    async fn host_of(&self, peer: PeerId) -> u64 {
-        let entries = self.node.client.peers().await.unwrap_or_default();
-        let addr = entries
-            .into_iter()
-            .find(|e| e.peer == Some(peer))
-            .and_then(|e| e.connected_from);
-        host_key(peer, addr.as_ref())
-    }
-
-    async fn on_report(&mut self, report: Report) {
-        match report {
-            Report::Ready { peer, score, slots } => {
-                tracing::debug!("peer {peer} is ready: {score:.0} units/s, {slots} slots");
-                let host = self.host_of(peer).await;
-                self.book.probing.remove(&peer);
-                self.book.unusable.remove(&peer);
-                self.book.reprobe_at.remove(&peer);
-                self.book.scores.insert(peer, score);
-                self.book.joined.insert(peer);
-                let join = Event::PeerJoined {
-                    peer,
-                    score,
-                    trusted: false,
-                    weight: self.book.weight_of(&self.config, peer),
-                };
-                let slots = Event::PeerSlots {
-                    peer,
-                    slots: slots.max(1),
-                };
-                let standing = Event::PeerStanding {
-                    peer,
-                    host,
-                    vouched: self.trust.in_a_row(&peer),
-                };
-                self.join([join, slots, standing]);
-            }
-            Report::Unusable { peer, why, retry } => self.report_unusable(peer, why, retry),
-            Report::Done {
-                peer,
-                chunk,
-                result,
-                bytes,
-                received,
-            } => {
-                tracing::trace!(
-                    "{:.3} s: chunk {} from {peer}",
-                    self.started.elapsed().as_secs_f64(),
-                    self.todo.get(chunk as usize).copied().unwrap_or(usize::MAX)
-                );
-                self.runs.ended(peer, chunk);
-                *self.book.received.entry(peer).or_default() += received;
-                if let Some(&job_index) = self.todo.get(chunk as usize) {
-                    self.results.answered(job_index, result, bytes);
-                }
-                self.handle(Event::ChunkDone {
-                    peer,
-                    chunk,
-                    result,
-                });
-            }
-            Report::Failed {
-                peer,
-                chunk,
-                kind,
-                why,
-            } => {
-                self.runs.ended(peer, chunk);
-                tracing::info!("chunk {chunk} failed on {peer}: {kind:?}: {why}");
-                if kind == FailureKind::Kernel {
-                    self.kernel_errors.insert(chunk, why);
-                }
-                self.handle(Event::ChunkFailed { peer, chunk, kind });
-            }
-        }
-    }
-
-    fn on_peer_event(&mut self, event: PeerEvent) {
-        let dispatching = matches!(self.phase, Phase::Dispatching { .. });
-        match event {
-            PeerEvent::Discovered { peer, source } => {
-                self.book.found_by.entry(peer).or_default().insert(source);
-                self.probe(peer);
-            }
-            PeerEvent::Identified {
-                peer,
-                compatible: true,
-            } => self.probe(peer),
-            PeerEvent::Identified { .. } => {}
-            PeerEvent::Disconnected { peer } => {
-                if !self.book.joined.remove(&peer) {
-                    return;
-                }
-                match &mut self.phase {
-                    Phase::Gathering { joins } => joins.retain(|e| {
-                        !matches!(e,
-                            Event::PeerJoined { peer: p, .. }
-                            | Event::PeerSlots { peer: p, .. }
-                            | Event::PeerStanding { peer: p, .. }
-                                if *p == peer)
-                    }),
-                    Phase::Dispatching { .. } => self.handle(Event::PeerLeft { peer }),
-                }
-            }
-            PeerEvent::Pinged { peer, rtt } => {
-                if dispatching && self.book.joined.contains(&peer) {
-                    self.handle(Event::PeerRtt { peer, rtt });
-                }
-            }
-            PeerEvent::Unresponsive { peer, reason } => {
-                if dispatching && self.book.joined.contains(&peer) {
-                    self.progress.println(&format!(
-                        "peer {peer} stopped answering pings ({reason}): its chunks go to others"
-                    ));
-                    self.handle(Event::PeerUnresponsive { peer });
-                }
-            }
-        }
-    }
-
-    /// Redraws the progress display and probes again the peers whose time has come.
-    fn on_tick(&mut self) {
-        if let Phase::Dispatching { sched, .. } = &self.phase {
-            self.progress.update(sched, &self.book);
-        }
-        self.publish(false);
-        for peer in self.book.due_for_reprobe(Instant::now()) {
-            self.probe(peer);
-        }
-    }
-
-    /// Probes and benchmarks a candidate; a peer banned by an earlier job is not asked
-    /// (said once, with the evidence).
-    fn probe(&mut self, peer: PeerId) {
-        if let Some(ban) = self.trust.ban_of(&peer) {
-            let why = ban_reason(ban);
-            self.report_unusable(peer, why, false);
-            return;
-        }
-        self.book
-            .start_probe(self.node, &self.job, &self.config, &self.reports, peer);
     }
 
     /// Publishes the job's view to its watcher, if any, when one is due (`force`: now).
