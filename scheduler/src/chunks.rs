@@ -261,9 +261,25 @@ impl ChunkState {
         Some(etas[k - 1])
     }
 
-    /// Takes the peer's copy out, if it has one.
+    /// Takes the peer's copy out, if it has one. A chunk with no copy left holds no
+    /// room for one: most chunks of a large job are done, and stay so.
     pub fn take_copy(&mut self, peer: PeerIx) -> Option<InFlight> {
         let pos = self.copies.iter().position(|c| c.peer == peer)?;
-        Some(self.copies.swap_remove(pos))
+        let copy = self.copies.swap_remove(pos);
+        if self.copies.is_empty() {
+            self.copies = Vec::new();
+        }
+        Some(copy)
     }
+}
+
+/// Pushes onto one of a chunk's lists (copies, votes, peers sent to, failures), which
+/// nearly always hold one or two: room for one more at a time up to four, not the
+/// four a `Vec` makes room for at its first push. Per chunk of a job of a million,
+/// that spare room was most of the scheduler's memory.
+pub fn push_tight<T>(list: &mut Vec<T>, item: T) {
+    if list.len() == list.capacity() && list.len() < 4 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
 }

@@ -24,7 +24,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use super::chunks::{Check, ChunkState, InFlight, Slot};
+use super::chunks::{push_tight, Check, ChunkState, InFlight, Slot};
 use super::types::{Action, ChunkIndex};
 use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 
@@ -383,14 +383,17 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.next_copy_id += 1;
         let state = &mut self.chunks[chunk as usize];
         if !state.sent_to.contains(&ix) {
-            state.sent_to.push(ix);
+            push_tight(&mut state.sent_to, ix);
         }
-        state.copies.push(InFlight {
-            peer: ix,
-            id,
-            assigned: now,
-            eta,
-        });
+        push_tight(
+            &mut state.copies,
+            InFlight {
+                peer: ix,
+                id,
+                assigned: now,
+                eta,
+            },
+        );
         if !trusted {
             // The trusted worker runs in-process and reports its own errors.
             self.queues

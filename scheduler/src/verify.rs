@@ -22,7 +22,7 @@ use std::hash::Hash;
 use idlegrid_protocol::Cid;
 
 use super::breaker::Tripped;
-use super::chunks::{Check, Vote, VoteStanding};
+use super::chunks::{push_tight, Check, Vote, VoteStanding};
 use super::config::{SchedulerConfig, Trust};
 use super::draw::{mix, pair, unit};
 use super::types::{Action, ChunkIndex, FailureKind, JobFailure};
@@ -105,7 +105,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             let trusted = self.peers[ix as usize].trusted;
             let state = &mut self.chunks[chunk as usize];
             if !state.kernel_failures.contains(&ix) {
-                state.kernel_failures.push(ix);
+                push_tight(&mut state.kernel_failures, ix);
             }
             let hosts = self.failed_hosts(chunk);
             // Poisoned if it failed on enough hosts, or on every peer there is.
@@ -242,14 +242,17 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             return;
         }
         let first_cid = state.votes.first().map(|v| v.cid);
-        state.votes.push(Vote {
-            peer: ix,
-            cid,
-            trusted,
-            host,
-            believed,
-            standing: VoteStanding::Open,
-        });
+        push_tight(
+            &mut state.votes,
+            Vote {
+                peer: ix,
+                cid,
+                trusted,
+                host,
+                believed,
+                standing: VoteStanding::Open,
+            },
+        );
         self.peers[ix as usize].voted.push(chunk);
         let state = &mut self.chunks[chunk as usize];
         if trusted && !state.trusted_voted {

@@ -138,3 +138,31 @@ fn unknown_peers_and_chunks_are_ignored() {
     assert!(h.fail(1, 99, FailureKind::Kernel).is_empty());
     assert_eq!(h.s.progress().verified, 0);
 }
+
+#[test]
+fn a_finished_chunk_keeps_no_spare_room() {
+    // A job of a million chunks holds one state per chunk: a done one keeps its vote
+    // and whom it was sent to, with no room for more, and no room for copies.
+    let config = SchedulerConfig {
+        replicas: 2,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::pool(config, vec![10; 40]);
+    let mut first = h.join_trusted(0, 1.0);
+    for p in 1..=3 {
+        first.extend(h.join(p, 100.0));
+    }
+    assert!(!assigned(&first, 1).is_empty());
+    assert!(complete(&h.run(&[])));
+    for (i, state) in h.s.chunks.iter().enumerate() {
+        assert!(state.verified.is_some(), "chunk {i}");
+        assert_eq!(state.copies.capacity(), 0, "chunk {i}'s copies");
+        assert_eq!(
+            state.votes.capacity(),
+            state.votes.len(),
+            "chunk {i}'s votes"
+        );
+        assert_eq!(state.sent_to.capacity(), state.sent_to.len(), "chunk {i}");
+        assert!(!state.votes.is_empty(), "chunk {i}");
+    }
+}
