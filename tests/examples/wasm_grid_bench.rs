@@ -1,8 +1,10 @@
 //! Per-chunk throughput of `wasm` chunks over the grid against the built-in `noop`
 //! kernel's, on loopback in one process: two workers of one core each, the submitter
 //! computing nothing and trusting them (`--trust all`), N chunks of an empty program
-//! (one run each, a compiled module) against N `noop` chunks. Both jobs run twice,
-//! alternating, and the best of each is printed.
+//! (one run each, a compiled module) against N `noop` chunks, and N `noop` chunks that
+//! each name one small input (the module's bytes: the input path a wasm chunk takes,
+//! without the wasm kernel). The jobs run twice, alternating, and the best of each is
+//! printed.
 //!
 //! Run: `cargo run --release -p idlegrid-tests --example wasm_grid_bench [CHUNKS]`
 //! (default 2000).
@@ -35,12 +37,14 @@ async fn start(dir: &std::path::Path, name: &str, serve: bool) -> Result<(Node, 
     Ok((node, addr))
 }
 
-fn noop_job(chunks: usize, tag: u64) -> Job {
+/// `chunks` noop chunks, each naming `inputs` (none, or the one small blob every
+/// wasm chunk of the other job names: its module).
+fn noop_job(chunks: usize, tag: u64, inputs: &[idlegrid_protocol::Cid]) -> Job {
     Job {
         kernel: noop::NAME.into(),
         kernel_version: noop::VERSION,
         chunks: (0..chunks as u64)
-            .map(|i| noop::task(tag * 1_000_000 + i, Vec::new()))
+            .map(|i| noop::task(tag * 1_000_000 + i, inputs.to_vec()))
             .collect(),
         costs: vec![1; chunks],
         calibration: noop::task(u64::MAX - tag, Vec::new()),
@@ -82,9 +86,14 @@ async fn main() -> Result<()> {
         &module,
         wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?,
     )?;
-    let (mut best_noop, mut best_wasm) = (0f64, 0f64);
+    // The module as a blob, so a noop job can name it too: the same input path as a
+    // wasm chunk's, without the wasm kernel.
+    let module_cid = node.store.put(&std::fs::read(&module)?)?;
+    let (mut best_noop, mut best_input, mut best_wasm) = (0f64, 0f64, 0f64);
     for round in 0..2u64 {
-        best_noop = best_noop.max(rate(&node, noop_job(chunks, round)).await?);
+        best_noop = best_noop.max(rate(&node, noop_job(chunks, round, &[])).await?);
+        let with_input = noop_job(chunks, 100 + round, &[module_cid]);
+        best_input = best_input.max(rate(&node, with_input).await?);
         // Distinct chunks each round (another range), so nothing is reused.
         let start = round * chunks as u64;
         let spec = RunSpec {
@@ -103,8 +112,11 @@ async fn main() -> Result<()> {
         best_wasm = best_wasm.max(rate(&node, job).await?);
     }
     println!(
-        "{chunks} chunks on 2 workers: noop {best_noop:.0} chunks/s, wasm (empty program) {best_wasm:.0} chunks/s: {:.2}x noop's",
-        best_wasm / best_noop
+        "{chunks} chunks on 2 workers: noop {best_noop:.0} chunks/s, noop with one small \
+         input {best_input:.0} chunks/s, wasm (empty program) {best_wasm:.0} chunks/s: \
+         {:.2}x noop's, {:.2}x noop-with-an-input's",
+        best_wasm / best_noop,
+        best_wasm / best_input
     );
     Ok(())
 }
