@@ -447,16 +447,23 @@ async fn a_video_job_shows_its_newest_segment() {
 
 /// POSTs `json` to a loopback page (with the action header); returns the code and body.
 async fn post_json(to: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nX-Idlegrid: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        json.len()
+    );
+    send(to, &head, json.as_bytes()).await
+}
+
+/// Sends one request (`head` and `body`) to a page; the answer's status code and body.
+async fn send(to: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(to))
         .await
         .expect("connect timed out")
         .expect("connects");
-    let text = format!(
-        "POST {path} HTTP/1.1\r\nHost: {to}\r\nX-Idlegrid: 1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    stream.write_all(text.as_bytes()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A refused upload may close the connection before all of it is sent.
+    let _ = stream.write_all(body).await;
     let mut answer = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
         .await

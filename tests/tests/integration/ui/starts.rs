@@ -11,9 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use idlegrid::ui::{hub_with_submitter, Page};
 use idlegrid::worker::WorkerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{get_body, loopback_page, post_json};
+use super::{get_body, loopback_page, post_json, send};
 use crate::common::*;
 
 /// Writes argv[1] then its stdin to stdout; exits with code 3 when argv[1] is "bad".
@@ -51,27 +50,12 @@ pub const ECHO: &str = r#"(module
 
 /// PUTs `body` to a loopback page (with the action header); returns the code and text.
 async fn put(to: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(to))
-        .await
-        .expect("connect timed out")
-        .expect("connects");
     let head = format!(
         "PUT {path} HTTP/1.1\r\nHost: {to}\r\nX-Idlegrid: 1\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A refused upload may close the connection before all of it is sent.
-    let _ = stream.write_all(body).await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
-        .await
-        .expect("answer timed out")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let code = answer.split(' ').nth(1).unwrap().parse().unwrap();
-    let text = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, text)
+    send(to, &head, body).await
 }
 
 /// Starts a job through `POST /api/jobs`; its id.
