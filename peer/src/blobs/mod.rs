@@ -303,6 +303,15 @@ pub async fn fetch_input(
     budget: &MemoryBudget,
     recent: &RecentInputs,
 ) -> Result<Fetched, FetchError> {
+    // Most chunks name inputs this worker holds already (a module, a shared frame, a
+    // reference image): those take no fetch lock. The checks are made again under the
+    // lock below, for an input that arrives meanwhile.
+    if let Some(input) = recent.get(&cid) {
+        return Ok(Fetched::Memory(input));
+    }
+    if store.len_of(&cid).is_some() {
+        return Ok(Fetched::Stored);
+    }
     let lock = recent.fetch_lock(cid);
     // Declared before the guard of the lock, so dropped after it: the lock leaves
     // `recent` once this fetch is over, however it ends (dropped mid-way too).

@@ -32,6 +32,10 @@ pub(super) const KEEP_IN_MEMORY: usize = 64 * 1024;
 
 /// Inputs of one chunk fetched at once (each with its own pieces in flight).
 const INPUTS_IN_FLIGHT: usize = 8;
+/// Stored inputs up to this many bytes in all are read on the async thread: small
+/// packed records (a module, a tag), where a blocking thread's hand-off costs more
+/// than the read.
+const READ_INLINE: u64 = crate::store::PACKED_MAX;
 
 /// Sets a kernel's [`Cancel`] flag when dropped: however the wait for a running kernel
 /// ends (handed back, cancelled, the task dropped), the kernel stops at its next check.
@@ -193,19 +197,28 @@ impl Worker {
                 read.insert(*cid, None);
             }
         }
-        if !read.is_empty() {
-            let store = self.store.clone();
-            read = tokio::task::spawn_blocking(move || {
-                read.into_keys()
-                    .map(|cid| match store.get(&cid) {
-                        Ok(Some(bytes)) => Ok((cid, Some(bytes))),
-                        Ok(None) => Err(format!("input {} vanished", cid.short())),
-                        Err(e) => Err(e.to_string()),
-                    })
-                    .collect::<Result<HashMap<_, _>, String>>()
-            })
-            .await
-            .map_err(|e| e.to_string())??;
+        let store = self.store.clone();
+        let read_all = move |read: HashMap<Cid, Option<Bytes>>| {
+            read.into_keys()
+                .map(|cid| match store.get(&cid) {
+                    Ok(Some(bytes)) => Ok((cid, Some(bytes))),
+                    Ok(None) => Err(format!("input {} vanished", cid.short())),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect::<Result<HashMap<_, _>, String>>()
+        };
+        let stored_bytes: u64 = read
+            .keys()
+            .map(|cid| self.store.len_of(cid).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add);
+        if stored_bytes <= READ_INLINE {
+            // A few small packed records: a read from the page cache each, quicker
+            // than handing the work to a blocking thread and waiting for its wake-up.
+            read = read_all(read)?;
+        } else {
+            read = tokio::task::spawn_blocking(move || read_all(read))
+                .await
+                .map_err(|e| e.to_string())??;
         }
         fetched
             .into_iter()
