@@ -19,12 +19,12 @@
 //! compare and a blend on the critical path of float-heavy code (twice the run time of
 //! the example renderer); at the points above the cost is a few instructions per store.
 //!
-//! What a program sees differs from a spec runtime in one case only: a NaN with a
-//! non-canonical payload that was not made by arithmetic (loaded, or a constant) is
-//! canonicalised if it passes through a local, a parameter or a global on its way to one
-//! of the points above. A store of a value loaded or made constant by the instruction
-//! just before keeps its bits (a copy through floats stays exact). NaN-boxing in float
-//! registers is the one style of program that notices; keep boxed values in integers.
+//! What a program sees differs from a spec runtime in one case only: a NaN that was not
+//! made by arithmetic (loaded, or a constant) keeps its exact bits only when the
+//! instruction right before the point above loaded it or made it (a copy through floats
+//! stays exact); through anything else (a local, a call, `neg`, `select`) it reaches
+//! that point canonicalised. NaN-boxing in float values is the one style of program
+//! that notices; keep boxed values in integers.
 
 use wasm_encoder::reencode::{self, Reencode, RoundtripReencoder};
 use wasm_encoder::{CodeSection, Function, Instruction, ValType};
