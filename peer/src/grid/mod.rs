@@ -4,7 +4,7 @@
 //! of [`TaskSpec`]s with costs, a calibration chunk, and the caller's assembly
 //! afterwards.
 //!
-//! Data flow: [`run_job`] builds a `JobLoop` (`job_loop.rs`), the one task that owns
+//! Data flow: [`run_job`] builds a `JobLoop` (`job_loop/`), the one task that owns
 //! the scheduler. Probes and benchmarks (`peer_book.rs`) and chunk runs (`runs.rs`:
 //! `remote.rs` for a peer, `local.rs` for this machine, the trusted worker) are spawned
 //! tasks that report back on one channel; the loop turns each report into scheduler
