@@ -318,6 +318,20 @@ impl RunPlan {
         }
     }
 
+    /// Chunk `chunk`'s framed result cut into its runs' outputs, in run order; an
+    /// error names the chunk's runs.
+    pub fn outputs_of<'a>(&self, chunk: usize, result: &'a [u8]) -> anyhow::Result<Vec<&'a [u8]>> {
+        let runs = self.plan.runs.get(chunk).map_or(0, |r| r.len());
+        let outputs = wasm::unframe(result).map_err(|e| self.explain(chunk, e))?;
+        anyhow::ensure!(
+            outputs.len() == runs,
+            "{}: {} outputs for {runs} runs",
+            self.describe_chunk(chunk),
+            outputs.len()
+        );
+        Ok(outputs)
+    }
+
     /// A chunk's failure, with the chunk's items named.
     pub fn explain(&self, chunk: usize, err: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!("{} failed: {err}", self.describe_chunk(chunk))
@@ -462,6 +476,26 @@ pub fn execute_local(plan: &RunPlan, threads: usize) -> anyhow::Result<Vec<Vec<u
     results
 }
 
+/// A temporary file beside `target` (its folder created), to be renamed onto it once
+/// whole: a reader never sees half an output.
+pub fn temp_beside(target: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))
+}
+
 /// Writes every run's output where `plan.outputs` says, from the chunk results in
 /// order (`result(i)`: chunk i's framed result). Each file is written under a
 /// temporary name beside its target and renamed once every output is written: an
@@ -470,45 +504,21 @@ pub fn write_outputs(
     plan: &RunPlan,
     mut result: impl FnMut(usize) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let temp_for = |target: &Path| -> anyhow::Result<tempfile::NamedTempFile> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot write into {}", dir.display()))
-    };
     let mut pending: Vec<(tempfile::TempPath, PathBuf)> = Vec::new();
     let mut joined = match &plan.outputs {
-        Outputs::Joined(path) => Some((temp_for(path)?, path.clone())),
+        Outputs::Joined(path) => Some((temp_beside(path)?, path.clone())),
         Outputs::Each(_) => None,
     };
     for (chunk, runs) in plan.plan.runs.iter().enumerate() {
         let bytes = result(chunk)?;
-        let outputs = wasm::unframe(&bytes).map_err(|e| plan.explain(chunk, e))?;
-        anyhow::ensure!(
-            outputs.len() == runs.len(),
-            "{}: {} outputs for {} runs",
-            plan.describe_chunk(chunk),
-            outputs.len(),
-            runs.len()
-        );
+        let outputs = plan.outputs_of(chunk, &bytes)?;
         for (k, out) in runs.clone().zip(outputs) {
             match (&plan.outputs, &mut joined) {
                 (_, Some((file, path))) => file
                     .write_all(out)
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 (Outputs::Each(paths), None) => {
-                    let mut file = temp_for(&paths[k])?;
+                    let mut file = temp_beside(&paths[k])?;
                     file.write_all(out)
                         .with_context(|| format!("cannot write {}", paths[k].display()))?;
                     pending.push((file.into_temp_path(), paths[k].clone()));

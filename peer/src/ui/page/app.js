@@ -274,67 +274,57 @@ async function post(url, body) {
   return r;
 }
 
-async function startJob(ev) {
+// Uploads `file` to this peer's upload slot `slot`, saying so in `status`.
+async function upload(slot, file, status) {
+  status.textContent = `uploading ${file.name}…`;
+  const r = await fetch(`/api/uploads/${slot}?name=${encodeURIComponent(file.name)}`, { method: "PUT", headers: ACTION, body: file });
+  if (!r.ok) throw new Error(await r.text());
+}
+
+// Runs a form's start: `prepare` (uploads, checks) and then `POST /api/jobs` with the
+// request it returns; `status` says how it went (the command line's error if not).
+async function submitJob(ev, statusId, prepare) {
   ev.preventDefault();
-  const status = $("#start-status");
+  const status = $(statusId);
   try {
+    const request = await prepare(status);
+    status.textContent = "starting…";
+    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
+      body: JSON.stringify(request) });
+    if (!r.ok) throw new Error(await r.text());
+    const { id } = await r.json();
+    status.textContent = `job #${id} started`;
+    status.className = "dim";
+  } catch (e) {
+    status.textContent = e.message;
+    status.className = "error";
+  }
+}
+
+function startJob(ev) {
+  return submitJob(ev, "#start-status", async (status) => {
     for (const slot of ["before", "after"]) {
       const file = $("#" + slot).files[0];
       if (!file) throw new Error(`pick the ${slot} image`);
-      status.textContent = `uploading ${file.name}…`;
-      const r = await fetch(`/api/uploads/${slot}?name=${encodeURIComponent(file.name)}`, { method: "PUT", headers: ACTION, body: file });
-      if (!r.ok) throw new Error(await r.text());
+      await upload(slot, file, status);
     }
-    status.textContent = "starting…";
-    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
-      body: JSON.stringify({ kernel: "change", method: $("#method").value, overlay: $("#overlay").checked }) });
-    if (!r.ok) throw new Error(await r.text());
-    const { id } = await r.json();
-    status.textContent = `job #${id} started`;
-    status.className = "dim";
-  } catch (e) {
-    status.textContent = e.message;
-    status.className = "error";
-  }
+    return { kernel: "change", method: $("#method").value, overlay: $("#overlay").checked };
+  });
 }
 
-async function startVideo(ev) {
-  ev.preventDefault();
-  const status = $("#video-status");
-  try {
-    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
-      body: JSON.stringify({ kernel: "video", frames: $("#frames").value, fps: $("#fps").value }) });
-    if (!r.ok) throw new Error(await r.text());
-    const { id } = await r.json();
-    status.textContent = `job #${id} started`;
-    status.className = "dim";
-  } catch (e) {
-    status.textContent = e.message;
-    status.className = "error";
-  }
+function startVideo(ev) {
+  return submitJob(ev, "#video-status", async () =>
+    ({ kernel: "video", frames: $("#frames").value, fps: $("#fps").value }));
 }
 
-async function startWasm(ev) {
-  ev.preventDefault();
-  const status = $("#wasm-status");
-  try {
+function startWasm(ev) {
+  return submitJob(ev, "#wasm-status", async (status) => {
     const file = $("#module").files[0];
     if (!file) throw new Error("pick the module (.wasm)");
-    status.textContent = `uploading ${file.name}…`;
-    const up = await fetch(`/api/uploads/module?name=${encodeURIComponent(file.name)}`, { method: "PUT", headers: ACTION, body: file });
-    if (!up.ok) throw new Error(await up.text());
-    status.textContent = "starting…";
-    const r = await fetch("/api/jobs", { method: "POST", headers: { ...ACTION, "Content-Type": "application/json" },
-      body: JSON.stringify({ kernel: "wasm", range: $("#range").value, args: $("#wasm-args").value,
-        output: $("#wasm-output").value, join: $("#join").checked, fuel: $("#fuel").value, memory: $("#memory").value }) });
-    if (!r.ok) throw new Error(await r.text());
-    const { id } = await r.json();
-    status.textContent = `job #${id} started`;
-    status.className = "dim";
-  } catch (e) {
-    status.textContent = e.message;
-    status.className = "error";
-  }
+    await upload("module", file, status);
+    return { kernel: "wasm", range: $("#range").value, args: $("#wasm-args").value,
+      output: $("#wasm-output").value, join: $("#join").checked, fuel: $("#fuel").value, memory: $("#memory").value };
+  });
 }
 
 function connect() {

@@ -78,22 +78,8 @@ fn write_chunk(plan: &RunPlan, chunk: usize, result: &[u8]) -> anyhow::Result<Ve
     use anyhow::Context;
     use std::io::Write;
     let paths = chunk_paths(plan, chunk);
-    let outputs = idlegrid_kernels::wasm::unframe(result).map_err(|e| plan.explain(chunk, e))?;
-    anyhow::ensure!(
-        outputs.len() == paths.len(),
-        "{}: {} outputs for {} runs",
-        plan.describe_chunk(chunk),
-        outputs.len(),
-        paths.len()
-    );
-    for (path, bytes) in paths.iter().zip(outputs) {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".page-output.")
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot write into {}", dir.display()))?;
+    for (path, bytes) in paths.iter().zip(plan.outputs_of(chunk, result)?) {
+        let mut file = run::temp_beside(path)?;
         file.write_all(bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
         file.persist(path)
@@ -208,8 +194,10 @@ pub(super) async fn start(
         .unwrap_or_default();
     let plan = Arc::new(plan);
     let cell = Arc::new(OnceLock::new());
-    let hook = live_writer(plan.clone(), dir.clone(), cell.clone());
-    let (watch, entry) = hub.add_job_with(format!("run {name} {range}"), &job, Some(hook));
+    // Joined outputs are written once, at the end; each run's own file as it comes.
+    let hook = matches!(plan.outputs, Outputs::Each(_))
+        .then(|| live_writer(plan.clone(), dir.clone(), cell.clone()));
+    let (watch, entry) = hub.add_job_with(format!("run {name} {range}"), &job, hook);
     let _ = cell.set(entry.clone());
     let id = entry.id;
     spawn_job(node, job, (watch, entry), resident, move |outcome| {
