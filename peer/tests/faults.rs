@@ -93,26 +93,14 @@ mod suite {
         done()
     }
 
-    /// Chunks whose verified result the result logs in `dir` hold now (`R chunk
-    /// result` lines, less those withdrawn by a later `X chunk`).
+    /// Chunks whose verified result the result logs in `dir` hold now.
     fn results_logged(dir: &Path) -> usize {
-        let mut held = std::collections::HashSet::new();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            for line in text.lines() {
-                let mut words = line.split(' ');
-                match (words.next(), words.next(), words.next()) {
-                    (Some("R"), Some(chunk), Some(result)) if result.len() == 64 => {
-                        held.insert(chunk.to_string());
-                    }
-                    (Some("X"), Some(chunk), _) => {
-                        held.remove(chunk);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        held.len()
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| idlegrid::results::ResultLog::chunks_recorded(&entry.path()).unwrap_or(0))
+            .sum()
     }
 
     /// A bridge namespace and host namespaces on 10.232.0.0/24; processes spawned in

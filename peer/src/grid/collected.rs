@@ -1,179 +1,183 @@
-//! A job's verified results, handed to its caller's assembler: the bytes as they
-//! arrived (from the network or this machine's own kernel), kept in memory up to
-//! [`RESULTS_IN_MEMORY`]; past that, and for results an earlier run of the job
-//! verified, only their id, and the bytes are read back from the blob store, where every
-//! verified result is written so that a resumed job can reuse it. A result held by id is
-//! pinned there until the results are dropped, so the job's own later writes cannot
-//! evict it before it is assembled.
+//! A job's verified results, kept for its caller's assembler in the job's result log
+//! (`crate::results`): a small result inside its record, a large one as a blob in the
+//! store, pinned there until the results are dropped so that the job's own later writes
+//! cannot evict it before it is assembled. Nothing per chunk stays in memory but the
+//! log's offset of its record; answers to chunks in play are held until one of them is
+//! verified.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use idlegrid_protocol::Cid;
+use idlegrid_scheduler::VerifiedBy;
 
 use super::GridError;
+use crate::results::{Recorded, ResultLog, INLINE_MAX};
 use crate::store::{BlobStore, Pins};
 
-/// Bytes of verified results a job keeps in memory for its assembler.
-pub const RESULTS_IN_MEMORY: u64 = 512 << 20;
-
-/// One chunk's verified result.
-enum Held {
-    Memory { cid: Cid, bytes: Bytes },
-    Stored { cid: Cid, _pin: Pins },
-}
-
-impl Held {
-    fn stored(store: &BlobStore, cid: Cid) -> Held {
-        Held::Stored {
-            cid,
-            _pin: store.pin([cid]),
-        }
-    }
-
-    fn cid(&self) -> Cid {
-        match self {
-            Held::Memory { cid, .. } | Held::Stored { cid, .. } => *cid,
-        }
-    }
-}
-
-/// The results of a running job, in chunk order; a chunk's may be withdrawn again.
+/// The results of a running job, by chunk; a chunk's may be withdrawn again.
 pub(super) struct Collecting {
     store: BlobStore,
-    slots: Vec<Option<Held>>,
-    in_memory: u64,
-    /// Answers to chunks not settled yet, with their bytes, until one is verified.
+    log: ResultLog,
+    /// The large results (blobs in the store) verified so far or reused.
+    pins: Vec<Pins>,
+    /// Answers to chunks not settled yet, with their bytes, until one is verified; and
+    /// the result of a chunk withdrawn, in case the chunk settles on it again.
     answers: HashMap<usize, Vec<(Cid, Bytes)>>,
 }
 
 impl Collecting {
-    /// Room for `chunks` results, the ones an earlier run verified already filled in.
-    pub fn new(store: &BlobStore, known: Vec<Option<Cid>>) -> Collecting {
-        Collecting {
-            slots: known
-                .into_iter()
-                .map(|r| r.map(|cid| Held::stored(store, cid)))
-                .collect(),
-            store: store.clone(),
-            in_memory: 0,
-            answers: HashMap::new(),
+    /// The results `log` holds already (an earlier run's) are taken as they are.
+    pub fn new(store: &BlobStore, log: ResultLog) -> Result<Collecting, GridError> {
+        let mut stored = Vec::new();
+        for chunk in log.set_chunks() {
+            if let Some(Recorded {
+                result,
+                bytes: None,
+                ..
+            }) = log.read(chunk)?
+            {
+                stored.push(result);
+            }
         }
+        Ok(Collecting {
+            pins: vec![store.pin(stored)],
+            store: store.clone(),
+            log,
+            answers: HashMap::new(),
+        })
     }
 
     /// A peer answered chunk `chunk` with `bytes` (hashing to `cid`): kept until the
-    /// chunk is settled, unless it is already.
+    /// chunk is settled, unless it is settled already. (An answer that disagrees with a
+    /// settled result is kept too: if the result is withdrawn, the chunk may settle
+    /// on this one.)
     pub fn answered(&mut self, chunk: usize, cid: Cid, bytes: Bytes) {
-        if !self.is_set(chunk) {
-            self.answers.entry(chunk).or_default().push((cid, bytes));
+        if self.log.is_set(chunk) {
+            return;
         }
+        self.answers.entry(chunk).or_default().push((cid, bytes));
     }
 
-    /// Chunk `chunk`'s result is verified as `cid`: the bytes of the answer that gave
-    /// it are kept, the other answers dropped.
-    pub fn verified(&mut self, chunk: usize, cid: Cid) {
-        let bytes = self.answers.remove(&chunk).and_then(|answers| {
+    /// Chunk `chunk`'s result is verified as `cid` (resting on `how`): recorded in the
+    /// log, the other answers dropped. Returns its bytes.
+    pub fn verified(
+        &mut self,
+        chunk: usize,
+        cid: Cid,
+        how: VerifiedBy,
+    ) -> Result<Bytes, GridError> {
+        let answer = self.answers.remove(&chunk).and_then(|answers| {
             answers
                 .into_iter()
                 .find_map(|(answer, bytes)| (answer == cid).then_some(bytes))
         });
-        self.set(chunk, cid, bytes);
+        let bytes = match answer {
+            Some(bytes) => bytes,
+            // Its bytes were not kept in memory: a large result is in the store.
+            None => self.store.get(&cid).ok().flatten().ok_or_else(|| {
+                GridError::Failed(format!(
+                    "chunk {chunk}'s verified result {} is neither held nor in the blob store",
+                    cid.short()
+                ))
+            })?,
+        };
+        if bytes.len() as u64 > INLINE_MAX {
+            self.pins.push(self.store.pin([cid]));
+        }
+        self.log.record(chunk, &cid, how, Some(&bytes))?;
+        Ok(bytes)
+    }
+
+    /// Chunk `chunk`'s result was withdrawn: its bytes wait with the answers, in case
+    /// the chunk settles on them again.
+    pub fn revoked(&mut self, chunk: usize) -> Result<(), GridError> {
+        if let Some(Recorded {
+            result,
+            bytes: Some(bytes),
+            ..
+        }) = self.log.read(chunk)?
+        {
+            self.answers.entry(chunk).or_default().push((result, bytes));
+        }
+        self.log.forget(chunk)?;
+        Ok(())
     }
 
     pub fn is_set(&self, chunk: usize) -> bool {
-        matches!(self.slots.get(chunk), Some(Some(_)))
+        self.log.is_set(chunk)
     }
 
-    /// Chunk `chunk`'s verified result bytes, if held in memory.
-    pub fn bytes_of(&self, chunk: usize) -> Option<Bytes> {
-        match self.slots.get(chunk) {
-            Some(Some(Held::Memory { bytes, .. })) => Some(bytes.clone()),
-            _ => None,
-        }
+    /// The chunks with a result, in order.
+    pub fn set_chunks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.log.set_chunks()
     }
 
-    pub fn set_count(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
-    }
-
-    /// Chunk `chunk`'s result is `cid`; its bytes, if still at hand, stay in memory
-    /// while the budget allows.
-    fn set(&mut self, chunk: usize, cid: Cid, bytes: Option<Bytes>) {
-        self.clear(chunk);
-        let held = match bytes {
-            Some(bytes) if self.in_memory + bytes.len() as u64 <= RESULTS_IN_MEMORY => {
-                self.in_memory += bytes.len() as u64;
-                Held::Memory { cid, bytes }
-            }
-            _ => Held::stored(&self.store, cid),
-        };
-        if let Some(slot) = self.slots.get_mut(chunk) {
-            *slot = Some(held);
-        }
-    }
-
-    /// Chunk `chunk`'s result was withdrawn.
-    pub fn clear(&mut self, chunk: usize) {
-        if let Some(Some(Held::Memory { bytes, .. })) = self.slots.get_mut(chunk).map(Option::take)
-        {
-            self.in_memory -= bytes.len() as u64;
-        }
+    /// Chunk `chunk`'s result id, if it has one.
+    pub fn result_of(&self, chunk: usize) -> Result<Option<Cid>, GridError> {
+        Ok(self.log.read(chunk)?.map(|r| r.result))
     }
 
     /// Every chunk's result, or which chunk has none.
     pub fn finish(self) -> Result<JobResults, GridError> {
-        let held = self
-            .slots
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.ok_or_else(|| GridError::Failed(format!("chunk {i} has no verified result")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(missing) = (0..self.log.len()).find(|&i| !self.log.is_set(i)) {
+            return Err(GridError::Failed(format!(
+                "chunk {missing} has no verified result"
+            )));
+        }
         Ok(JobResults {
-            held,
+            log: self.log,
             store: self.store,
+            _pins: self.pins,
         })
     }
 }
 
-/// A finished job's verified results, one per chunk, in chunk order.
+/// A finished job's verified results, one per chunk, in chunk order, read back from
+/// the job's result log (and the blob store, for large ones) as the assembler asks.
 pub struct JobResults {
-    held: Vec<Held>,
+    log: ResultLog,
     store: BlobStore,
+    _pins: Vec<Pins>,
 }
 
 impl JobResults {
     pub fn len(&self) -> usize {
-        self.held.len()
+        self.log.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.log.is_empty()
     }
 
-    /// The result ids, in chunk order.
-    pub fn cids(&self) -> Vec<Cid> {
-        self.held.iter().map(Held::cid).collect()
+    /// Chunk `chunk`'s result id.
+    pub fn cid(&self, chunk: usize) -> Result<Cid, GridError> {
+        Ok(self.recorded(chunk)?.result)
     }
 
-    /// Chunk `chunk`'s result bytes: shared from memory, else read from the blob store
-    /// (blocking file I/O: call it off the async runtime).
+    fn recorded(&self, chunk: usize) -> Result<Recorded, GridError> {
+        self.log
+            .read(chunk)?
+            .ok_or_else(|| GridError::Failed(format!("chunk {chunk}'s result is not held")))
+    }
+
+    /// Chunk `chunk`'s result bytes, checked against its id (blocking file I/O: call it
+    /// off the async runtime).
     pub fn bytes(&self, chunk: usize) -> Result<Bytes, GridError> {
-        let missing = || GridError::Failed(format!("chunk {chunk}'s result is not held"));
-        match self.held.get(chunk).ok_or_else(missing)? {
-            Held::Memory { bytes, .. } => Ok(bytes.clone()),
-            Held::Stored { cid, .. } => self
-                .store
-                .get(cid)
-                .map_err(|e| GridError::Failed(format!("chunk {chunk}'s result: {e}")))?
-                .ok_or_else(|| {
-                    GridError::Failed(format!(
-                        "chunk {chunk}'s result {} is missing from the blob store",
-                        cid.short()
-                    ))
-                }),
+        let recorded = self.recorded(chunk)?;
+        if let Some(bytes) = recorded.bytes {
+            return Ok(bytes);
         }
+        let cid = recorded.result;
+        self.store
+            .get(&cid)
+            .map_err(|e| GridError::Failed(format!("chunk {chunk}'s result: {e}")))?
+            .ok_or_else(|| {
+                GridError::Failed(format!(
+                    "chunk {chunk}'s result {} is missing from the blob store",
+                    cid.short()
+                ))
+            })
     }
 
     /// Every result's bytes, in chunk order (blocking, as [`JobResults::bytes`]).

@@ -9,6 +9,7 @@ use idlegrid_protocol::{Cid, TaskSpec};
 use super::Job;
 use crate::executor::Executor;
 use crate::node::Node;
+use crate::results::INLINE_MAX;
 use crate::store::BlobStore;
 use idlegrid_scheduler::FailureKind;
 
@@ -26,8 +27,8 @@ pub(super) async fn local_bench(node: &Node, job: &Job) -> f64 {
     job.calibration_cost as f64 / started.elapsed().as_secs_f64().max(1e-3)
 }
 
-/// Computes a chunk on this machine (the trusted worker) and stores its result;
-/// returns the result's id and bytes.
+/// Computes a chunk on this machine (the trusted worker) and stores its result if it
+/// is too large to go inside the job's result log; returns the result's id and bytes.
 pub(super) async fn run_local(
     executor: &Executor,
     store: &BlobStore,
@@ -41,6 +42,10 @@ pub(super) async fn run_local(
         e => (FailureKind::Kernel, e.to_string()),
     })?;
     let output = Bytes::from(output);
+    if output.len() as u64 <= INLINE_MAX {
+        // Kept inside the job's result log once verified: the store needs no copy.
+        return Ok((Cid::of(&output), output));
+    }
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.put(&output).map(|cid| (cid, output)))
         .await

@@ -32,7 +32,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use crate::node::Node;
-pub use collected::{JobResults, RESULTS_IN_MEMORY};
+pub use collected::JobResults;
 use idlegrid_scheduler::{SchedulerConfig, Trust};
 use job_loop::JobLoop;
 pub use report::{JobReport, PeerReport};

@@ -12,7 +12,8 @@ use libp2p::PeerId;
 
 use crate::blobs::fetch_bytes;
 use crate::net::{Client, NetError};
-use crate::store::{BlobStore, PACKED_MAX};
+use crate::results::INLINE_MAX;
+use crate::store::BlobStore;
 
 /// Why a peer is not used for a job.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,7 @@ async fn receive_result(
         fetch_bytes(client, peer, result, len)
             .await
             .map_err(|e| (FailureKind::Transport, e.to_string()))?
-    } else if inline.len() as u64 <= PACKED_MAX {
+    } else if inline.len() as u64 <= INLINE_MAX {
         // An inline result is a slice of the whole response it came in (with a batch's,
         // a few kilobytes); kept for the job's end, it would keep that buffer alive.
         Bytes::copy_from_slice(&inline.into_bytes())
@@ -199,18 +200,15 @@ async fn receive_result(
         return Err((FailureKind::BadHash, format!("malformed result: {why}")));
     }
     let received = bytes.len() as u64;
-    let stored = if received <= PACKED_MAX {
-        // One short append to a pack segment: cheaper here than a hand-off to a
-        // blocking thread and back.
-        store.put_verified(result, &bytes)
-    } else {
+    if received > INLINE_MAX {
+        // Too large to go inside the job's result log: a blob of the store.
         let store = store.clone();
         let bytes = bytes.clone();
         tokio::task::spawn_blocking(move || store.put_verified(result, &bytes))
             .await
             .map_err(|e| (FailureKind::Transport, e.to_string()))?
-    };
-    stored.map_err(|e| (FailureKind::Transport, e.to_string()))?;
+            .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+    }
     Ok(ChunkOutcome {
         result,
         bytes,

@@ -263,7 +263,7 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
 
     // The output, and the liar.
     assert_eq!(
-        assembled(&honest, &plan, &outcome),
+        assembled(&plan, &outcome),
         expected,
         "a lie or an attack reached the output"
     );

@@ -201,7 +201,7 @@ async fn a_worker_busy_at_probe_time_gets_work_later_in_the_same_job() {
         .await
         .expect("job timed out")
         .expect("the job completes on the worker once it has room");
-    assert_eq!(fetch_results(&submitter, &outcome.results), expected);
+    assert_eq!(fetch_results(&outcome.results), expected);
     // Every chunk came from it (nobody else computes); a chunk refused while it was
     // busy and sent again may be answered twice, so it answered at least that many.
     assert!(

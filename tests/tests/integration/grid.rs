@@ -64,7 +64,7 @@ async fn distributed_output_equals_local_output() {
         ..GridConfig::default()
     };
     let outcome = run(&submitter, job, config).await;
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(
         mask, expected,
         "distributed mask differs from the local one"
@@ -105,7 +105,7 @@ async fn lying_worker_is_caught_by_replicas_and_banned() {
         ..remote_pool(3)
     };
     let outcome = run(&submitter, job, config).await;
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected, "a lie reached the output");
     let liar_report = peer_line(&outcome.report, &liar);
     assert!(liar_report.banned, "liar not banned: {:?}", outcome.report);
@@ -146,7 +146,7 @@ async fn worker_killed_mid_job_does_not_change_the_output() {
     });
     let outcome = run(&submitter, job, config).await;
     killer.await.unwrap();
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     let dead = peer_line(&outcome.report, &doomed_id);
     assert!(
@@ -179,7 +179,7 @@ async fn slow_worker_gets_fewer_chunks() {
     let (job, _resident) = prepare(&submitter, &plan).await;
     let config = remote_pool(2);
     let outcome = run(&submitter, job, config).await;
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     let chunks = |id: &str| {
         outcome
@@ -223,7 +223,7 @@ async fn video_encoded_by_workers_equals_the_local_encode() {
         .unwrap();
     let config = remote_pool(2);
     let outcome = run(&submitter, job, config).await;
-    let segments = fetch_results(&submitter, &outcome.results);
+    let segments = fetch_results(&outcome.results);
     assert_eq!(segments.len(), local.len());
     for (i, (remote, here)) in segments.iter().zip(&local).enumerate() {
         assert!(remote == here, "segment {i} encoded by a worker differs");
@@ -301,7 +301,7 @@ async fn renderer_scenario_thousands_of_frames_one_peer_dies() {
     };
     let outcome = run(&submitter, job, config).await;
     killer.await.unwrap();
-    let segments = fetch_results(&submitter, &outcome.results);
+    let segments = fetch_results(&outcome.results);
     let out_dir = temp_dir("render-mp4");
     std::fs::create_dir_all(&out_dir).unwrap();
     let grid_mp4 = out_dir.join("grid.mp4");
@@ -354,7 +354,7 @@ async fn a_worker_busy_at_the_start_joins_when_it_becomes_free() {
     });
     let outcome = run(&submitter, job, config).await;
     opener.await.unwrap();
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     assert!(
         peer_line(&outcome.report, &late).chunks_done > 0,

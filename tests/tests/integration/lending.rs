@@ -181,7 +181,7 @@ async fn a_submitter_not_on_the_allowlist_is_refused_and_the_job_completes_on_th
         .await
         .expect("job timed out")
         .expect("job succeeds without the picky worker");
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     let picky_done: u64 = outcome
         .report
@@ -252,7 +252,7 @@ async fn a_stopping_volunteer_hands_its_running_chunk_back() {
         took < Duration::from_secs(10),
         "handed back within the grace period, not after the 30 s chunk: {took:?}"
     );
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     let report = peer_line(&outcome.report, &stopping);
     // Whether the submitter still counts the hand-back as a failure is a race: a

@@ -165,7 +165,7 @@ async fn a_worker_that_stops_answering_pings_loses_its_chunks_at_once() {
         .expect("job succeeds");
     let _relay = freezer.await.unwrap();
 
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     assert_eq!(mask, expected);
     let report = outcome
         .report

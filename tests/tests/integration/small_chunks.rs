@@ -1,7 +1,7 @@
 //! Jobs of many small chunks: chunks waiting for the same worker travel together in
 //! one `RunMany` (never more than the worker offers, never to a worker that offers
-//! none), and their small results are packed in the blob store, where a rerun finds
-//! them, after a restart and after a crash tore the pack's last record.
+//! none), and their small results are written inside the job's result log, where a
+//! rerun finds them, after a restart and after a crash tore the log's last record.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -199,34 +199,42 @@ async fn run_here(data_dir: &std::path::Path, chunks: u64) -> (grid::JobOutcome,
         .await
         .expect("job timed out")
         .expect("job runs");
-    let results = fetch_results(&node, &outcome.results);
+    let results = fetch_results(&outcome.results);
     (outcome, results)
 }
 
-fn pack_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut packs: Vec<_> = std::fs::read_dir(data_dir.join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
-        .collect();
-    packs.sort();
-    packs
+/// Bytes of every file under `dir`.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap())
+                .map(|e| match e.file_type().unwrap().is_dir() {
+                    true => bytes_under(&e.path()),
+                    false => e.metadata().unwrap().len(),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
-/// 2,000 results of 32 bytes: packed (a segment or two, not 2,000 files), reused by a
-/// rerun after a restart, and after a crash tore the pack's last record only that
-/// chunk is computed again; the results are the same bytes every time.
+/// 2,000 results of 32 bytes: written inside the job's result log (one file; nothing
+/// in the blob store), reused by a rerun after a restart, and after a crash tore the
+/// log's last record only that chunk is computed again; the results are the same
+/// bytes every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn small_results_are_packed_and_reused_after_a_restart_and_a_torn_tail() {
+async fn small_results_are_logged_and_reused_after_a_restart_and_a_torn_tail() {
     let data_dir = temp_dir("small-results");
     let chunks = 2_000;
     let (first, expected) = run_here(&data_dir, chunks).await;
     assert_eq!(expected.len(), chunks as usize);
-    let files = std::fs::read_dir(data_dir.join("blobs")).unwrap().count();
-    assert!(
-        files <= 3,
-        "{files} files in the blob store for {chunks} small results"
-    );
+    let logs: Vec<_> = std::fs::read_dir(data_dir.join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "one result log: {logs:?}");
+    let stored = bytes_under(&data_dir.join("blobs"));
+    assert!(stored < 1024, "{stored} bytes in the blob store");
     assert_eq!(first.report.chunks_reused, 0);
 
     let (second, results) = run_here(&data_dir, chunks).await;
@@ -234,11 +242,10 @@ async fn small_results_are_packed_and_reused_after_a_restart_and_a_torn_tail() {
     assert_eq!(results, expected);
 
     // A crash in the middle of the last append: its record is torn.
-    let last = pack_segments(&data_dir).pop().expect("a pack segment");
-    let len = std::fs::metadata(&last).unwrap().len();
+    let len = std::fs::metadata(&logs[0]).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&last)
+        .open(&logs[0])
         .unwrap()
         .set_len(len - 10)
         .unwrap();

@@ -52,7 +52,7 @@ async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_ne
     });
     let outcome = run(&submitter, job, config.clone()).await;
     assert_eq!(
-        assembled(&submitter, &plan, &outcome),
+        assembled(&plan, &outcome),
         expected,
         "a lie reached the output"
     );
@@ -84,7 +84,7 @@ async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_ne
         ..config
     };
     let outcome2 = run(&submitter, job2, config).await;
-    assert_eq!(assembled(&submitter, &plan2, &outcome2), expected2);
+    assert_eq!(assembled(&plan2, &outcome2), expected2);
     assert!(
         !outcome2
             .report
@@ -116,7 +116,7 @@ async fn trust_earned_in_one_job_makes_the_next_one_cheaper() {
     let (job, _resident) = prepare(&submitter, &plan).await;
     let first = run(&submitter, job, config.clone()).await;
     assert_eq!(
-        assembled(&submitter, &plan, &first),
+        assembled(&plan, &first),
         plan.assemble(&local_results(&plan)).unwrap()
     );
     // Newcomers: each worker's first ten results are checked (then it has earned
@@ -135,7 +135,7 @@ async fn trust_earned_in_one_job_makes_the_next_one_cheaper() {
     let (job2, _resident2) = prepare(&submitter, &plan2).await;
     let second = run(&submitter, job2, config).await;
     assert_eq!(
-        assembled(&submitter, &plan2, &second),
+        assembled(&plan2, &second),
         plan2.assemble(&local_results(&plan2)).unwrap()
     );
     let chunks2 = plan2.chunks.len() as u64;
@@ -169,7 +169,7 @@ async fn a_rerun_with_stronger_settings_recomputes_what_a_trusted_pool_left() {
         ..GridConfig::default()
     });
     let first = run(&submitter, job.clone(), pool).await;
-    assert_eq!(assembled(&submitter, &plan, &first), expected);
+    assert_eq!(assembled(&plan, &first), expected);
     assert_eq!(first.report.checks, 0);
 
     let earned = quiet(GridConfig {
@@ -182,7 +182,7 @@ async fn a_rerun_with_stronger_settings_recomputes_what_a_trusted_pool_left() {
         second.report.chunks_reused, 0,
         "unchecked results are not reused"
     );
-    assert_eq!(assembled(&submitter, &plan, &second), expected);
+    assert_eq!(assembled(&plan, &second), expected);
 
     let third = run(&submitter, job, earned).await;
     assert_eq!(
@@ -190,7 +190,7 @@ async fn a_rerun_with_stronger_settings_recomputes_what_a_trusted_pool_left() {
         plan.chunks.len(),
         "verified results are"
     );
-    assert_eq!(assembled(&submitter, &plan, &third), expected);
+    assert_eq!(assembled(&plan, &third), expected);
 }
 
 /// A worker earns trust honestly in one job, then comes back under the same identity
@@ -272,7 +272,7 @@ async fn a_worker_that_turns_liar_after_earning_trust_is_caught_by_an_audit() {
     )
     .await;
     assert_eq!(
-        assembled(&submitter, &plan2, &second),
+        assembled(&plan2, &second),
         expected,
         "a lie stayed in the output"
     );

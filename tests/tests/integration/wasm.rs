@@ -117,7 +117,7 @@ async fn on_grid(
     let outcome = tokio::time::timeout(TIMEOUT, grid::run_job(submitter, job, config))
         .await
         .expect("job timed out")?;
-    Ok(fetch_results(submitter, &outcome.results))
+    Ok(fetch_results(&outcome.results))
 }
 
 fn quiet(config: GridConfig) -> GridConfig {
@@ -152,7 +152,7 @@ async fn wasm_job_gives_the_same_bytes_locally_and_on_three_peers() {
         .expect("job timed out")
         .expect("rerun succeeds");
     assert_eq!(again.report.chunks_reused, 12, "{:?}", again.report);
-    assert_eq!(fetch_results(&submitter, &again.results), local);
+    assert_eq!(fetch_results(&again.results), local);
     // The outputs, written where the template says (the folder is created).
     run::write_outputs(&plan, |i| Ok(remote[i].clone())).unwrap();
     let Outputs::Each(paths) = &plan.outputs else {
@@ -211,7 +211,7 @@ async fn wasm_job_over_files_survives_a_worker_killed_mid_job() {
     .expect("job timed out")
     .expect("job succeeds");
     killer.await.unwrap();
-    assert_eq!(fetch_results(&submitter, &outcome.results), local);
+    assert_eq!(fetch_results(&outcome.results), local);
     let dead = peer_line(&outcome.report, &doomed_id);
     assert!(dead.left, "{:?}", outcome.report);
     // Each run read its seed from its file: run 3's output is that of seed 103.
@@ -255,7 +255,7 @@ async fn wasm_liar_is_caught_and_its_lies_never_reach_the_output() {
         .expect("job timed out")
         .expect("job succeeds");
     assert_eq!(
-        fetch_results(&submitter, &outcome.results),
+        fetch_results(&outcome.results),
         local,
         "a lie reached the output"
     );

@@ -57,7 +57,7 @@ async fn grid_results(submitter: &idlegrid::node::Node, plan: &RunPlan) -> Vec<V
         .await
         .expect("job timed out")
         .expect("job succeeds");
-    fetch_results(submitter, &outcome.results)
+    fetch_results(&outcome.results)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

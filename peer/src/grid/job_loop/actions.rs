@@ -1,6 +1,6 @@
 //! Carrying out what the scheduler decided: spawn and stop chunk runs, keep or
-//! withdraw verified results (in memory, the blob store and the job's result log), and
-//! record what the job learnt of each peer's honesty.
+//! withdraw verified results (in the job's result log), and record what the job
+//! learnt of each peer's honesty.
 
 use idlegrid_scheduler::Action;
 
@@ -29,17 +29,22 @@ impl JobLoop<'_> {
                     let Some(&job_index) = self.todo.get(chunk as usize) else {
                         continue;
                     };
-                    self.results.verified(job_index, result);
-                    let id = self.job.chunks[job_index].id();
-                    if let Err(e) = self.log.record(&id, &result, how) {
-                        tracing::warn!("cannot remember chunk {job_index}'s result: {e}");
-                    }
+                    let bytes = match self.results.verified(job_index, result, how) {
+                        Ok(bytes) => Some(bytes),
+                        Err(e) => {
+                            // Without it the job cannot be assembled: it ends here.
+                            self.lost.get_or_insert(format!(
+                                "cannot keep chunk {job_index}'s result: {e}"
+                            ));
+                            None
+                        }
+                    };
                     self.progress.verified(job_index);
                     if let Some(watch) = &self.config.watch {
                         watch.result(ResultEvent::Verified {
                             chunk: job_index,
                             cid: result,
-                            bytes: self.results.bytes_of(job_index),
+                            bytes,
                         });
                     }
                 }
@@ -47,9 +52,8 @@ impl JobLoop<'_> {
                     let Some(&job_index) = self.todo.get(chunk as usize) else {
                         continue;
                     };
-                    self.results.clear(job_index);
                     // A resumed job must not reuse a withdrawn result.
-                    if let Err(e) = self.log.forget(&self.job.chunks[job_index].id()) {
+                    if let Err(e) = self.results.revoked(job_index) {
                         tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
                     }
                     self.progress.revoked(job_index);

@@ -67,7 +67,6 @@ pub(super) struct JobLoop<'a> {
     /// What earlier jobs learnt of each peer's honesty; this job adds to it.
     trust: TrustBook,
     results: Collecting,
-    log: ResultLog,
     progress: Progress,
     actions: Vec<Action<PeerId>>,
     /// Where probes and runs report back.
@@ -76,6 +75,8 @@ pub(super) struct JobLoop<'a> {
     /// The last kernel error each chunk got (by scheduler index): what a job that
     /// fails on a chunk says about it.
     kernel_errors: HashMap<u32, String>,
+    /// Why a verified result could not be kept, if one could not: the job fails.
+    lost: Option<String>,
     _pins: Pins,
 }
 
@@ -98,16 +99,17 @@ impl<'a> JobLoop<'a> {
             }
             Cid::from_hasher(&hasher)
         };
-        let mut log = ResultLog::open(node.data_dir(), &job_id)?;
         let enough = |how| strong_enough(how, config.trust, config.replicas);
-        let known: Vec<Option<Cid>> = job
-            .chunks
-            .iter()
-            .map(|spec| log.known(&spec.id(), &node.store, enough))
-            .collect();
-        log.drop_index();
+        let log = ResultLog::open(
+            node.data_dir(),
+            &job_id,
+            job.chunks.len(),
+            &node.store,
+            enough,
+        )?;
+        let results = Collecting::new(&node.store, log)?;
         let todo: Vec<usize> = (0..job.chunks.len())
-            .filter(|&i| known[i].is_none())
+            .filter(|&i| !results.is_set(i))
             .collect();
         let costs = todo
             .iter()
@@ -130,8 +132,8 @@ impl<'a> JobLoop<'a> {
             .store
             .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
         if let Some(watch) = &config.watch {
-            for (chunk, cid) in known.iter().enumerate() {
-                if let Some(cid) = *cid {
+            for chunk in results.set_chunks() {
+                if let Some(cid) = results.result_of(chunk)? {
                     watch.result(ResultEvent::Verified {
                         chunk,
                         cid,
@@ -140,7 +142,6 @@ impl<'a> JobLoop<'a> {
                 }
             }
         }
-        let results = Collecting::new(&node.store, known);
         let progress = Progress::new(&job, |i| results.is_set(i), config.show_progress);
         let me = node.peer_id();
         Ok(JobLoop {
@@ -149,17 +150,17 @@ impl<'a> JobLoop<'a> {
             started: Instant::now(),
             phase: Phase::Gathering { joins: Vec::new() },
             sched_config,
-            reused: results.set_count(),
+            reused: results.set_chunks().count(),
             todo,
             costs,
             book: PeerBook::default(),
             trust: TrustBook::open(node.data_dir()),
             results,
-            log,
             progress,
             actions: Vec::new(),
             runs: Runs::new(node, reports.clone()),
             kernel_errors: HashMap::new(),
+            lost: None,
             reports,
             _pins: pins,
             job,
@@ -303,6 +304,9 @@ impl<'a> JobLoop<'a> {
     /// Whether the job is done; an error if it failed, or if `--min-peers` were not
     /// found in time.
     fn ended(&self) -> Result<bool, GridError> {
+        if let Some(why) = &self.lost {
+            return Err(GridError::Failed(why.clone()));
+        }
         match &self.phase {
             Phase::Dispatching { sched, .. } => match sched.outcome() {
                 Some(Outcome::Complete) => Ok(true),
@@ -414,11 +418,7 @@ impl<'a> JobLoop<'a> {
         if let Some(watch) = &self.config.watch {
             watch.finished(&report);
         }
-        let results = std::mem::replace(
-            &mut self.results,
-            Collecting::new(&self.node.store, Vec::new()),
-        )
-        .finish()?;
+        let results = self.results.finish()?;
         Ok(JobOutcome { results, report })
     }
 }

@@ -146,7 +146,7 @@ async fn the_page_shows_a_grid_job_as_it_runs() {
     }
 
     // The picture's last frame is the mask the job wrote, downscaled.
-    let mask = assembled(&submitter, &plan, &outcome);
+    let mask = assembled(&plan, &outcome);
     let (w, h, small) = idlegrid::ui::partial::downscale(&mask.pixels, mask.width, mask.height);
     let shown = image::load_from_memory(&png).unwrap().to_luma8();
     assert_eq!((shown.width(), shown.height()), (w, h));
