@@ -2,14 +2,15 @@
 //! list, each chunk's cost in work units, the calibration chunk, the blobs to put in
 //! the store, and what the progress bar counts.
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use idlegrid_kernels::change::{self, ChangePlan};
 use idlegrid_kernels::video::{self, VideoPlan};
-use idlegrid_kernels::KernelError;
-use idlegrid_protocol::TaskSpec;
+use idlegrid_kernels::{noop, KernelError};
+use idlegrid_protocol::{Cid, TaskSpec};
 
-use crate::grid::Job;
+use crate::grid::{ChunkList, Job};
 
 /// The blobs a planned job needs in the store before it runs.
 pub enum JobBlob {
@@ -93,12 +94,14 @@ pub fn change_job(plan: &ChangePlan) -> (Job, Vec<JobBlob>) {
     let job = Job {
         kernel: change::KERNEL.to_string(),
         kernel_version: change::VERSION,
-        costs: plan.chunks.iter().map(change_cost).collect(),
+        chunks: ChunkList::listed(
+            plan.chunks.clone(),
+            plan.chunks.iter().map(change_cost).collect(),
+            plan.bands.iter().map(|(a, b)| u64::from(b - a)).collect(),
+        ),
         calibration_cost: change_cost(&calibration),
         calibration,
-        chunks: plan.chunks.clone(),
         unit: "rows",
-        units: plan.bands.iter().map(|(a, b)| u64::from(b - a)).collect(),
     };
     (job, blobs)
 }
@@ -122,20 +125,20 @@ pub fn video_job(plan: &VideoPlan) -> Result<(Job, Vec<JobBlob>), KernelError> {
         .map(|(_, path)| JobBlob::File(path))
         .collect();
     blobs.extend(calibration_blobs.into_iter().map(JobBlob::Bytes));
-    let chunks: Vec<TaskSpec> = plan.chunks.iter().map(|c| c.spec.clone()).collect();
+    let specs: Vec<TaskSpec> = plan.chunks.iter().map(|c| c.spec.clone()).collect();
+    let costs = specs.iter().map(video_cost).collect();
+    let frames = plan
+        .chunks
+        .iter()
+        .map(|c| (c.frames.end - c.frames.start) as u64)
+        .collect();
     let job = Job {
         kernel: video::NAME.to_string(),
         kernel_version: video::VERSION,
-        costs: chunks.iter().map(video_cost).collect(),
+        chunks: ChunkList::listed(specs, costs, frames),
         calibration_cost: video_cost(&calibration),
         calibration,
         unit: "frames",
-        units: plan
-            .chunks
-            .iter()
-            .map(|c| (c.frames.end - c.frames.start) as u64)
-            .collect(),
-        chunks,
     };
     Ok((job, blobs))
 }
@@ -162,5 +165,23 @@ mod tests {
         assert_eq!(a.inputs, fixed.inputs);
         assert_eq!(video_cost(&a), video_cost(&fixed));
         assert!(idlegrid_kernels::run(&a, &frames).is_ok());
+    }
+}
+
+/// A job of `noop` chunks numbered `ids`, each naming `inputs`, their specs made as
+/// they are needed: what measures the grid's own cost per chunk (benchmarks, tests of
+/// scale). No blobs besides `inputs`, which must be in the store.
+pub fn noop_job(ids: Range<u64>, inputs: Vec<Cid>) -> Job {
+    let first = ids.start;
+    let len = ids.end.saturating_sub(ids.start) as usize;
+    Job {
+        kernel: noop::NAME.into(),
+        kernel_version: noop::VERSION,
+        chunks: ChunkList::made(len, 1, 1, move |i| {
+            noop::task(first + i as u64, inputs.clone())
+        }),
+        calibration: noop::task(u64::MAX, Vec::new()),
+        calibration_cost: 1,
+        unit: "chunks",
     }
 }

@@ -30,7 +30,6 @@ use idlegrid::jobs::JobBlob;
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid_kernels::change::{self, ChangeParams};
-use idlegrid_kernels::noop;
 use idlegrid_scheduler::Trust;
 use libp2p::Multiaddr;
 
@@ -92,18 +91,7 @@ fn remote_only(min_peers: usize) -> GridConfig {
 
 /// A job of `chunks` noop chunks (no inputs, 32-byte results).
 fn noop_job(chunks: usize) -> Job {
-    Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks as u64)
-            .map(|i| noop::task(i, Vec::new()))
-            .collect(),
-        costs: vec![1; chunks],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
-    }
+    idlegrid::jobs::noop_job(0..chunks as u64, Vec::new())
 }
 
 async fn overhead(chunks: usize) -> Result<f64> {

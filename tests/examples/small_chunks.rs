@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use idlegrid::grid::{self, GridConfig, Job};
 use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
-use idlegrid_kernels::noop;
 use idlegrid_scheduler::Trust;
 use libp2p::Multiaddr;
 
@@ -106,18 +105,7 @@ fn peak_memory_kib() -> Option<u64> {
 
 /// A job of `chunks` noop chunks numbered from `first` (so every run's chunks are new).
 fn noop_job(first: u64, chunks: usize) -> Job {
-    Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (first..first + chunks as u64)
-            .map(|i| noop::task(i, Vec::new()))
-            .collect(),
-        costs: vec![1; chunks],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
-    }
+    idlegrid::jobs::noop_job(first..first + chunks as u64, Vec::new())
 }
 
 fn remote_only() -> GridConfig {

@@ -15,7 +15,6 @@ use idlegrid::net::NetConfig;
 use idlegrid::node::{Node, NodeConfig};
 use idlegrid::ui::{Hub, Page, UiConfig};
 
-use idlegrid_kernels::noop;
 use idlegrid_scheduler::Trust;
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,18 +52,7 @@ async fn start(name: &str, serve: bool) -> Result<(Node, Multiaddr)> {
 /// `chunks` noop chunks; `salt` makes each run's chunk ids new (nothing reused).
 fn noop_job(chunks: usize, salt: u64) -> Job {
     let base = salt << 32;
-    Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks as u64)
-            .map(|i| noop::task(base + i, Vec::new()))
-            .collect(),
-        costs: vec![1; chunks],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
-    }
+    idlegrid::jobs::noop_job(base..base + chunks as u64, Vec::new())
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -40,17 +40,10 @@ async fn start(dir: &std::path::Path, name: &str, serve: bool) -> Result<(Node, 
 /// `chunks` noop chunks, each naming `inputs` (none, or the one small blob every
 /// wasm chunk of the other job names: its module).
 fn noop_job(chunks: usize, tag: u64, inputs: &[idlegrid_protocol::Cid]) -> Job {
+    let first = tag * 1_000_000;
     Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks as u64)
-            .map(|i| noop::task(tag * 1_000_000 + i, inputs.to_vec()))
-            .collect(),
-        costs: vec![1; chunks],
         calibration: noop::task(u64::MAX - tag, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks],
+        ..idlegrid::jobs::noop_job(first..first + chunks as u64, inputs.to_vec())
     }
 }
 

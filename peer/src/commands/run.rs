@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::commands::common::{run_on_grid, GridArgs, NetArgs};
 use crate::commands::job_page::JobPage;
-use crate::grid::{GridError, Job};
+use crate::grid::{ChunkList, GridError, Job};
 use crate::jobs::JobBlob;
 use crate::units::{parse_duration, parse_size};
 
@@ -349,12 +349,10 @@ pub fn grid_job(plan: &RunPlan) -> anyhow::Result<(Job, Vec<JobBlob>)> {
     let job = Job {
         kernel: wasm::NAME.into(),
         kernel_version: wasm::VERSION,
-        chunks: plan.plan.chunks.clone(),
-        costs: units.clone(),
+        chunks: ChunkList::listed(plan.plan.chunks.clone(), units.clone(), units),
         calibration,
         calibration_cost: 1,
         unit: "runs",
-        units,
     };
     Ok((job, blobs))
 }

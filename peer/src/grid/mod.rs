@@ -1,8 +1,8 @@
 //! Running one job on the grid, from the submitting peer: find peers, probe and
 //! benchmark them, drive the scheduler with what happens, and hand the verified
 //! results to the caller's assembler in chunk order. Kernel-agnostic: a job is a list
-//! of [`TaskSpec`]s with costs, a calibration chunk, and the caller's assembly
-//! afterwards.
+//! of [`TaskSpec`]s with costs (listed, or made from their index: [`ChunkList`]), a
+//! calibration chunk, and the caller's assembly afterwards.
 //!
 //! Data flow: [`run_job`] builds a `JobLoop` (`job_loop/`), the one task that owns
 //! the scheduler. Probes and benchmarks (`peer_book.rs`) and chunk runs (`runs.rs`:
@@ -13,6 +13,7 @@
 //! so a resumed job reuses them; what the job learns of each peer's honesty goes to
 //! the trust book (`crate::trust`), which the next job starts from.
 
+mod chunk_list;
 mod collected;
 mod job_loop;
 mod local;
@@ -32,6 +33,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use crate::node::Node;
+pub use chunk_list::ChunkList;
 pub use collected::JobResults;
 use idlegrid_scheduler::{SchedulerConfig, Trust};
 use job_loop::JobLoop;
@@ -43,17 +45,16 @@ pub struct Job {
     /// Kernel name and version every chunk uses.
     pub kernel: String,
     pub kernel_version: u32,
-    /// The chunks, in output order. Their input blobs must be in the node's store.
-    pub chunks: Vec<TaskSpec>,
-    /// Relative cost of each chunk, in the calibration's work units.
-    pub costs: Vec<u64>,
+    /// The chunks, in output order, with their costs and units. Their input blobs must
+    /// be in the node's store.
+    pub chunks: ChunkList,
     /// A small fixed chunk of the same kernel, to benchmark peers.
     pub calibration: TaskSpec,
     /// Its cost in work units.
     pub calibration_cost: u64,
-    /// What the progress bar counts (`rows`, `frames`) and how many per chunk.
+    /// What the progress bar counts (`rows`, `frames`; how many per chunk is in
+    /// `chunks`).
     pub unit: &'static str,
-    pub units: Vec<u64>,
 }
 
 /// How a job uses the grid. Defaults: earned trust (a peer's results are checked

@@ -10,30 +10,30 @@ use libp2p::PeerId;
 
 use super::peer_book::PeerBook;
 use super::report::{human, short_peer};
-use super::Job;
+use super::{ChunkList, Job};
 use idlegrid_scheduler::Scheduler;
 
 pub struct Progress {
     multi: Option<MultiProgress>,
     bar: Option<ProgressBar>,
     peer_lines: HashMap<PeerId, ProgressBar>,
-    units: Vec<u64>,
+    chunks: ChunkList,
 }
 
 impl Progress {
     /// A display for `job`, whose chunks `done(i)` are already verified.
     pub fn new(job: &Job, done: impl Fn(usize) -> bool, show: bool) -> Progress {
-        let total: u64 = job.units.iter().sum();
-        let done: u64 = (0..job.units.len())
+        let total = job.chunks.total_units();
+        let done: u64 = (0..job.chunks.len())
             .filter(|&i| done(i))
-            .map(|i| job.units[i])
+            .map(|i| job.chunks.units(i))
             .sum();
         if !show || !std::io::stderr().is_terminal() {
             return Progress {
                 multi: None,
                 bar: None,
                 peer_lines: HashMap::new(),
-                units: job.units.clone(),
+                chunks: job.chunks.clone(),
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -50,19 +50,19 @@ impl Progress {
             multi: Some(multi),
             bar: Some(bar),
             peer_lines: HashMap::new(),
-            units: job.units.clone(),
+            chunks: job.chunks.clone(),
         }
     }
 
     pub fn verified(&mut self, chunk: usize) {
         if let Some(bar) = &self.bar {
-            bar.inc(self.units.get(chunk).copied().unwrap_or(0));
+            bar.inc(self.chunks.units(chunk));
         }
     }
 
     pub fn revoked(&mut self, chunk: usize) {
         if let Some(bar) = &self.bar {
-            let units = self.units.get(chunk).copied().unwrap_or(0);
+            let units = self.chunks.units(chunk);
             bar.set_position(bar.position().saturating_sub(units));
         }
     }

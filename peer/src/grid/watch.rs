@@ -84,7 +84,7 @@ impl JobView {
             kernel: job.kernel.clone(),
             phase: Phase::Gathering,
             unit: job.unit,
-            units_total: job.units.iter().sum(),
+            units_total: job.chunks.total_units(),
             units_done: 0,
             chunks: job.chunks.len(),
             verified: 0,
@@ -339,9 +339,9 @@ impl ViewSource<'_> {
         view.verified = cells.iter().filter(|&&c| c == b'#').count();
         view.units_done = cells
             .iter()
-            .zip(&self.job.units)
-            .filter(|(&c, _)| c == b'#')
-            .map(|(_, &u)| u)
+            .enumerate()
+            .filter(|(_, &c)| c == b'#')
+            .map(|(i, _)| self.job.chunks.units(i))
             .sum();
         view.map = encode_map(&cells);
         view

@@ -75,8 +75,8 @@ impl Partial {
         }
         let mut bands = Vec::with_capacity(job.chunks.len());
         let mut size = None;
-        for spec in &job.chunks {
-            let p = change::chunk::band_params(spec).ok()?;
+        for spec in job.chunks.specs() {
+            let p = change::chunk::band_params(&spec).ok()?;
             size = Some((p.width, p.height));
             bands.push((p.row_start, p.row_end));
         }

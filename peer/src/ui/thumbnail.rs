@@ -45,7 +45,7 @@ impl Thumbnail {
         }
         let first_frames = job
             .chunks
-            .iter()
+            .specs()
             .map(|spec| spec.inputs.first().copied())
             .collect::<Option<Vec<_>>>()?;
         Some(Thumbnail {

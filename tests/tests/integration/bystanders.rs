@@ -181,12 +181,10 @@ async fn a_worker_busy_at_probe_time_gets_work_later_in_the_same_job() {
     let job = grid::Job {
         kernel: noop::NAME.into(),
         kernel_version: noop::VERSION,
-        costs: vec![1; n],
-        units: vec![1; n],
         unit: "chunks",
         calibration: noop::task(1000, Vec::new()),
         calibration_cost: 1,
-        chunks,
+        chunks: chunks.into(),
     };
     let config = GridConfig {
         discover_timeout: Duration::from_secs(20),

@@ -386,12 +386,10 @@ async fn a_failed_job_leaves_no_pinned_input_and_no_chunk_running() {
     let job = grid::Job {
         kernel: idlegrid_kernels::noop::NAME.into(),
         kernel_version: idlegrid_kernels::noop::VERSION,
-        costs: vec![1; n],
-        units: vec![1; n],
         unit: "chunks",
         calibration: idlegrid_kernels::noop::task(1000, vec![input]),
         calibration_cost: 1,
-        chunks,
+        chunks: chunks.into(),
     };
     let config = GridConfig {
         // Dispatching starts once the worker joined, so it takes its share.

@@ -169,16 +169,7 @@ async fn a_worker_that_offers_no_batches_gets_one_run_per_chunk() {
 }
 
 fn noop_job(chunks: u64) -> Job {
-    Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: (0..chunks).map(|i| noop::task(i, Vec::new())).collect(),
-        costs: vec![1; chunks as usize],
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
-        units: vec![1; chunks as usize],
-    }
+    idlegrid::jobs::noop_job(0..chunks, Vec::new())
 }
 
 async fn run_here(data_dir: &std::path::Path, chunks: u64) -> (grid::JobOutcome, Vec<Vec<u8>>) {

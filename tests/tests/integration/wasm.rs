@@ -323,7 +323,12 @@ async fn wasm_off_or_over_the_caps_is_refused_by_the_volunteer() {
         (&workers[0], "does not run WebAssembly"),
         (&workers[1], "at most 1 MiB"),
     ] {
-        let answer = run_to_end(&submitter.client, worker.peer_id(), job.chunks[0].clone()).await;
+        let answer = run_to_end(
+            &submitter.client,
+            worker.peer_id(),
+            job.chunks.spec(0).unwrap(),
+        )
+        .await;
         let TaskResponse::Refused { reason, .. } = answer else {
             panic!("not refused: {answer:?}");
         };

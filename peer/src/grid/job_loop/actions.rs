@@ -21,8 +21,9 @@ impl JobLoop<'_> {
                         "{:.3} s: chunk {job_index} to {peer}",
                         self.started.elapsed().as_secs_f64()
                     );
-                    self.runs
-                        .spawn(peer, chunk, self.job.chunks[job_index].clone());
+                    if let Some(spec) = self.job.chunks.spec(job_index) {
+                        self.runs.spawn(peer, chunk, spec);
+                    }
                 }
                 Action::Cancel { peer, chunk } => self.runs.stop(peer, chunk),
                 Action::Verified { chunk, result, how } => {
@@ -69,7 +70,9 @@ impl JobLoop<'_> {
                     settled,
                 } => {
                     let job_index = self.todo.get(chunk as usize).copied();
-                    let id = job_index.map(|i| self.job.chunks[i].id());
+                    let id = job_index
+                        .and_then(|i| self.job.chunks.spec(i))
+                        .map(|s| s.id());
                     if let Some(id) = &id {
                         self.trust.ban(&peer, id, &claimed, &settled);
                     }

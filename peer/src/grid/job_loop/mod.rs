@@ -15,7 +15,7 @@
 mod actions;
 mod inputs;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use idlegrid_protocol::Cid;
@@ -94,7 +94,7 @@ impl<'a> JobLoop<'a> {
         // the same hash names the job's result log.
         let job_id = {
             let mut hasher = blake3::Hasher::new();
-            for spec in &job.chunks {
+            for spec in job.chunks.specs() {
                 hasher.update(&spec.id().0);
             }
             Cid::from_hasher(&hasher)
@@ -111,10 +111,7 @@ impl<'a> JobLoop<'a> {
         let todo: Vec<usize> = (0..job.chunks.len())
             .filter(|&i| !results.is_set(i))
             .collect();
-        let costs = todo
-            .iter()
-            .map(|&i| job.costs.get(i).copied().unwrap_or(1))
-            .collect();
+        let costs = todo.iter().map(|&i| job.chunks.cost(i)).collect();
         let mut sched_config = config.scheduler.clone();
         sched_config.replicas = config.replicas;
         sched_config.spot_check = config.spot_check;
@@ -128,9 +125,10 @@ impl<'a> JobLoop<'a> {
         sched_config
             .validate()
             .map_err(|e| GridError::Config(e.to_string()))?;
-        let pins = node
-            .store
-            .pin(job.chunks.iter().flat_map(|s| s.inputs.iter().copied()));
+        // Each input once: neighbouring chunks share theirs, and a made job of a
+        // million chunks may name the same few.
+        let inputs: BTreeSet<Cid> = job.chunks.specs().flat_map(|s| s.inputs).collect();
+        let pins = node.store.pin(inputs);
         if let Some(watch) = &config.watch {
             for chunk in results.set_chunks() {
                 if let Some(cid) = results.result_of(chunk)? {
@@ -356,12 +354,8 @@ impl<'a> JobLoop<'a> {
             }
             Phase::Gathering { .. } => (None, None, watch::Phase::Gathering),
         };
-        let total: u64 = self.job.units.iter().sum();
-        let todo: u64 = self
-            .todo
-            .iter()
-            .map(|&i| self.job.units.get(i).copied().unwrap_or(0))
-            .sum();
+        let total = self.job.chunks.total_units();
+        let todo: u64 = self.todo.iter().map(|&i| self.job.chunks.units(i)).sum();
         let reused = total.saturating_sub(todo);
         watch.publish(
             ViewSource {
