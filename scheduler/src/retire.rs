@@ -53,10 +53,15 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             // The trusted worker's result: no ban can revoke it.
             return;
         }
+        // Under earned trust with one replica, agreeing votes settle a chunk exactly
+        // when one of them is believed: the others change no re-tally, and an audited
+        // peer's chunks, checked by whoever was free, would only scatter its ranges.
+        let rule = self.rule();
+        let unbelieved_count = rule.replicas > 1 || rule.trust_all;
         for vote in &state.votes {
             // Every vote left agrees with the result: whoever contradicted it was banned
             // and lost its votes.
-            if Some(vote.cid) != state.verified {
+            if Some(vote.cid) != state.verified || !(vote.believed || unbelieved_count) {
                 continue;
             }
             let backs = &mut self.peers[vote.peer as usize].backs;

@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod lifecycle;
+mod memory;
 mod ping;
 mod storm;
 mod trust;
