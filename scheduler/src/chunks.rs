@@ -227,7 +227,8 @@ impl ChunkState {
     }
 
     /// Takes the peer's copy out, if it has one. A chunk with no copy left holds no
-    /// room for one: most chunks of a large job are done, and stay so.
+    /// room for one: a settled chunk may stay in play a while (an answer awaited)
+    /// with no copy out.
     pub fn take_copy(&mut self, peer: PeerIx) -> Option<InFlight> {
         let pos = self.copies.iter().position(|c| c.peer == peer)?;
         let copy = self.copies.swap_remove(pos);
@@ -312,8 +313,8 @@ pub fn tally(votes: &[Vote], rule: Rule) -> Tally {
 
 /// Pushes onto one of a chunk's lists (copies, votes, peers sent to, failures), which
 /// nearly always hold one or two: room for one more at a time up to four, not the
-/// four a `Vec` makes room for at its first push. Per chunk of a job of a million,
-/// that spare room was most of the scheduler's memory.
+/// four a `Vec` makes room for at its first push. Over the thousands of chunks in
+/// play of a large grid, that spare room would be most of their memory.
 pub fn push_tight<T>(list: &mut Vec<T>, item: T) {
     if list.len() == list.capacity() && list.len() < 4 {
         list.reserve_exact(1);

@@ -39,8 +39,7 @@
 //! there is one method for all events so that the event loop and the simulator cannot
 //! drift apart.
 //!
-//! What it holds grows with the chunks in play and the peers, not with the plan: a
-//! job of a million chunks costs what its few thousand chunks in flight cost.
+//! What it holds follows the chunks in play and the peers, not the plan:
 //! - the fresh chunks nobody was handed yet are ranges in the pending queue, and the
 //!   chunks an earlier run settled ([`Scheduler::with_done`]) are ranges too;
 //! - a chunk gets a state when it is first handed out, in a map by index, and gives
@@ -50,7 +49,11 @@
 //! - what a ban needs of a retired chunk is kept per peer, as ranges of the retired
 //!   chunks its vote backs; a ban re-tallies those without the banned peer's vote, and
 //!   one no longer settled comes back into play with no result, is revoked and
-//!   computed again (see `verify` and `retire`);
+//!   computed again (see `verify` and `retire`). A peer that works through a run of
+//!   its own adds one range; where peers take turns in one run (a peer jumping into
+//!   a run another works through, a check by whoever was free), each stretch a peer
+//!   took is a range of its own — about a B-tree entry, where a state costs hundreds
+//!   of bytes;
 //! - a chunk's cost, spot check and tail membership are functions of its index
 //!   ([`Costs`], `verify::is_spot_checked`, the plan's tail start).
 //!
