@@ -1,7 +1,14 @@
-//! Per-chunk state: the copies in flight (who, since when, expected when, deadline) and
-//! the standing votes (who answered what). A chunk's verdict is a function of its votes
-//! only ([`ChunkState::tally`]), so re-checking after a ban is "drop the banned
-//! peer's votes and decide again".
+//! Per-chunk state of a chunk in play: the copies in flight (who, since when, expected
+//! when, deadline) and the standing votes (who answered what). A chunk's verdict is a
+//! function of its votes only ([`tally`]), so re-checking after a ban is "drop the
+//! banned peer's votes and decide again".
+//!
+//! Only chunks in play have a state (`Scheduler::chunks`, a map by index): a fresh
+//! chunk gets one when it is first handed out, and a settled one gives it up once
+//! nothing but a ban can change it any more ([`ChunkState::retirable`]); what a ban
+//! needs of it then is kept per peer as ranges (`PeerState::backs`). A chunk's
+//! constants (cost, spot check, tail) are functions of its index, copied into its
+//! state for convenience.
 
 use idlegrid_protocol::Cid;
 
@@ -86,6 +93,13 @@ pub struct ChunkState {
     /// Every peer ever sent a copy: only their answers count (a late one is welcome,
     /// an unsolicited one is not — it would let one liar settle chunks at will).
     pub sent_to: Vec<PeerIx>,
+    /// The peers of `sent_to` whose answer may still come: no vote yet, and neither a
+    /// reported failure since their last copy nor gone or banned. A late answer is a
+    /// vote ([`Event::ChunkDone`]), so a settled chunk keeps its state until this is
+    /// empty.
+    ///
+    /// [`Event::ChunkDone`]: super::types::Event::ChunkDone
+    pub awaited: Vec<PeerIx>,
     pub slot: Slot,
 }
 
@@ -138,84 +152,35 @@ impl ChunkState {
             kernel_failures: Vec::new(),
             last_failed: None,
             sent_to: Vec::new(),
+            awaited: Vec::new(),
             slot: Slot::None,
         }
     }
 
-    /// The trusted worker's answer wins outright. Otherwise a result needs `replicas`
-    /// distinct hosts behind it, strictly more than any other result has (so a tie is
-    /// never settled), and at least one believed vote; under earned trust a
-    /// disagreement is left to the trusted worker.
+    /// The verdict of this chunk's votes ([`tally`]).
     pub fn tally(&self, rule: Rule) -> Tally {
-        if let Some(v) = self.votes.iter().find(|v| v.trusted) {
-            return Tally {
-                decision: Some((v.cid, VerifiedBy::Local)),
-                top: u32::MAX,
-                check: Check::None,
-            };
-        }
-        // The most backed result (by distinct hosts), whether one of its votes is
-        // believed, the runner-up's hosts, and how many distinct results there are.
-        // No allocation: a chunk has a handful of votes and this runs on every change.
-        let mut top: Option<(Cid, u32, bool)> = None;
-        let mut second = 0u32;
-        let mut distinct = 0usize;
-        for (i, v) in self.votes.iter().enumerate() {
-            if self.votes[..i].iter().any(|w| w.cid == v.cid) {
-                continue;
+        tally(&self.votes, rule)
+    }
+
+    /// Nothing but a ban can change this chunk any more: it is settled, has no copy
+    /// out, waits for no answer, no check and no spot check, and is in no queue of
+    /// its own (the caller knows the trusted worker's queues). Its state can go.
+    pub fn retirable(&self) -> bool {
+        self.verified.is_some()
+            && self.copies.is_empty()
+            && self.awaited.is_empty()
+            && self.slot == Slot::None
+            && self.check == Check::None
+            && (!self.spot_check || self.trusted_voted)
+    }
+
+    /// Stops waiting for `peer`'s answer.
+    pub fn stop_awaiting(&mut self, peer: PeerIx) {
+        if let Some(pos) = self.awaited.iter().position(|&p| p == peer) {
+            self.awaited.swap_remove(pos);
+            if self.awaited.is_empty() {
+                self.awaited = Vec::new();
             }
-            distinct += 1;
-            let backers = || {
-                self.votes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.cid == v.cid)
-            };
-            let hosts = backers()
-                .filter(|&(j, w)| {
-                    !self.votes[..j]
-                        .iter()
-                        .any(|x| x.cid == v.cid && x.host == w.host)
-                })
-                .count() as u32;
-            let believed = backers().any(|(_, w)| w.believed);
-            match top {
-                Some((_, t, _)) if hosts <= t => second = second.max(hosts),
-                Some((_, t, _)) => {
-                    second = t;
-                    top = Some((v.cid, hosts, believed));
-                }
-                None => top = Some((v.cid, hosts, believed)),
-            }
-        }
-        let Some((cid, top, believed)) = top else {
-            return Tally {
-                decision: None,
-                top: 0,
-                check: Check::None,
-            };
-        };
-        let contested = distinct > 1;
-        let enough = top >= rule.replicas && top > second;
-        if rule.trust_all {
-            return Tally {
-                decision: enough.then_some((cid, VerifiedBy::Unchecked { hosts: top })),
-                top,
-                check: Check::None,
-            };
-        }
-        let settled = enough && believed && !contested;
-        let check = if contested {
-            Check::ByLocal
-        } else if enough && !believed {
-            Check::ByVouched
-        } else {
-            Check::None
-        };
-        Tally {
-            decision: settled.then_some((cid, VerifiedBy::Peers { hosts: top })),
-            top,
-            check,
         }
     }
 
@@ -262,7 +227,8 @@ impl ChunkState {
     }
 
     /// Takes the peer's copy out, if it has one. A chunk with no copy left holds no
-    /// room for one: most chunks of a large job are done, and stay so.
+    /// room for one: a settled chunk may stay in play a while (an answer awaited)
+    /// with no copy out.
     pub fn take_copy(&mut self, peer: PeerIx) -> Option<InFlight> {
         let pos = self.copies.iter().position(|c| c.peer == peer)?;
         let copy = self.copies.swap_remove(pos);
@@ -273,10 +239,82 @@ impl ChunkState {
     }
 }
 
+/// The trusted worker's answer wins outright. Otherwise a result needs `replicas`
+/// distinct hosts behind it, strictly more than any other result has (so a tie is
+/// never settled), and at least one believed vote; under earned trust a
+/// disagreement is left to the trusted worker.
+pub fn tally(votes: &[Vote], rule: Rule) -> Tally {
+    if let Some(v) = votes.iter().find(|v| v.trusted) {
+        return Tally {
+            decision: Some((v.cid, VerifiedBy::Local)),
+            top: u32::MAX,
+            check: Check::None,
+        };
+    }
+    // The most backed result (by distinct hosts), whether one of its votes is
+    // believed, the runner-up's hosts, and how many distinct results there are.
+    // No allocation: a chunk has a handful of votes and this runs on every change.
+    let mut top: Option<(Cid, u32, bool)> = None;
+    let mut second = 0u32;
+    let mut distinct = 0usize;
+    for (i, v) in votes.iter().enumerate() {
+        if votes[..i].iter().any(|w| w.cid == v.cid) {
+            continue;
+        }
+        distinct += 1;
+        let backers = || votes.iter().enumerate().filter(|(_, w)| w.cid == v.cid);
+        let hosts = backers()
+            .filter(|&(j, w)| {
+                !votes[..j]
+                    .iter()
+                    .any(|x| x.cid == v.cid && x.host == w.host)
+            })
+            .count() as u32;
+        let believed = backers().any(|(_, w)| w.believed);
+        match top {
+            Some((_, t, _)) if hosts <= t => second = second.max(hosts),
+            Some((_, t, _)) => {
+                second = t;
+                top = Some((v.cid, hosts, believed));
+            }
+            None => top = Some((v.cid, hosts, believed)),
+        }
+    }
+    let Some((cid, top, believed)) = top else {
+        return Tally {
+            decision: None,
+            top: 0,
+            check: Check::None,
+        };
+    };
+    let contested = distinct > 1;
+    let enough = top >= rule.replicas && top > second;
+    if rule.trust_all {
+        return Tally {
+            decision: enough.then_some((cid, VerifiedBy::Unchecked { hosts: top })),
+            top,
+            check: Check::None,
+        };
+    }
+    let settled = enough && believed && !contested;
+    let check = if contested {
+        Check::ByLocal
+    } else if enough && !believed {
+        Check::ByVouched
+    } else {
+        Check::None
+    };
+    Tally {
+        decision: settled.then_some((cid, VerifiedBy::Peers { hosts: top })),
+        top,
+        check,
+    }
+}
+
 /// Pushes onto one of a chunk's lists (copies, votes, peers sent to, failures), which
 /// nearly always hold one or two: room for one more at a time up to four, not the
-/// four a `Vec` makes room for at its first push. Per chunk of a job of a million,
-/// that spare room was most of the scheduler's memory.
+/// four a `Vec` makes room for at its first push. Over the thousands of chunks in
+/// play of a large grid, that spare room would be most of their memory.
 pub fn push_tight<T>(list: &mut Vec<T>, item: T) {
     if list.len() == list.capacity() && list.len() < 4 {
         list.reserve_exact(1);

@@ -179,6 +179,8 @@ pub enum ConfigError {
     AuditFloor(f64),
     #[error("a job of {0} chunks is too large (at most u32::MAX - 1)")]
     TooManyChunks(usize),
+    #[error("done chunk {chunk} is outside the plan of {chunks} chunks or not in ascending order")]
+    DoneChunk { chunk: u32, chunks: u32 },
 }
 
 impl SchedulerConfig {

@@ -25,7 +25,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use super::chunks::{push_tight, Check, ChunkState, InFlight, Slot};
-use super::types::{Action, ChunkIndex};
+use super::types::{Action, ChunkIndex, Costs};
 use super::{from_micros, to_micros, Micros, PeerIx, Scheduler};
 
 /// Pending chunks a peer looks at before giving up (it holds all of them: it answered
@@ -38,9 +38,9 @@ const SCAN_LIMIT: usize = 64;
 const RUN_SCAN_LIMIT: usize = 64;
 
 /// The pending queue's class of fresh chunks (0 is retries, served first).
-const FRESH: u8 = 1;
+pub(super) const FRESH: u8 = 1;
 /// The class of fresh tail chunks, served after all others.
-const TAIL: u8 = 2;
+pub(super) const TAIL: u8 = 2;
 /// Chunks waiting for a check by a peer that earned trust: those peers take them
 /// first, the others never (see `Check::ByVouched`).
 const CHECK: u8 = 3;
@@ -57,7 +57,13 @@ const TAIL_BELOW: f64 = 0.75;
 /// Why tail chunks go last: peers finish a job together only to within the last chunk
 /// each takes. Handing the small chunks out last, largest first (the classic
 /// longest-first rule), leaves the end waiting for a small chunk, not a whole one.
-pub(super) fn tail_start(costs: &[u64]) -> usize {
+///
+/// Chunks of one cost ([`Costs::Same`]) are all large: no tail.
+pub(super) fn tail_start(costs: &Costs) -> usize {
+    let costs = match costs {
+        Costs::Each(costs) => costs,
+        Costs::Same { chunks, .. } => return *chunks as usize,
+    };
     let largest = costs.iter().copied().max().unwrap_or(0).max(1) as f64;
     costs
         .iter()
@@ -142,7 +148,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     fn endgame(&self) -> bool {
         let pending = &self.queues.pending;
         pending.len() <= self.usable_peers as usize
-            || pending.first().is_some_and(|&(class, _)| class >= TAIL)
+            || pending.first().is_some_and(|(class, _)| class >= TAIL)
     }
 
     /// Gives a hungry peer copies up to its pipeline target; false if it got none.
@@ -184,12 +190,12 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .queues
             .pending
             .first()
-            .is_some_and(|&(class, _)| class < FRESH);
+            .is_some_and(|(class, _)| class < FRESH);
         if !retries_waiting {
             // The tail only once no other fresh chunk is left.
             let class = if self.has_pending(FRESH) { FRESH } else { TAIL };
             if let Some(chunk) = self.next_in_run(ix, class) {
-                if !self.chunks[chunk as usize].shuns(ix, others, may_check) {
+                if !self.shuns(chunk, ix, others, may_check) {
                     return Some(chunk);
                 }
             }
@@ -198,8 +204,17 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             .pending
             .iter()
             .take(SCAN_LIMIT)
-            .map(|&(_, c)| c)
-            .find(|&c| !self.chunks[c as usize].shuns(ix, others, may_check))
+            .map(|(_, c)| c)
+            .find(|&c| !self.shuns(c, ix, others, may_check))
+    }
+
+    /// Whether peer `ix` should not be given a copy of `chunk` (see
+    /// `ChunkState::shuns`). A fresh chunk without a state is held by nobody and
+    /// failed nowhere.
+    fn shuns(&self, chunk: ChunkIndex, ix: PeerIx, others: bool, may_check: bool) -> bool {
+        self.chunks
+            .get(&chunk)
+            .is_some_and(|state| state.shuns(ix, others, may_check))
     }
 
     /// A chunk waiting for a check that peer `ix` (which may make checks) does not
@@ -208,19 +223,14 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let others = self.usable_peers > 1;
         self.queues
             .pending
-            .range((CHECK, 0)..=(CHECK, ChunkIndex::MAX))
+            .class(CHECK)
             .take(SCAN_LIMIT)
-            .map(|&(_, c)| c)
-            .find(|&c| !self.chunks[c as usize].shuns(ix, others, true))
+            .find(|&c| !self.shuns(c, ix, others, true))
     }
 
     /// Whether a chunk of pending class `class` is waiting.
     fn has_pending(&self, class: u8) -> bool {
-        self.queues
-            .pending
-            .range((class, 0)..=(class, ChunkIndex::MAX))
-            .next()
-            .is_some()
+        self.queues.pending.class(class).next().is_some()
     }
 
     /// Where peer `ix` goes on among the fresh chunks of `class`: the one after its
@@ -233,29 +243,25 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let pending = &self.queues.pending;
         if let Some(last) = self.peers[ix as usize].last_pick {
             let next = last.checked_add(1)?;
-            if pending.contains(&(class, next)) {
+            if pending.contains(class, next) {
                 return Some(next);
             }
         }
-        let in_class = (class, 0)..=(class, ChunkIndex::MAX);
-        let fresh = || pending.range(in_class.clone()).map(|&(_, chunk)| chunk);
+        let fresh = || pending.class(class);
         if class == TAIL {
             // Among the small chunks, the largest first: the smallest decide the end.
             return fresh()
                 .take(RUN_SCAN_LIMIT)
-                .min_by_key(|&c| (std::cmp::Reverse(self.chunks[c as usize].cost), c));
+                .min_by_key(|&c| (std::cmp::Reverse(self.costs.cost(c)), c));
         }
         let first = fresh().next()?;
         if first == 0 {
             return Some(0);
         }
         if pending.len() > RUN_SCAN_LIMIT {
-            let last = fresh().next_back().unwrap_or(first);
+            let last = pending.last_of_class(class).unwrap_or(first);
             let middle = first + (last - first) / 2;
-            return pending
-                .range((class, middle)..=(class, ChunkIndex::MAX))
-                .next()
-                .map(|&(_, chunk)| chunk);
+            return pending.class_from(class, middle).next();
         }
         // Longest run of the fresh pending chunks: (start, length).
         let mut best: Option<(ChunkIndex, u64)> = None;
@@ -282,7 +288,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     fn pick_trusted(&mut self, ix: PeerIx, disputes: bool) -> Option<ChunkIndex> {
         while let Some(&chunk) = self.queues.spot.iter().next() {
             self.queues.spot.remove(&chunk);
-            let state = &self.chunks[chunk as usize];
+            self.touched.push(chunk);
+            let Some(state) = self.chunks.get(&chunk) else {
+                continue;
+            };
             let wanted = state.spot_check || state.verified.is_none();
             if wanted && !state.trusted_voted && !state.copies.iter().any(|c| c.peer == ix) {
                 return Some(chunk);
@@ -290,7 +299,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         }
         while let Some(&chunk) = self.queues.disputes.iter().next().filter(|_| disputes) {
             self.queues.disputes.remove(&chunk);
-            let state = &self.chunks[chunk as usize];
+            self.touched.push(chunk);
+            let Some(state) = self.chunks.get(&chunk) else {
+                continue;
+            };
             if state.verified.is_none() && !state.held_by(ix) {
                 return Some(chunk);
             }
@@ -317,7 +329,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let keep = 1.0 - self.config.speculation_gain;
         let may_check = self.may_check(ix);
         let helps = |&&(eta, c): &&(Micros, ChunkIndex)| {
-            let state = &self.chunks[c as usize];
+            let Some(state) = self.chunks.get(&c) else {
+                return false;
+            };
             if state.shuns(ix, false, may_check) {
                 return false;
             }
@@ -360,8 +374,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         speculative: bool,
         out: &mut Vec<Action<P>>,
     ) {
+        if !self.bring_into_play(chunk) {
+            return;
+        }
         let now = self.now;
-        let cost = self.chunks[chunk as usize].cost;
+        let cost = self.costs.cost(chunk);
         let peer = &mut self.peers[ix as usize];
         let eta = peer.eta_for(now, cost);
         let expected = eta.saturating_sub(now) as f64 * self.config.deadline_factor;
@@ -381,9 +398,14 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let key = peer.key;
         let id = self.next_copy_id;
         self.next_copy_id += 1;
-        let state = &mut self.chunks[chunk as usize];
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            return;
+        };
         if !state.sent_to.contains(&ix) {
             push_tight(&mut state.sent_to, ix);
+        }
+        if !state.awaited.contains(&ix) {
+            push_tight(&mut state.awaited, ix);
         }
         push_tight(
             &mut state.copies,
@@ -416,8 +438,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
 
     /// Takes peer `ix`'s copy of `chunk` back, if it has one, and unbooks it.
     pub(super) fn drop_copy(&mut self, ix: PeerIx, chunk: ChunkIndex) -> Option<InFlight> {
-        let state = self.chunks.get_mut(chunk as usize)?;
+        let state = self.chunks.get_mut(&chunk)?;
         let copy = state.take_copy(ix)?;
+        self.touched.push(chunk);
         let cost = state.cost;
         self.peers[ix as usize].remove_copy(chunk, cost, self.now);
         self.progress.in_flight = self.progress.in_flight.saturating_sub(1);
@@ -427,7 +450,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// A copy went back to the queue (failure, timeout, peer lost, breaker, ban).
     pub(super) fn requeue(&mut self, chunk: ChunkIndex) {
         self.progress.requeued += 1;
-        self.chunks[chunk as usize].retried = true;
+        if let Some(state) = self.chunks.get_mut(&chunk) {
+            state.retried = true;
+        }
         self.refresh_chunk(chunk);
     }
 
@@ -437,7 +462,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let rule = self.rule();
         let checkable = self.usable_trusted > 0;
         let spec = self.config.speculative_copies;
-        let state = &self.chunks[chunk as usize];
+        let Some(state) = self.chunks.get(&chunk) else {
+            return;
+        };
         let needed = state.needed(rule, checkable);
         let copies = state.copies.len() as u32;
         let to = if needed == 0 {
@@ -457,7 +484,26 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         };
         let from = state.slot;
         self.queues.move_chunk(chunk, from, to);
-        self.chunks[chunk as usize].slot = to;
+        if let Some(state) = self.chunks.get_mut(&chunk) {
+            state.slot = to;
+        }
+        self.touched.push(chunk);
+    }
+
+    /// Gives a fresh chunk its state as it is first handed out (it moves from the
+    /// pending queue's ranges to an entry of its own); true if the chunk is in play.
+    fn bring_into_play(&mut self, chunk: ChunkIndex) -> bool {
+        if self.chunks.contains_key(&chunk) {
+            return true;
+        }
+        let Some(class) = self.queues.pending.fresh_class_of(chunk) else {
+            return false;
+        };
+        self.queues.pending.take_fresh(class, chunk);
+        let mut state = self.new_state(chunk);
+        state.slot = Slot::Pending(class);
+        self.chunks.insert(chunk, state);
+        true
     }
 
     /// Puts a peer in or out of the hungry set (re-keyed by its current speed).

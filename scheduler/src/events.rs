@@ -69,6 +69,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.peers[ix as usize].connected = false;
         self.usable_changed(ix, was_usable);
         self.withdraw_all(ix, false, out);
+        // Its late answers are lost with the connection.
+        self.stop_awaiting_everywhere(ix);
         self.refresh_peer(ix);
     }
 
@@ -108,10 +110,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 break;
             }
             self.queues.deadlines.pop();
-            let Some(copy) = self.chunks[chunk as usize]
-                .copies
-                .iter()
-                .find(|c| c.id == id)
+            let Some(copy) = self
+                .chunks
+                .get(&chunk)
+                .and_then(|state| state.copies.iter().find(|c| c.id == id))
                 .copied()
             else {
                 continue;
@@ -125,7 +127,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 peer: self.peers[ix as usize].key,
                 chunk,
             });
-            self.chunks[chunk as usize].last_failed = Some(ix);
+            if let Some(state) = self.chunks.get_mut(&chunk) {
+                state.last_failed = Some(ix);
+            }
             self.count_failure(ix, out);
             self.requeue(chunk);
         }
@@ -207,10 +211,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Pops timer entries that no longer mean anything, so that `next_wakeup` is exact.
     pub(super) fn trim_stale(&mut self) {
         while let Some(&Reverse((_, chunk, id))) = self.queues.deadlines.peek() {
-            if self.chunks[chunk as usize]
-                .copies
-                .iter()
-                .any(|c| c.id == id)
+            if self
+                .chunks
+                .get(&chunk)
+                .is_some_and(|state| state.copies.iter().any(|c| c.id == id))
             {
                 break;
             }

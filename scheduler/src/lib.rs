@@ -39,11 +39,33 @@
 //! there is one method for all events so that the event loop and the simulator cannot
 //! drift apart.
 //!
+//! What it holds follows the chunks in play and the peers, not the plan:
+//! - the fresh chunks nobody was handed yet are ranges in the pending queue, and the
+//!   chunks an earlier run settled ([`Scheduler::with_done`]) are ranges too;
+//! - a chunk gets a state when it is first handed out, in a map by index, and gives
+//!   it up (is retired) once nothing but a ban can change it: settled, no copy out, no
+//!   answer still awaited, no check or spot check to come, in no queue. A chunk with
+//!   no state that is not fresh is settled;
+//! - what a ban needs of a retired chunk is kept per peer, as ranges of the retired
+//!   chunks its vote backs; a ban re-tallies those without the banned peer's vote, and
+//!   one no longer settled comes back into play with no result, is revoked and
+//!   computed again (see `verify` and `retire`). A peer that works through a run of
+//!   its own adds one range; where peers take turns in one run (a peer jumping into
+//!   a run another works through, a check by whoever was free), each stretch a peer
+//!   took is a range of its own — about a B-tree entry, where a state costs hundreds
+//!   of bytes;
+//! - a chunk's cost, spot check and tail membership are functions of its index
+//!   ([`Costs`], `verify::is_spot_checked`, the plan's tail start).
+//!
+//! [`Scheduler::footprint`] gives these sizes.
+//!
 //! Modules: public [`types`] (events, actions, views), [`config`], [`breaker`]; private
-//! `peers` (speed, pipeline, deadlines), `chunks` (copies and votes), `queues` (the
-//! indexed queues that keep every event O(log n)), `dispatch` (pull and speculation),
-//! `verify` (results, quorum, bans), `events` (joins, leaves, ticks, the end); and
-//! [`sim`], the scale simulator that drives this scheduler in virtual time.
+//! `peers` (speed, pipeline, deadlines), `chunks` (copies and votes of a chunk in
+//! play), `queues` (the indexed queues that keep every event O(log n)), `ranges` (the
+//! range sets), `dispatch` (pull and speculation), `verify` (results, quorum, bans),
+//! `retire` (dropping settled chunks' states, and bringing them back on a ban),
+//! `events` (joins, leaves, ticks, the end); and [`sim`], the scale simulator that
+//! drives this scheduler in virtual time.
 //!
 //! Nothing here touches the network or an async runtime (the dependencies are the
 //! protocol crate for `Cid`, thiserror, and rand for the simulator's seeded draws), so
@@ -57,6 +79,8 @@ mod draw;
 mod events;
 mod peers;
 mod queues;
+mod ranges;
+mod retire;
 pub mod sim;
 pub mod types;
 mod verify;
@@ -75,13 +99,14 @@ pub use breaker::Breaker;
 pub use config::Trust;
 pub use config::{ConfigError, SchedulerConfig};
 pub use types::{
-    Action, BreakerState, ChunkIndex, ChunkView, Event, FailureKind, JobFailure, PeerStats,
-    Progress, VerifiedBy,
+    Action, BreakerState, ChunkIndex, ChunkView, Costs, Event, FailureKind, Footprint, JobFailure,
+    PeerStats, Progress, VerifiedBy,
 };
 
-use chunks::{ChunkState, Slot};
+use chunks::ChunkState;
 use peers::PeerState;
 use queues::Queues;
+use ranges::RangeSet;
 
 /// Internal time: microseconds since job start. Compact heap keys, exact arithmetic.
 pub(crate) type Micros = u64;
@@ -109,7 +134,18 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Scheduler<P> {
     config: SchedulerConfig,
-    chunks: Vec<ChunkState>,
+    /// The plan's chunk costs; the plan is `0..costs.len()`.
+    costs: Costs,
+    /// Where the plan's tail of small chunks starts (`dispatch::tail_start`).
+    tail_from: ChunkIndex,
+    /// Chunks an earlier run settled: never handed out.
+    done: RangeSet,
+    /// The chunks in play, by index. A chunk of the plan that has no state here is
+    /// fresh (in the pending queue's ranges) or settled.
+    chunks: HashMap<ChunkIndex, ChunkState>,
+    /// Chunks whose state changed during the current event: at its end, those that
+    /// nothing but a ban can change any more are retired.
+    touched: Vec<ChunkIndex>,
     /// Mean chunk cost, to turn the pipeline's seconds into a chunk count.
     mean_cost: f64,
     peers: Vec<PeerState<P>>,
@@ -134,37 +170,73 @@ pub struct Scheduler<P> {
 }
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
-    /// A scheduler for a plan of `costs.len()` chunks, `costs[i]` being chunk `i`'s
-    /// relative cost in work units (e.g. pixels × sweeps; 0 is treated as 1). The
-    /// plan never changes afterwards. An empty plan completes on the first event.
-    pub fn new(config: SchedulerConfig, costs: Vec<u64>) -> Result<Self, ConfigError> {
+    /// A scheduler for a plan of `costs.len()` chunks, chunk `i` costing `costs[i]`
+    /// work units relative to the others (e.g. pixels × sweeps; 0 is treated as 1): a
+    /// `Vec<u64>`, or [`Costs::Same`]. The plan never changes afterwards. An empty plan
+    /// completes on the first event.
+    pub fn new(config: SchedulerConfig, costs: impl Into<Costs>) -> Result<Self, ConfigError> {
+        Self::with_done(config, costs, std::iter::empty())
+    }
+
+    /// A scheduler for a plan of which the chunks `done` (ascending) were settled by
+    /// an earlier run: they are never handed out, not counted in [`Progress::total`]
+    /// nor in the spot checks, shown as [`ChunkView::Verified`] and never revoked, so
+    /// that scheduler indices stay the job's own chunk indices.
+    pub fn with_done(
+        config: SchedulerConfig,
+        costs: impl Into<Costs>,
+        done: impl IntoIterator<Item = ChunkIndex>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let costs = costs.into();
         if costs.len() >= u32::MAX as usize {
             return Err(ConfigError::TooManyChunks(costs.len()));
         }
-        let total = costs.len() as u32;
-        let mut chunks = Vec::with_capacity(costs.len());
-        let mut sum = 0.0f64;
-        let mut spot_checks = 0;
-        let tail_from = dispatch::tail_start(&costs);
-        for (i, cost) in costs.into_iter().enumerate() {
-            let cost = cost.max(1);
-            sum += cost as f64;
-            let spot = verify::is_spot_checked(&config, i as ChunkIndex);
-            spot_checks += u32::from(spot);
-            chunks.push(ChunkState::new(cost, spot, i >= tail_from));
+        let plan = costs.len() as ChunkIndex;
+        let mut done_set = RangeSet::default();
+        let mut previous: Option<ChunkIndex> = None;
+        for chunk in done {
+            if chunk >= plan || previous.is_some_and(|p| chunk <= p) {
+                return Err(ConfigError::DoneChunk {
+                    chunk,
+                    chunks: plan,
+                });
+            }
+            done_set.insert(chunk);
+            previous = Some(chunk);
         }
-        let mean_cost = if total == 0 { 1.0 } else { sum / total as f64 };
+        let tail_from = dispatch::tail_start(&costs) as ChunkIndex;
+        // The chunks to do: the plan less the done ranges, each split at the tail.
+        let mut fresh = RangeSet::default();
+        let mut tail = RangeSet::default();
+        let mut start = 0;
+        for gap in done_set.ranges().chain(std::iter::once(plan..plan)) {
+            let todo = start..gap.start;
+            fresh.insert_range(todo.start..todo.end.min(tail_from));
+            tail.insert_range(todo.start.max(tail_from)..todo.end);
+            start = gap.end;
+        }
+        let spot_checks = if config.spot_check > 0.0 {
+            fresh
+                .iter()
+                .chain(tail.iter())
+                .filter(|&chunk| verify::is_spot_checked(&config, chunk))
+                .count() as u32
+        } else {
+            0
+        };
+        let total = plan - done_set.len() as ChunkIndex;
         let mut queues = Queues::default();
-        for (i, chunk) in chunks.iter_mut().enumerate() {
-            let class = dispatch::fresh_class(chunk);
-            chunk.slot = Slot::Pending(class);
-            queues.pending.insert((class, i as ChunkIndex));
-        }
+        queues.pending.add_fresh(dispatch::FRESH, fresh);
+        queues.pending.add_fresh(dispatch::TAIL, tail);
         Ok(Scheduler {
             config,
-            chunks,
-            mean_cost,
+            mean_cost: costs.mean(),
+            costs,
+            tail_from,
+            done: done_set,
+            chunks: HashMap::new(),
+            touched: Vec::new(),
             peers: Vec::new(),
             index: HashMap::new(),
             queues,
@@ -183,6 +255,39 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             usable_trusted: 0,
             trusted_peers: Vec::new(),
         })
+    }
+
+    /// Chunks in the plan (done ones included).
+    fn plan_len(&self) -> ChunkIndex {
+        self.costs.len() as ChunkIndex
+    }
+
+    /// A fresh state for chunk `chunk`, its constants drawn from its index.
+    fn new_state(&self, chunk: ChunkIndex) -> ChunkState {
+        ChunkState::new(
+            self.costs.cost(chunk),
+            verify::is_spot_checked(&self.config, chunk),
+            chunk >= self.tail_from,
+        )
+    }
+
+    /// Sizes of what the scheduler holds, for tests and benchmarks of its memory.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            live_chunks: self.chunks.len(),
+            fresh_ranges: self.queues.pending.fresh_ranges(),
+            pending_entries: self.queues.pending.entries.len(),
+            done_ranges: self.done.range_count(),
+            revocation_ranges: self.peers.iter().map(|p| p.backs.range_count()).sum(),
+            revocation_ranges_max: self
+                .peers
+                .iter()
+                .map(|p| p.backs.range_count())
+                .max()
+                .unwrap_or(0),
+            voted_entries: self.peers.iter().map(|p| p.voted.len()).sum(),
+            peers: self.peers.len(),
+        }
     }
 
     /// Feeds one event at time `now` (since job start) and appends the resulting
@@ -222,6 +327,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             self.dispatch(out);
             self.check_end(out);
         }
+        self.retire_touched();
         self.trim_stale();
     }
 
@@ -261,14 +367,25 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.peers.iter().map(|p| (p.key, p.stats()))
     }
 
-    /// The settled result of a chunk, if any.
+    /// The settled result of a chunk in play, if any. A retired chunk's result is not
+    /// kept (the event loop has it from [`Action::Verified`]): `None` for it as for a
+    /// chunk that is not settled; [`Scheduler::chunk_view`] tells them apart.
     pub fn verified_result(&self, chunk: ChunkIndex) -> Option<Cid> {
-        self.chunks.get(chunk as usize).and_then(|c| c.verified)
+        self.chunks.get(&chunk).and_then(|c| c.verified)
     }
 
     /// What chunk `chunk` is doing now, for displays (the web page's chunk map).
     pub fn chunk_view(&self, chunk: ChunkIndex) -> Option<ChunkView<P>> {
-        let state = self.chunks.get(chunk as usize)?;
+        if chunk >= self.plan_len() {
+            return None;
+        }
+        let Some(state) = self.chunks.get(&chunk) else {
+            // No state: fresh, or settled (retired, or done by an earlier run).
+            return Some(match self.queues.pending.fresh_class_of(chunk) {
+                Some(_) => ChunkView::Waiting { retried: false },
+                None => ChunkView::Verified,
+            });
+        };
         if state.verified.is_some() {
             return Some(ChunkView::Verified);
         }
@@ -293,10 +410,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     }
 
     /// Whether the trusted worker recomputes this chunk as a spot check.
+    /// A chunk done by an earlier run is not.
     pub fn is_spot_checked(&self, chunk: ChunkIndex) -> bool {
-        self.chunks
-            .get(chunk as usize)
-            .is_some_and(|c| c.spot_check)
+        chunk < self.plan_len()
+            && !self.done.contains(chunk)
+            && verify::is_spot_checked(&self.config, chunk)
     }
 
     /// The configuration in use.

@@ -5,6 +5,7 @@
 
 use super::breaker::Breaker;
 use super::config::SchedulerConfig;
+use super::ranges::RangeSet;
 use super::types::{ChunkIndex, PeerStats};
 use super::Micros;
 
@@ -57,14 +58,47 @@ pub struct PeerState<P> {
     pub last_done: Micros,
     pub chunks_done: u64,
     pub failures: u64,
-    /// Chunks on which it has a standing vote, for the re-check when it is banned.
+    /// Chunks in play on which it has a standing vote, in the order it voted, for the
+    /// re-check when it is banned. Entries of chunks retired since are dropped as the
+    /// list grows (`Scheduler::note_vote`), so it stays as long as the chunks in play.
     pub voted: Vec<ChunkIndex>,
+    /// Retired chunks its vote backs (settled with no trusted vote among theirs): a
+    /// ban re-tallies them without it ([`Backed`]).
+    pub backs: Backed,
     /// Its key in the hungry set, when in it.
     pub hungry_key: Option<u64>,
     /// Copies it timed out on, with when they were assigned (the latest few).
     pub timed_out: Vec<(ChunkIndex, Micros)>,
     /// Its latest ping round trip, once known.
     pub rtt: Option<Micros>,
+}
+
+/// The retired chunks a peer's vote backs, by whether the vote was believed. A retired
+/// chunk's votes all agree (whoever contradicted its result was banned) and none is the
+/// trusted worker's (that one is never revoked), so its tally without a banned peer
+/// is known from who else backs it and how: the peers' hosts and these two sets.
+/// Peers work through runs of consecutive chunks, so the sets are a few ranges; each
+/// audit the trusted worker settled leaves a hole.
+#[derive(Clone, Debug, Default)]
+pub struct Backed {
+    pub believed: RangeSet,
+    pub unbelieved: RangeSet,
+}
+
+impl Backed {
+    pub fn is_empty(&self) -> bool {
+        self.believed.is_empty() && self.unbelieved.is_empty()
+    }
+
+    pub fn range_count(&self) -> usize {
+        self.believed.range_count() + self.unbelieved.range_count()
+    }
+
+    /// Forgets `chunk` (it is back in play).
+    pub fn remove(&mut self, chunk: ChunkIndex) {
+        self.believed.remove(chunk);
+        self.unbelieved.remove(chunk);
+    }
 }
 
 impl<P: Copy> PeerState<P> {
@@ -94,6 +128,7 @@ impl<P: Copy> PeerState<P> {
             chunks_done: 0,
             failures: 0,
             voted: Vec::new(),
+            backs: Backed::default(),
             hungry_key: None,
             timed_out: Vec::new(),
             rtt: None,

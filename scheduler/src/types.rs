@@ -284,3 +284,75 @@ pub struct Progress {
     pub spot_checks: u32,
     pub spot_checks_pending: u32,
 }
+
+/// The plan's chunk costs in work units (e.g. pixels × sweeps; 0 is taken as 1): one
+/// per chunk, or the same for all (a generated job of a million chunks has no list to
+/// hold).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Costs {
+    Each(Vec<u64>),
+    Same { chunks: u32, cost: u64 },
+}
+
+impl From<Vec<u64>> for Costs {
+    fn from(costs: Vec<u64>) -> Self {
+        Costs::Each(costs)
+    }
+}
+
+impl Costs {
+    /// Chunks in the plan.
+    pub fn len(&self) -> usize {
+        match self {
+            Costs::Each(costs) => costs.len(),
+            Costs::Same { chunks, .. } => *chunks as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Chunk `chunk`'s cost (at least 1; 1 for an index outside the plan).
+    pub fn cost(&self, chunk: ChunkIndex) -> u64 {
+        let cost = match self {
+            Costs::Each(costs) => costs.get(chunk as usize).copied().unwrap_or(1),
+            Costs::Same { cost, .. } => *cost,
+        };
+        cost.max(1)
+    }
+
+    /// The mean cost of a chunk (1 for an empty plan).
+    pub fn mean(&self) -> f64 {
+        match self {
+            Costs::Each(costs) if !costs.is_empty() => {
+                let sum: f64 = costs.iter().map(|&c| c.max(1) as f64).sum();
+                sum / costs.len() as f64
+            }
+            Costs::Same { chunks, cost } if *chunks > 0 => (*cost).max(1) as f64,
+            _ => 1.0,
+        }
+    }
+}
+
+/// Sizes of what the scheduler holds ([`crate::Scheduler::footprint`]), for tests and
+/// benchmarks of its memory: all of them follow the chunks in play and the peers, not
+/// the plan's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Chunks with a state: handed out and not yet retired.
+    pub live_chunks: usize,
+    /// Ranges holding the fresh chunks nobody was handed yet.
+    pub fresh_ranges: usize,
+    /// Entries of the pending queue (pending chunks that have a state).
+    pub pending_entries: usize,
+    /// Ranges of the chunks an earlier run settled.
+    pub done_ranges: usize,
+    /// Ranges, over all peers, of the retired chunks a ban would re-tally.
+    pub revocation_ranges: usize,
+    /// The most ranges one peer's revocation sets hold.
+    pub revocation_ranges_max: usize,
+    /// Chunks in play listed under their voters, over all peers.
+    pub voted_entries: usize,
+    pub peers: usize,
+}

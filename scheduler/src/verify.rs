@@ -11,7 +11,8 @@
 //! Whoever voted against a settled result is banned; banning drops all its votes and
 //! settles each of those chunks again, which revokes any result that no longer has
 //! enough backers and sends the chunk back to the queue — so no wrong result survives
-//! a caught liar. The trusted worker also pulls ordinary work, so a job finishes on it
+//! a caught liar. A chunk in play has its votes in its state; a retired one is
+//! re-tallied from the ranges of retired chunks each peer backs (`retire`). The trusted worker also pulls ordinary work, so a job finishes on it
 //! alone if every remote peer dies or lies.
 //!
 //! [`ChunkState::tally`]: super::chunks::ChunkState::tally
@@ -56,15 +57,22 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let Some(&ix) = self.index.get(&key) else {
             return;
         };
-        if chunk as usize >= self.chunks.len() || self.peers[ix as usize].banned {
+        if self.peers[ix as usize].banned {
             return;
         }
-        if !self.chunks[chunk as usize].sent_to.contains(&ix) {
+        // A chunk not in play is fresh (never sent) or settled with every answer it
+        // was sent for in (see `ChunkState::awaited`).
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            tracing::debug!(peer = ?key, chunk, "ignoring an answer to a chunk not in play");
+            return;
+        };
+        if !state.sent_to.contains(&ix) {
             tracing::debug!(peer = ?key, chunk, "ignoring an answer to a chunk never sent");
             return;
         }
+        state.stop_awaiting(ix);
+        let cost = state.cost;
         let copy = self.drop_copy(ix, chunk);
-        let cost = self.chunks[chunk as usize].cost;
         let alpha = self.config.speed_smoothing;
         let now = self.now;
         let peer = &mut self.peers[ix as usize];
@@ -94,18 +102,22 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let Some(&ix) = self.index.get(&key) else {
             return;
         };
-        if chunk as usize >= self.chunks.len() {
+        let Some(state) = self.chunks.get_mut(&chunk) else {
             return;
-        }
+        };
+        // The peer gave up on it: no late answer will come.
+        state.stop_awaiting(ix);
+        self.touched.push(chunk);
         // A failure for a copy already given up on (timed out, cancelled) was counted.
         if self.drop_copy(ix, chunk).is_none() {
             return;
         }
         if kind == FailureKind::Kernel {
             let trusted = self.peers[ix as usize].trusted;
-            let state = &mut self.chunks[chunk as usize];
-            if !state.kernel_failures.contains(&ix) {
-                push_tight(&mut state.kernel_failures, ix);
+            if let Some(state) = self.chunks.get_mut(&chunk) {
+                if !state.kernel_failures.contains(&ix) {
+                    push_tight(&mut state.kernel_failures, ix);
+                }
             }
             let hosts = self.failed_hosts(chunk);
             // Poisoned if it failed on enough hosts, or on every peer there is.
@@ -136,7 +148,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 self.request_check(chunk, Check::ByLocal);
             }
         }
-        self.chunks[chunk as usize].last_failed = Some(ix);
+        if let Some(state) = self.chunks.get_mut(&chunk) {
+            state.last_failed = Some(ix);
+        }
         self.count_failure(ix, out);
         self.requeue(chunk);
         self.refresh_peer(ix);
@@ -171,7 +185,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
 
     /// Distinct hosts on which the kernel failed this chunk.
     fn failed_hosts(&self, chunk: ChunkIndex) -> u32 {
-        let failures = &self.chunks[chunk as usize].kernel_failures;
+        let Some(state) = self.chunks.get(&chunk) else {
+            return 0;
+        };
+        let failures = &state.kernel_failures;
         failures
             .iter()
             .enumerate()
@@ -217,7 +234,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// a peer with a record may make too waits in the pending queue's check class,
     /// which those peers and the trusted worker take first.
     pub(super) fn request_check(&mut self, chunk: ChunkIndex, by: Check) {
-        let state = &mut self.chunks[chunk as usize];
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            return;
+        };
         if state.trusted_voted {
             return;
         }
@@ -235,7 +254,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let trusted = self.peers[ix as usize].trusted;
         let host = self.peers[ix as usize].host;
         let believed = trusted || self.believes(ix, chunk);
-        let state = &mut self.chunks[chunk as usize];
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            return;
+        };
         // One vote per peer: a repeated answer adds nothing (and a peer that changes
         // its mind is not allowed to).
         if state.votes.iter().any(|v| v.peer == ix) {
@@ -253,8 +274,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 standing: VoteStanding::Open,
             },
         );
-        self.peers[ix as usize].voted.push(chunk);
-        let state = &mut self.chunks[chunk as usize];
+        self.note_vote(ix, chunk);
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            return;
+        };
         if trusted && !state.trusted_voted {
             state.trusted_voted = true;
             if state.spot_check {
@@ -278,13 +301,17 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Decides a chunk again from its votes: verify, revoke or replace its result, and
     /// queue the bans of whoever contradicts it.
     pub(super) fn settle(&mut self, chunk: ChunkIndex, out: &mut Vec<Action<P>>) {
-        let tally = self.chunks[chunk as usize].tally(self.rule());
-        let before = self.chunks[chunk as usize].verified;
+        let rule = self.rule();
+        let Some(state) = self.chunks.get_mut(&chunk) else {
+            return;
+        };
+        let tally = state.tally(rule);
+        let before = state.verified;
         match (before, tally.decision) {
             (None, None) => {}
             (Some(_), None) => {
-                self.chunks[chunk as usize].verified = None;
-                self.chunks[chunk as usize].retried = true;
+                state.verified = None;
+                state.retried = true;
                 self.progress.verified -= 1;
                 self.progress.revoked += 1;
                 self.queues.disputes.insert(chunk);
@@ -298,7 +325,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                     } else {
                         self.progress.verified += 1;
                     }
-                    self.chunks[chunk as usize].verified = Some(cid);
+                    if let Some(state) = self.chunks.get_mut(&chunk) {
+                        state.verified = Some(cid);
+                    }
                     out.push(Action::Verified {
                         chunk,
                         result: cid,
@@ -307,9 +336,11 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                     self.cancel_losers(chunk, out);
                 }
                 self.count_standings(chunk, cid, out);
-                for v in &self.chunks[chunk as usize].votes {
-                    if v.cid != cid && !v.trusted {
-                        self.ban_queue.push((v.peer, chunk, v.cid, cid));
+                if let Some(state) = self.chunks.get(&chunk) {
+                    for v in &state.votes {
+                        if v.cid != cid && !v.trusted {
+                            self.ban_queue.push((v.peer, chunk, v.cid, cid));
+                        }
                     }
                 }
             }
@@ -319,7 +350,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         } else {
             tally.check
         };
-        self.chunks[chunk as usize].check = check;
+        if let Some(state) = self.chunks.get_mut(&chunk) {
+            state.check = check;
+        }
         if check != Check::None {
             if self.usable_trusted == 0 {
                 // Nobody is left who could settle it for sure; waiting might never end.
@@ -336,7 +369,10 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// another host) — one more verified result in that peer's record — or else it
     /// stands on its own credit.
     fn count_standings(&mut self, chunk: ChunkIndex, cid: Cid, out: &mut Vec<Action<P>>) {
-        let votes = &self.chunks[chunk as usize].votes;
+        let Some(state) = self.chunks.get(&chunk) else {
+            return;
+        };
+        let votes = &state.votes;
         let mut changes = Vec::new();
         for (i, v) in votes.iter().enumerate() {
             if v.trusted || v.cid != cid || v.standing == VoteStanding::Confirmed {
@@ -352,7 +388,13 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
             }
         }
         for (i, standing) in changes {
-            let vote = &mut self.chunks[chunk as usize].votes[i];
+            let Some(vote) = self
+                .chunks
+                .get_mut(&chunk)
+                .and_then(|state| state.votes.get_mut(i))
+            else {
+                continue;
+            };
             let was = vote.standing;
             vote.standing = standing;
             let ix = vote.peer;
@@ -378,7 +420,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// The chunk is settled: every other copy lost the race. A spot check's copy on
     /// the trusted worker is kept — it is the check.
     fn cancel_losers(&mut self, chunk: ChunkIndex, out: &mut Vec<Action<P>>) {
-        let state = &self.chunks[chunk as usize];
+        let Some(state) = self.chunks.get(&chunk) else {
+            return;
+        };
         let keep_trusted = state.spot_check && !state.trusted_voted;
         let losers: Vec<PeerIx> = state
             .copies
@@ -431,11 +475,25 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         });
         self.usable_changed(ix, was_usable);
         self.withdraw_all(ix, true, out);
+        self.stop_awaiting_everywhere(ix);
+        // The chunks in play it voted on, in the order it voted.
         let voted = std::mem::take(&mut self.peers[ix as usize].voted);
         for chunk in voted {
-            self.chunks[chunk as usize].votes.retain(|v| v.peer != ix);
+            let Some(state) = self.chunks.get_mut(&chunk) else {
+                continue;
+            };
+            let before = state.votes.len();
+            state.votes.retain(|v| v.peer != ix);
+            if state.votes.len() == before {
+                // Listed twice (retired and back in play since), or its vote went
+                // with the result it backed: nothing of it to drop.
+                continue;
+            }
             self.settle(chunk, out);
         }
+        // The retired chunks it backed.
+        let backs = std::mem::take(&mut self.peers[ix as usize].backs);
+        self.reopen_backed(ix, &backs, out);
         self.refresh_peer(ix);
     }
 

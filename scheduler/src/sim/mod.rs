@@ -103,13 +103,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     if !(config.speed_spread.is_finite() && config.speed_spread >= 1.0) {
         return Err(SimError::Spread(config.speed_spread));
     }
-    let scheduler_config = SchedulerConfig {
-        replicas: config.replicas,
-        spot_check: config.spot_check,
-        spot_check_seed: config.seed,
-        audit_seed: config.seed ^ 0xA0D1_7000,
-        ..config.scheduler.clone()
-    };
+    let scheduler_config = scheduler_config(config);
     let mut rng = StdRng::seed_from_u64(config.seed);
     let world = world::World::generate(config, &mut rng);
     let sched: Scheduler<u32> = Scheduler::new(scheduler_config, world.costs.clone())?;
@@ -119,4 +113,16 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         .sum();
     let measured = engine::run(config, &world, sched);
     Ok(SimReport::new(config, &world, &measured, spot_work))
+}
+
+/// The scheduler's configuration for a simulated job: its knobs, with replicas and
+/// spot checks from the job and the seeds drawn from its seed.
+fn scheduler_config(config: &SimConfig) -> SchedulerConfig {
+    SchedulerConfig {
+        replicas: config.replicas,
+        spot_check: config.spot_check,
+        spot_check_seed: config.seed,
+        audit_seed: config.seed ^ 0xA0D1_7000,
+        ..config.scheduler.clone()
+    }
 }

@@ -178,3 +178,45 @@ fn bad_parameters_are_refused() {
     };
     assert!(matches!(run(&config), Err(SimError::Fraction { .. })));
 }
+
+#[test]
+fn one_cost_for_all_runs_as_the_list_of_it() {
+    // A generated plan of one cost needs no list: `Costs::Same` must schedule exactly
+    // as the list would, failures, lies, replicas and spot checks included.
+    let config = SimConfig {
+        fail: 0.2,
+        byzantine: 0.1,
+        replicas: 2,
+        spot_check: 0.1,
+        ..small(15, 400)
+    };
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut world = world::World::generate(&config, &mut rng);
+    world.costs = vec![12_000; config.chunks as usize];
+    let report = |sched: Scheduler<u32>| {
+        let spot_work = (0..config.chunks)
+            .filter(|&c| sched.is_spot_checked(c))
+            .map(|c| world.costs[c as usize])
+            .sum();
+        let measured = engine::run(&config, &world, sched);
+        let mut report = SimReport::new(&config, &world, &measured, spot_work);
+        // Real time is the one figure a seed does not fix.
+        report.ns_per_event = 0.0;
+        report.wall_s = 0.0;
+        report
+    };
+    let each =
+        report(Scheduler::new(scheduler_config(&config), world.costs.clone()).expect("valid"));
+    let same = report(
+        Scheduler::new(
+            scheduler_config(&config),
+            crate::Costs::Same {
+                chunks: config.chunks,
+                cost: 12_000,
+            },
+        )
+        .expect("valid"),
+    );
+    assert!(each.completed, "{each}");
+    assert_eq!(each, same);
+}

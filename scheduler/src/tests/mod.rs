@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod lifecycle;
+mod memory;
 mod ping;
 mod storm;
 mod trust;
@@ -33,6 +34,9 @@ struct Harness {
     now: Duration,
     /// Copies the fake peers are working on, oldest first (assigns minus cancels).
     working: Vec<(u32, ChunkIndex)>,
+    /// Each chunk's settled result as the actions tell it (`Verified` minus
+    /// `Revoked`): what the event loop assembles from.
+    results: std::collections::HashMap<ChunkIndex, Cid>,
 }
 
 impl Harness {
@@ -54,6 +58,7 @@ impl Harness {
             s: Scheduler::new(config, costs).expect("valid config"),
             now: Duration::ZERO,
             working: Vec::new(),
+            results: std::collections::HashMap::new(),
         }
     }
 
@@ -71,10 +76,26 @@ impl Harness {
             match action {
                 Action::Assign { peer, chunk, .. } => self.working.push((*peer, *chunk)),
                 Action::Cancel { peer, chunk } => self.working.retain(|w| *w != (*peer, *chunk)),
+                Action::Verified { chunk, result, .. } => {
+                    self.results.insert(*chunk, *result);
+                }
+                Action::Revoked { chunk } => {
+                    self.results.remove(chunk);
+                }
                 _ => {}
             }
         }
         out
+    }
+
+    /// A chunk's settled result, from the actions; for a chunk still in play the
+    /// scheduler's own answer must agree.
+    fn verified_result(&self, chunk: ChunkIndex) -> Option<Cid> {
+        let result = self.results.get(&chunk).copied();
+        if self.s.chunks.contains_key(&chunk) {
+            assert_eq!(self.s.verified_result(chunk), result, "chunk {chunk}");
+        }
+        result
     }
 
     fn join(&mut self, peer: u32, score: f64) -> Vec<Action<u32>> {

@@ -10,14 +10,30 @@ use crate::PeerIx;
 impl<P: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// Every piece of mirrored bookkeeping agrees with the state it mirrors.
     fn check_invariants(&self) {
-        let copies: usize = self.chunks.iter().map(|c| c.copies.len()).sum();
+        let copies: usize = self.chunks.values().map(|c| c.copies.len()).sum();
         let booked: usize = self.peers.iter().map(|p| p.in_flight.len()).sum();
         assert_eq!(copies, booked, "copies vs peers' in-flight lists");
         assert_eq!(copies as u32, self.progress.in_flight);
-        let verified = self.chunks.iter().filter(|c| c.verified.is_some()).count();
-        assert_eq!(verified as u32, self.progress.verified);
-        for (i, c) in self.chunks.iter().enumerate() {
-            let i = i as ChunkIndex;
+        // A chunk without a state that is not fresh is settled.
+        let fresh = (0..self.plan_len())
+            .filter(|&i| self.queues.pending.fresh_class_of(i).is_some())
+            .count();
+        let settled_elsewhere = self.plan_len() as usize - fresh - self.chunks.len();
+        let verified = self
+            .chunks
+            .values()
+            .filter(|c| c.verified.is_some())
+            .count();
+        assert_eq!(
+            (verified + settled_elsewhere) as u32,
+            self.progress.verified + self.done.len() as u32,
+            "settled chunks vs progress"
+        );
+        for (&i, c) in &self.chunks {
+            assert!(
+                self.queues.pending.fresh_class_of(i).is_none(),
+                "chunk {i} is both in play and fresh"
+            );
             for (k, copy) in c.copies.iter().enumerate() {
                 assert!(
                     !c.copies[..k].iter().any(|o| o.peer == copy.peer),
@@ -37,15 +53,31 @@ impl<P: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             assert_eq!(c.verified, decision, "chunk {i}: verified vs its votes");
             match c.slot {
                 Slot::None => {}
-                Slot::Pending(class) => assert!(self.queues.pending.contains(&(class, i))),
+                Slot::Pending(class) => assert!(self.queues.pending.entries.contains(&(class, i))),
                 Slot::Outstanding(eta) => assert!(self.queues.outstanding.contains(&(eta, i))),
             }
+            for p in &self.peers {
+                assert!(
+                    !p.backs.believed.contains(i) && !p.backs.unbelieved.contains(i),
+                    "chunk {i} in play is still noted as retired"
+                );
+            }
         }
-        let slots = self.chunks.iter().filter(|c| c.slot != Slot::None).count();
+        let slots = self
+            .chunks
+            .values()
+            .filter(|c| c.slot != Slot::None)
+            .count();
         assert_eq!(
             slots,
-            self.queues.pending.len() + self.queues.outstanding.len()
+            self.queues.pending.entries.len() + self.queues.outstanding.len()
         );
+        for p in self.peers.iter().filter(|p| p.banned) {
+            assert!(
+                p.backs.is_empty(),
+                "a banned peer still backs retired chunks"
+            );
+        }
         let usable = self.peers.iter().filter(|p| p.usable()).count() as u32;
         assert_eq!(usable, self.usable_peers);
         for (ix, p) in self.peers.iter().enumerate() {
@@ -142,11 +174,7 @@ fn random_event_storms_keep_the_books_straight_and_finish_correctly() {
         assert_eq!(h.s.outcome(), Some(Outcome::Complete), "seed {seed}");
         if replicas >= 2 {
             for c in 0..30 {
-                assert_eq!(
-                    h.s.verified_result(c),
-                    Some(good(c)),
-                    "seed {seed} chunk {c}"
-                );
+                assert_eq!(h.verified_result(c), Some(good(c)), "seed {seed} chunk {c}");
             }
         }
     }

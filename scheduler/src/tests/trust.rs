@@ -132,7 +132,7 @@ fn a_trusted_peer_that_turns_is_caught_and_its_unconfirmed_results_are_redone() 
     let all = h.run(&[1]);
     assert!(complete(&all));
     for c in 0..chunks as u32 {
-        assert_eq!(h.s.verified_result(c), Some(good(c)), "chunk {c}");
+        assert_eq!(h.verified_result(c), Some(good(c)), "chunk {c}");
     }
     let stats = h.s.peer_stats(&1).unwrap();
     assert!(stats.banned);
@@ -183,7 +183,7 @@ fn one_host_with_many_keys_is_one_vote() {
     h.join(4, 10.0);
     standing(&mut h, 4, 9, 0);
     let all = h.run(&[]);
-    assert_eq!(h.s.verified_result(0), Some(good(0)));
+    assert_eq!(h.verified_result(0), Some(good(0)));
     let bans = banned(&all);
     assert!(bans.contains(&(1, 0)) && bans.contains(&(2, 0)));
 }
@@ -251,8 +251,8 @@ fn strangers_failing_a_chunk_do_not_fail_a_job_this_machine_can_compute() {
     );
     all.extend(h.run(&[]));
     assert!(complete(&all));
-    assert_eq!(h.s.verified_result(0), Some(good(0)));
-    assert_eq!(h.s.verified_result(1), Some(good(1)));
+    assert_eq!(h.verified_result(0), Some(good(0)));
+    assert_eq!(h.verified_result(1), Some(good(1)));
 }
 
 #[test]

@@ -109,7 +109,7 @@ fn a_caught_liar_is_banned_and_every_result_it_backed_is_redone() {
     let all = h.run(&[]);
     assert!(complete(&all));
     for c in 0..4 {
-        assert_eq!(h.s.verified_result(c), Some(good(c)));
+        assert_eq!(h.verified_result(c), Some(good(c)));
     }
     assert_eq!(h.s.progress().banned_peers, 1);
     assert_eq!(h.s.progress().spot_checks_pending, 0);
@@ -159,7 +159,7 @@ fn a_spot_check_catches_a_lie_a_single_replica_accepted() {
     assert!(!complete(&out), "the job waits for the spot check");
     let all = h.run(&[]);
     assert!(complete(&all));
-    assert_eq!(h.s.verified_result(0), Some(good(0)));
+    assert_eq!(h.verified_result(0), Some(good(0)));
     assert_eq!(h.s.peer_stats(&1).map(|s| s.banned), Some(true));
 }
 
@@ -198,6 +198,6 @@ fn an_answer_to_a_chunk_never_sent_is_ignored() {
     h.join(2, 10.0);
     // Peer 1 was never sent chunk 2 (peer 2 was): its "answer" settles nothing.
     assert!(h.done(1, 2, lie(1, 2)).is_empty());
-    assert_eq!(h.s.verified_result(2), None);
+    assert_eq!(h.verified_result(2), None);
     assert_eq!(h.s.peer_stats(&1).map(|s| s.chunks_done), Some(0));
 }
