@@ -258,8 +258,8 @@ pub(super) struct ViewSource<'a> {
     pub sched: Option<&'a Scheduler<PeerId>>,
     pub book: &'a PeerBook,
     pub me: PeerId,
-    /// Job index of each scheduler chunk; the others were verified by an earlier run.
-    pub todo: &'a [usize],
+    /// Whether a chunk has a verified result (before dispatching: from an earlier run).
+    pub reused: &'a dyn Fn(usize) -> bool,
     pub elapsed: Duration,
     pub dispatching_for: Duration,
     /// Units already done when dispatching began (reused results).
@@ -271,12 +271,9 @@ impl ViewSource<'_> {
         let mut view = JobView::empty(self.job);
         view.phase = phase;
         view.elapsed_seconds = self.elapsed.as_secs_f64();
-        let mut cells = vec![b'#'; self.job.chunks.len()];
-        for &i in self.todo {
-            if let Some(cell) = cells.get_mut(i) {
-                *cell = b'.';
-            }
-        }
+        let mut cells: Vec<u8> = (0..self.job.chunks.len())
+            .map(|i| if (self.reused)(i) { b'#' } else { b'.' })
+            .collect();
         if let Some(sched) = self.sched {
             let reports = peer_reports(
                 sched,
@@ -315,8 +312,8 @@ impl ViewSource<'_> {
                     }
                 })
                 .collect();
-            for (k, &i) in self.todo.iter().enumerate() {
-                let cell = match sched.chunk_view(k as u32) {
+            for (i, c) in cells.iter_mut().enumerate() {
+                *c = match sched.chunk_view(i as u32) {
                     Some(ChunkView::Verified) => b'#',
                     Some(ChunkView::Waiting { retried: false }) | None => b'.',
                     Some(ChunkView::Waiting { retried: true }) => b'!',
@@ -325,9 +322,6 @@ impl ViewSource<'_> {
                         letters.get(&peer).copied().unwrap_or(b'*')
                     }
                 };
-                if let Some(c) = cells.get_mut(i) {
-                    *c = cell;
-                }
             }
             let progress = sched.progress();
             view.in_flight = progress.in_flight;

@@ -14,52 +14,46 @@ impl JobLoop<'_> {
         for action in actions.drain(..) {
             match action {
                 Action::Assign { peer, chunk, .. } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
                     tracing::trace!(
-                        "{:.3} s: chunk {job_index} to {peer}",
+                        "{:.3} s: chunk {chunk} to {peer}",
                         self.started.elapsed().as_secs_f64()
                     );
-                    if let Some(spec) = self.job.chunks.spec(job_index) {
+                    if let Some(spec) = self.job.chunks.spec(chunk as usize) {
                         self.runs.spawn(peer, chunk, spec);
                     }
                 }
                 Action::Cancel { peer, chunk } => self.runs.stop(peer, chunk),
                 Action::Verified { chunk, result, how } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
-                    let bytes = match self.results.verified(job_index, result, how) {
+                    let chunk = chunk as usize;
+                    let bytes = match self.results.verified(chunk, result, how) {
                         Ok(bytes) => Some(bytes),
                         Err(e) => {
                             // Without it the job cannot be assembled: it ends here.
-                            self.lost.get_or_insert(format!(
-                                "cannot keep chunk {job_index}'s result: {e}"
-                            ));
+                            self.lost
+                                .get_or_insert(format!("cannot keep chunk {chunk}'s result: {e}"));
                             None
                         }
                     };
-                    self.progress.verified(job_index);
+                    self.progress.verified(chunk);
                     if let Some(watch) = &self.config.watch {
                         watch.result(ResultEvent::Verified {
-                            chunk: job_index,
+                            chunk,
                             cid: result,
                             bytes,
                         });
                     }
                 }
                 Action::Revoked { chunk } => {
-                    let Some(&job_index) = self.todo.get(chunk as usize) else {
-                        continue;
-                    };
-                    // A resumed job must not reuse a withdrawn result.
-                    if let Err(e) = self.results.revoked(job_index) {
-                        tracing::warn!("cannot withdraw chunk {job_index}'s result: {e}");
+                    let chunk = chunk as usize;
+                    // A resumed job must not reuse a withdrawn result: if the log
+                    // cannot say so, the job ends here.
+                    if let Err(e) = self.results.revoked(chunk) {
+                        self.lost
+                            .get_or_insert(format!("cannot withdraw chunk {chunk}'s result: {e}"));
                     }
-                    self.progress.revoked(job_index);
+                    self.progress.revoked(chunk);
                     if let Some(watch) = &self.config.watch {
-                        watch.result(ResultEvent::Revoked { chunk: job_index });
+                        watch.result(ResultEvent::Revoked { chunk });
                     }
                 }
                 Action::Confirmed { peer, .. } => self.trust.confirmed(&peer),
@@ -69,18 +63,13 @@ impl JobLoop<'_> {
                     claimed,
                     settled,
                 } => {
-                    let job_index = self.todo.get(chunk as usize).copied();
-                    let id = job_index
-                        .and_then(|i| self.job.chunks.spec(i))
-                        .map(|s| s.id());
-                    if let Some(id) = &id {
-                        self.trust.ban(&peer, id, &claimed, &settled);
+                    if let Some(spec) = self.job.chunks.spec(chunk as usize) {
+                        self.trust.ban(&peer, &spec.id(), &claimed, &settled);
                     }
                     self.progress.println(&format!(
-                        "peer {peer} returned {} for chunk {} where this machine computed {}: \
+                        "peer {peer} returned {} for chunk {chunk} where this machine computed {}: \
                          banned, and its results nobody else confirmed are computed again",
                         claimed.short(),
-                        job_index.unwrap_or(chunk as usize),
                         settled.short()
                     ));
                 }

@@ -75,13 +75,11 @@ impl JobLoop<'_> {
                 tracing::trace!(
                     "{:.3} s: chunk {} from {peer}",
                     self.started.elapsed().as_secs_f64(),
-                    self.todo.get(chunk as usize).copied().unwrap_or(usize::MAX)
+                    chunk
                 );
                 self.runs.ended(peer, chunk);
                 *self.book.received.entry(peer).or_default() += received;
-                if let Some(&job_index) = self.todo.get(chunk as usize) {
-                    self.results.answered(job_index, result, bytes);
-                }
+                self.results.answered(chunk as usize, result, bytes);
                 self.handle(Event::ChunkDone {
                     peer,
                     chunk,

@@ -36,7 +36,9 @@ use crate::node::Node;
 use crate::results::ResultLog;
 use crate::store::Pins;
 use crate::trust::TrustBook;
-use idlegrid_scheduler::{Action, Event, JobFailure, Outcome, Scheduler, SchedulerConfig, Trust};
+use idlegrid_scheduler::{
+    Action, Costs, Event, JobFailure, Outcome, Scheduler, SchedulerConfig, Trust,
+};
 
 enum Phase {
     /// Waiting for `--min-peers` remote peers; the joins so far wait here to reach the
@@ -58,10 +60,12 @@ pub(super) struct JobLoop<'a> {
     phase: Phase,
     /// The scheduler's settings for this job (replicas, spot checks and their seed).
     sched_config: SchedulerConfig,
-    /// The job index of each chunk the scheduler knows (the ones not reused).
-    todo: Vec<usize>,
-    /// Their costs, in the same order.
-    costs: Vec<u64>,
+    /// The chunks' costs, for the scheduler when dispatching starts (its chunk
+    /// indices are the job's; the ones an earlier run verified are done from the start).
+    costs: Option<Costs>,
+    /// Work units of the chunks not reused, and their units on the progress bar.
+    work_left: f64,
+    units_reused: u64,
     reused: usize,
     book: PeerBook,
     /// What earlier jobs learnt of each peer's honesty; this job adds to it.
@@ -108,10 +112,17 @@ impl<'a> JobLoop<'a> {
             enough,
         )?;
         let results = Collecting::new(&node.store, log)?;
-        let todo: Vec<usize> = (0..job.chunks.len())
+        let chunks = u32::try_from(job.chunks.len())
+            .map_err(|_| GridError::Config(format!("{} chunks is too many", job.chunks.len())))?;
+        let costs = match job.chunks.same_cost() {
+            Some(cost) => Costs::Same { chunks, cost },
+            None => Costs::Each((0..job.chunks.len()).map(|i| job.chunks.cost(i)).collect()),
+        };
+        let work_left = (0..job.chunks.len())
             .filter(|&i| !results.is_set(i))
-            .collect();
-        let costs = todo.iter().map(|&i| job.chunks.cost(i)).collect();
+            .map(|i| job.chunks.cost(i) as f64)
+            .sum();
+        let units_reused = results.set_chunks().map(|i| job.chunks.units(i)).sum();
         let mut sched_config = config.scheduler.clone();
         sched_config.replicas = config.replicas;
         sched_config.spot_check = config.spot_check;
@@ -149,8 +160,9 @@ impl<'a> JobLoop<'a> {
             phase: Phase::Gathering { joins: Vec::new() },
             sched_config,
             reused: results.set_chunks().count(),
-            todo,
-            costs,
+            costs: Some(costs),
+            work_left,
+            units_reused,
             book: PeerBook::default(),
             trust: TrustBook::open(node.data_dir()),
             results,
@@ -266,10 +278,11 @@ impl<'a> JobLoop<'a> {
         }
         let joins = std::mem::take(joins);
         let fastest = self.book.scores.values().copied().fold(0.0, f64::max);
-        let total_work: f64 = self.costs.iter().map(|&c| c as f64).sum();
         let mut config = self.sched_config.clone();
-        config.pipeline = pipeline_for(total_work, fastest, self.sched_config.pipeline);
-        let mut sched = Scheduler::new(config, self.costs.clone())
+        config.pipeline = pipeline_for(self.work_left, fastest, self.sched_config.pipeline);
+        let costs = self.costs.take().unwrap_or(Costs::Each(Vec::new()));
+        let done = self.results.set_chunks().map(|i| i as u32);
+        let mut sched = Scheduler::with_done(config, costs, done)
             .map_err(|e| GridError::Config(e.to_string()))?;
         let now = self.started.elapsed();
         for join in joins {
@@ -310,7 +323,7 @@ impl<'a> JobLoop<'a> {
                 Some(Outcome::Complete) => Ok(true),
                 Some(Outcome::Failed(JobFailure::PoisonChunk { chunk, peers })) => {
                     Err(GridError::ChunkFailed {
-                        chunk: self.todo.get(chunk as usize).copied().unwrap_or(usize::MAX),
+                        chunk: chunk as usize,
                         peers,
                         reason: self.kernel_errors.get(&chunk).cloned().unwrap_or_default(),
                     })
@@ -354,19 +367,16 @@ impl<'a> JobLoop<'a> {
             }
             Phase::Gathering { .. } => (None, None, watch::Phase::Gathering),
         };
-        let total = self.job.chunks.total_units();
-        let todo: u64 = self.todo.iter().map(|&i| self.job.chunks.units(i)).sum();
-        let reused = total.saturating_sub(todo);
         watch.publish(
             ViewSource {
                 job: &self.job,
                 sched,
                 book: &self.book,
                 me: self.me,
-                todo: &self.todo,
+                reused: &|i| self.results.is_set(i),
                 elapsed: self.started.elapsed(),
                 dispatching_for: since.map(|s| s.elapsed()).unwrap_or_default(),
-                units_reused: reused,
+                units_reused: self.units_reused,
             },
             phase,
         );
