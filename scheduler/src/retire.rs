@@ -8,8 +8,8 @@
 //! left (their hosts and whether they were believed): one that is still settled stays
 //! retired; one that is not comes back into play as a state with no result and no
 //! votes — revoked, counted back and queued for the trusted worker first, as any
-//! revoked chunk is. Its result's bytes are not kept, so the other backers' votes go
-//! with it and the chunk is computed again.
+//! revoked chunk is. A retired chunk keeps no votes, so the other backers' go with it
+//! and the chunk is computed again.
 //!
 //! [`Backed`]: super::peers::Backed
 
@@ -144,7 +144,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let rule = self.rule();
         for chunk in chunks {
             let backers = others.remove(&chunk).unwrap_or_default();
-            // Every backer voted the same bytes; which bytes does not matter here.
+            // Every backer voted the same result; which one does not matter here.
             let votes: Vec<Vote> = backers
                 .iter()
                 .map(|&(peer, believed)| Vote {

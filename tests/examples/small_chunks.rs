@@ -11,9 +11,11 @@
 //! Run: `cargo run --release -p idlegrid-tests --example small_chunks -- [--runs 10]
 //! [--chunks 20000] [--compare] [--million | --one-job N]`
 //!
-//! `--million` runs one job of 1,000,000 chunks instead (`--one-job N`: of N chunks)
-//! and prints its time and the submitter's peak memory (`VmHWM`), to show the
-//! submitter's memory per chunk.
+//! `--one-job N` runs one job of N chunks instead, then the same job again (which
+//! reuses every result from the job's result log), and prints both times and the
+//! submitter's peak memory (`VmHWM`). `--million` does that for jobs of 10,000,
+//! 100,000 and 1,000,000 chunks, each in a process of its own, and prints how the
+//! submitter's peak memory grows with the chunks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -153,6 +155,50 @@ fn compare(name: &str, module: &str, script: &str, tasks: usize) {
     }
 }
 
+/// Runs `--one-job N` for each size, each in a process of its own (a process's peak
+/// memory only grows), and prints the submitter's peak memory against the chunks.
+fn sizes(sizes: &[usize]) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for &chunks in sizes {
+        let out = Command::new(&exe)
+            .args(["--one-job", &chunks.to_string()])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!("the job of {chunks} chunks failed: {text}").into());
+        }
+        let figures: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("figures: "))
+            .ok_or("no figures printed")?
+            .split(' ')
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()?;
+        let [_, secs, rerun, peak_kib] = figures[..] else {
+            return Err("four figures expected".into());
+        };
+        rows.push((chunks, secs, rerun, peak_kib));
+    }
+    println!("chunks     job (s)  chunks/s  rerun (s)  peak (MiB)  bytes per chunk over the smallest job");
+    let (first_chunks, _, _, first_peak) = rows[0];
+    for &(chunks, secs, rerun, peak_kib) in &rows {
+        let growth = (peak_kib - first_peak) * 1024.0 / (chunks - first_chunks).max(1) as f64;
+        println!(
+            "{chunks:>9}  {secs:>7.1}  {:>8.0}  {rerun:>9.1}  {:>10.1}  {}",
+            chunks as f64 / secs,
+            peak_kib / 1024.0,
+            if chunks == first_chunks {
+                "-".to_string()
+            } else {
+                format!("{growth:.1}")
+            }
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -164,7 +210,7 @@ async fn main() -> Result<()> {
             "--runs" => runs = args.next().ok_or("--runs N")?.parse()?,
             "--chunks" => chunks = args.next().ok_or("--chunks N")?.parse()?,
             "--compare" => with_compare = true,
-            "--million" => one_job = Some(1_000_000),
+            "--million" => return sizes(&[10_000, 100_000, 1_000_000]),
             "--one-job" => one_job = Some(args.next().ok_or("--one-job N")?.parse()?),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -186,12 +232,23 @@ async fn main() -> Result<()> {
         let outcome = grid::run_job(&node, noop_job(0, chunks), remote_only()).await?;
         let elapsed = started.elapsed().as_secs_f64();
         assert_eq!(outcome.results.len(), chunks);
-        println!(
-            "{chunks} noop chunks on 2 worker processes: {elapsed:.1} s ({:.0} chunks/s); submitter peak memory {} MiB ({:.0} bytes per chunk)",
-            chunks as f64 / elapsed,
-            peak_memory_kib().unwrap_or(0) / 1024,
-            peak_memory_kib().unwrap_or(0) as f64 * 1024.0 / chunks as f64
+        drop(outcome);
+        let started = Instant::now();
+        let again = grid::run_job(&node, noop_job(0, chunks), remote_only()).await?;
+        let rerun = started.elapsed().as_secs_f64();
+        assert_eq!(
+            again.report.chunks_reused, chunks,
+            "a rerun reuses every result"
         );
+        drop(again);
+        let peak = peak_memory_kib().unwrap_or(0);
+        println!(
+            "{chunks} noop chunks on 2 worker processes: {elapsed:.1} s ({:.0} chunks/s); \
+             again, every result reused: {rerun:.1} s; submitter peak memory {} MiB",
+            chunks as f64 / elapsed,
+            peak / 1024
+        );
+        println!("figures: {chunks} {elapsed} {rerun} {peak}");
     } else {
         println!("{runs} runs of {chunks} noop chunks on 2 worker processes, the submitter computing nothing:");
         let mut rates = Vec::new();

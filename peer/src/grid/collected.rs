@@ -49,12 +49,16 @@ impl Collecting {
     }
 
     /// A peer answered chunk `chunk` with `bytes` (hashing to `cid`): kept until the
-    /// chunk is settled, unless it is settled already. (An answer that disagrees with a
-    /// settled result is kept too: if the result is withdrawn, the chunk may settle
-    /// on this one.)
+    /// chunk is settled. An answer to a settled chunk is dropped if it agrees, kept if
+    /// it does not (a spot check that caught a liar): the result is about to be
+    /// withdrawn and the chunk to settle on this one.
     pub fn answered(&mut self, chunk: usize, cid: Cid, bytes: Bytes) {
         if self.log.is_set(chunk) {
-            return;
+            // A late copy or a spot check: only a different answer can matter.
+            let settled = self.log.read(chunk).ok().flatten().map(|r| r.result);
+            if settled == Some(cid) {
+                return;
+            }
         }
         self.answers.entry(chunk).or_default().push((cid, bytes));
     }
@@ -183,5 +187,39 @@ impl JobResults {
     /// Every result's bytes, in chunk order (blocking, as [`JobResults::bytes`]).
     pub fn all_bytes(&self) -> Result<Vec<Bytes>, GridError> {
         (0..self.len()).map(|i| self.bytes(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spot_check_that_disagrees_with_a_settled_result_replaces_it() {
+        let data = std::env::temp_dir().join(format!("idlegrid-collected-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let store = BlobStore::open(&data, 1 << 20).unwrap();
+        let log = ResultLog::open(&data, &Cid::of(b"job"), 2, &store, |_| true).unwrap();
+        let mut results = Collecting::new(&store, log).unwrap();
+        let (lie, truth) = (Bytes::from_static(b"lie"), Bytes::from_static(b"truth"));
+        let (lie_cid, truth_cid) = (Cid::of(&lie), Cid::of(&truth));
+        results.answered(0, lie_cid, lie.clone());
+        let peers = VerifiedBy::Unchecked { hosts: 1 };
+        assert_eq!(results.verified(0, lie_cid, peers).unwrap(), lie);
+        // The trusted worker's spot check comes in after the chunk settled.
+        results.answered(0, truth_cid, truth.clone());
+        results.answered(0, lie_cid, lie.clone());
+        results.revoked(0).unwrap();
+        assert!(!results.is_set(0));
+        assert_eq!(
+            results.verified(0, truth_cid, VerifiedBy::Local).unwrap(),
+            truth
+        );
+        results.answered(1, truth_cid, truth.clone());
+        results.verified(1, truth_cid, VerifiedBy::Local).unwrap();
+        let done = results.finish().unwrap();
+        assert_eq!(done.all_bytes().unwrap(), vec![truth.clone(), truth]);
+        assert_eq!(done.cid(0).unwrap(), truth_cid);
+        let _ = std::fs::remove_dir_all(&data);
     }
 }
