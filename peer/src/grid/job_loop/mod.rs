@@ -63,8 +63,9 @@ pub(super) struct JobLoop<'a> {
     /// The chunks' costs, for the scheduler when dispatching starts (its chunk
     /// indices are the job's; the ones an earlier run verified are done from the start).
     costs: Option<Costs>,
-    /// Work units of the chunks not reused, and their units on the progress bar.
+    /// Work units of the chunks not reused.
     work_left: f64,
+    /// What the progress bar counts of the chunks reused.
     units_reused: u64,
     reused: usize,
     book: PeerBook,
@@ -76,8 +77,8 @@ pub(super) struct JobLoop<'a> {
     /// Where probes and runs report back.
     reports: mpsc::UnboundedSender<Report>,
     runs: Runs,
-    /// The last kernel error each chunk got (by scheduler index): what a job that
-    /// fails on a chunk says about it.
+    /// The last kernel error each chunk got: what a job that fails on a chunk says
+    /// about it.
     kernel_errors: HashMap<u32, String>,
     /// Why a verified result could not be kept, if one could not: the job fails.
     lost: Option<String>,
@@ -95,14 +96,16 @@ impl<'a> JobLoop<'a> {
     ) -> Result<JobLoop<'a>, GridError> {
         // Which chunks are spot-checked depends on the job (the hash of its chunk ids),
         // so a re-run checks the same ones and a peer cannot tell which from one chunk;
-        // the same hash names the job's result log.
-        let job_id = {
-            let mut hasher = blake3::Hasher::new();
-            for spec in job.chunks.specs() {
-                hasher.update(&spec.id().0);
-            }
-            Cid::from_hasher(&hasher)
-        };
+        // the same hash names the job's result log. Each input is pinned once:
+        // neighbouring chunks share theirs, and a made job of a million chunks may
+        // name the same few. (One pass: a made job's specs are made as they are read.)
+        let mut hasher = blake3::Hasher::new();
+        let mut inputs = BTreeSet::new();
+        for spec in job.chunks.specs() {
+            hasher.update(&spec.id().0);
+            inputs.extend(spec.inputs);
+        }
+        let job_id = Cid::from_hasher(&hasher);
         let enough = |how| strong_enough(how, config.trust, config.replicas);
         let log = ResultLog::open(
             node.data_dir(),
@@ -136,9 +139,6 @@ impl<'a> JobLoop<'a> {
         sched_config
             .validate()
             .map_err(|e| GridError::Config(e.to_string()))?;
-        // Each input once: neighbouring chunks share theirs, and a made job of a
-        // million chunks may name the same few.
-        let inputs: BTreeSet<Cid> = job.chunks.specs().flat_map(|s| s.inputs).collect();
         let pins = node.store.pin(inputs);
         if let Some(watch) = &config.watch {
             for chunk in results.set_chunks() {
