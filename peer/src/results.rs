@@ -80,6 +80,9 @@ pub struct ResultLog {
     end: u64,
     /// Per chunk, 1 + the offset of the record of its result; 0 for none.
     slots: Vec<u64>,
+    /// The results read at open that are blobs in the store (large ones), until the
+    /// job takes them to pin ([`ResultLog::take_stored`]).
+    stored: Vec<Cid>,
 }
 
 fn how_code(how: VerifiedBy) -> (u8, u32) {
@@ -192,14 +195,24 @@ impl ResultLog {
             .open(&path)
             .map_err(fail)?;
         let mut slots = vec![0u64; chunks];
+        // Large results by the record that names them: kept if it is still the chunk's.
+        let mut stored = Vec::new();
         let usable =
             |head: &Head, inline: bool| enough(head.how) && (inline || store.has(&head.result));
-        let whole = Self::read_records(&file, usable, |chunk, at| {
+        let whole = Self::read_records(&file, usable, |chunk, at, stored_result| {
             if let Some(slot) = slots.get_mut(chunk) {
                 *slot = at.map_or(0, |at| at + 1);
+                if let (Some(at), Some(result)) = (at, stored_result) {
+                    stored.push((chunk, at, result));
+                }
             }
         })
         .map_err(fail)?;
+        let stored = stored
+            .into_iter()
+            .filter(|&(chunk, at, _)| slots[chunk] == at + 1)
+            .map(|(_, _, result)| result)
+            .collect();
         let len = file.metadata().map_err(fail)?.len();
         if whole < len {
             tracing::info!(
@@ -215,17 +228,19 @@ impl ResultLog {
             file,
             end: whole,
             slots,
+            stored,
         })
     }
 
-    /// Reads the records in order, telling `found` each chunk's record offset (`None`:
-    /// withdrawn) and whether its result may be reused (`usable` says of a recorded
-    /// result whether its bytes are at hand, given the inline ones were checked);
-    /// returns where the whole records end.
+    /// Reads the records in order, telling `found` each chunk's record offset if its
+    /// result may be reused (`None`: withdrawn, or not reusable: `usable` says of a
+    /// recorded result whether its bytes are at hand, the inline ones being checked
+    /// already) and, for a result that is a blob in the store, its id; returns where the
+    /// whole records end.
     fn read_records(
         file: &File,
         usable: impl Fn(&Head, bool) -> bool,
-        mut found: impl FnMut(usize, Option<u64>),
+        mut found: impl FnMut(usize, Option<u64>, Option<Cid>),
     ) -> std::io::Result<u64> {
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let mut at = 0u64;
@@ -259,7 +274,8 @@ impl ResultLog {
                         intact = Cid::of(&bytes) == fields.result;
                     }
                     let reused = intact && usable(&fields, fields.inline);
-                    found(fields.chunk as usize, reused.then_some(at));
+                    let stored = (!fields.inline).then_some(fields.result);
+                    found(fields.chunk as usize, reused.then_some(at), stored);
                     at += record_len;
                 }
                 WITHDRAWN => {
@@ -272,7 +288,7 @@ impl ResultLog {
                         return Ok(at);
                     }
                     let chunk = u32::from_le_bytes([record[1], record[2], record[3], record[4]]);
-                    found(chunk as usize, None);
+                    found(chunk as usize, None, None);
                     at += WITHDRAWN_LEN as u64;
                 }
                 _ => return Ok(at),
@@ -288,7 +304,7 @@ impl ResultLog {
         Self::read_records(
             &file,
             |_, _| true,
-            |chunk, at| {
+            |chunk, at, _| {
                 match at {
                     Some(_) => held.insert(chunk),
                     None => held.remove(&chunk),
@@ -296,6 +312,11 @@ impl ResultLog {
             },
         )?;
         Ok(held.len())
+    }
+
+    /// The reused results that are blobs in the store, for the job to pin (given once).
+    pub fn take_stored(&mut self) -> Vec<Cid> {
+        std::mem::take(&mut self.stored)
     }
 
     /// Chunks in the job.
@@ -483,6 +504,11 @@ mod tests {
         drop(file);
         let mut log = ResultLog::open(&data, &job, 5, &store, any).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), whole, "torn tail cut");
+        assert_eq!(
+            log.take_stored(),
+            vec![large_cid],
+            "the large result, to pin"
+        );
         assert_eq!(log.set_chunks().collect::<Vec<_>>(), vec![0, 2, 3]);
         assert!(!log.is_set(1), "withdrawn, then a torn record");
         // How each was verified is kept: stronger settings reuse only what meets them.

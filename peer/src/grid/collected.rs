@@ -28,24 +28,13 @@ pub(super) struct Collecting {
 
 impl Collecting {
     /// The results `log` holds already (an earlier run's) are taken as they are.
-    pub fn new(store: &BlobStore, log: ResultLog) -> Result<Collecting, GridError> {
-        let mut stored = Vec::new();
-        for chunk in log.set_chunks() {
-            if let Some(Recorded {
-                result,
-                bytes: None,
-                ..
-            }) = log.read(chunk)?
-            {
-                stored.push(result);
-            }
-        }
-        Ok(Collecting {
-            pins: vec![store.pin(stored)],
+    pub fn new(store: &BlobStore, mut log: ResultLog) -> Collecting {
+        Collecting {
+            pins: vec![store.pin(log.take_stored())],
             store: store.clone(),
             log,
             answers: HashMap::new(),
-        })
+        }
     }
 
     /// A peer answered chunk `chunk` with `bytes` (hashing to `cid`): kept until the
@@ -200,7 +189,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&data);
         let store = BlobStore::open(&data, 1 << 20).unwrap();
         let log = ResultLog::open(&data, &Cid::of(b"job"), 2, &store, |_| true).unwrap();
-        let mut results = Collecting::new(&store, log).unwrap();
+        let mut results = Collecting::new(&store, log);
         let (lie, truth) = (Bytes::from_static(b"lie"), Bytes::from_static(b"truth"));
         let (lie_cid, truth_cid) = (Cid::of(&lie), Cid::of(&truth));
         results.answered(0, lie_cid, lie.clone());

@@ -114,7 +114,7 @@ impl<'a> JobLoop<'a> {
             &node.store,
             enough,
         )?;
-        let results = Collecting::new(&node.store, log)?;
+        let results = Collecting::new(&node.store, log);
         let chunks = u32::try_from(job.chunks.len())
             .map_err(|_| GridError::Config(format!("{} chunks is too many", job.chunks.len())))?;
         let costs = match job.chunks.same_cost() {
