@@ -3,9 +3,12 @@
 //! WebAssembly program (WASI preview 1), run once per item on the grid, sandboxed.
 //!
 //! Flow: [`plan_run`] reads and checks the module (size, then validity: a bad module is
-//! refused here, before anything is sent), lists the items (one per range value or per
-//! input file, whose bytes become that run's stdin), fills the `--args` and `-o`
-//! templates, and cuts the runs into `wasm` chunks. The chunks run on this machine
+//! refused here, before anything is sent), describes the runs by rule ([`Runs`]: one
+//! per range value or per input file, whose bytes become that run's stdin, hashed
+//! once), and checks the `--args` and `-o` templates and the `wasm` chunks, so every
+//! error is found before anything runs. Run k's arguments and output path and chunk
+//! c's spec are made from k and c when needed: a range of a million runs holds
+//! nothing per run. The chunks run on this machine
 //! ([`execute_local`]) or on the grid ([`grid_job`], the job's result log making a rerun
 //! reuse every verified chunk), and [`write_outputs`] writes each run's stdout to its
 //! file (or all of them, in order, to one file with `--join concat`): to temporary
@@ -372,7 +375,8 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
             Some(range) => Items::Range(range.clone()),
             None => Items::Files {
                 files: spec.inputs.clone(),
-                stdins: Vec::with_capacity(count),
+                // Hashed below, run by run.
+                stdins: Vec::new(),
             },
         },
         count,
@@ -408,7 +412,6 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
             );
         }
     }
-    drop(paths);
     if let Items::Files { stdins: all, .. } = &mut runs.items {
         *all = stdins;
     }
