@@ -143,6 +143,24 @@ pub fn video_job(plan: &VideoPlan) -> Result<(Job, Vec<JobBlob>), KernelError> {
     Ok((job, blobs))
 }
 
+/// A job of `noop` chunks numbered `ids`, each naming `inputs`, their specs made as
+/// they are needed: what measures the grid's own cost per chunk (benchmarks, tests of
+/// scale). No blobs besides `inputs`, which must be in the store.
+pub fn noop_job(ids: Range<u64>, inputs: Vec<Cid>) -> Job {
+    let first = ids.start;
+    let len = ids.end.saturating_sub(ids.start) as usize;
+    Job {
+        kernel: noop::NAME.into(),
+        kernel_version: noop::VERSION,
+        chunks: ChunkList::made(len, 1, 1, move |i| {
+            noop::task(first + i as u64, inputs.clone())
+        }),
+        calibration: noop::task(u64::MAX, Vec::new()),
+        calibration_cost: 1,
+        unit: "chunks",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,23 +183,5 @@ mod tests {
         assert_eq!(a.inputs, fixed.inputs);
         assert_eq!(video_cost(&a), video_cost(&fixed));
         assert!(idlegrid_kernels::run(&a, &frames).is_ok());
-    }
-}
-
-/// A job of `noop` chunks numbered `ids`, each naming `inputs`, their specs made as
-/// they are needed: what measures the grid's own cost per chunk (benchmarks, tests of
-/// scale). No blobs besides `inputs`, which must be in the store.
-pub fn noop_job(ids: Range<u64>, inputs: Vec<Cid>) -> Job {
-    let first = ids.start;
-    let len = ids.end.saturating_sub(ids.start) as usize;
-    Job {
-        kernel: noop::NAME.into(),
-        kernel_version: noop::VERSION,
-        chunks: ChunkList::made(len, 1, 1, move |i| {
-            noop::task(first + i as u64, inputs.clone())
-        }),
-        calibration: noop::task(u64::MAX, Vec::new()),
-        calibration_cost: 1,
-        unit: "chunks",
     }
 }

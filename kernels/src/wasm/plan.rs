@@ -2,9 +2,11 @@
 //!
 //! Each run ([`PlannedRun`]) has its arguments and maybe a stdin blob (an input file,
 //! by [`Cid`]). Runs are cut into chunks of `batch` consecutive runs; a chunk's inputs
-//! are the module, then each distinct stdin blob of its runs. The plan depends only on
-//! the module, the runs and the budgets, so a rerun makes the same chunk ids and
-//! reuses every verified result.
+//! are the module, then each distinct stdin blob of its runs. [`chunk`] makes one
+//! chunk's spec from its runs alone, so a job of a million runs can make each chunk
+//! when it is needed; [`plan`] makes them all. A chunk depends only on the module, its
+//! runs and the budgets, so a rerun makes the same chunk ids and reuses every verified
+//! result.
 
 use std::ops::Range;
 
@@ -23,6 +25,23 @@ pub struct PlannedRun {
     pub stdin: Option<(Cid, u64)>,
 }
 
+/// The module every chunk of a job runs (input 0): what a chunk names of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleRef {
+    pub cid: Cid,
+    /// Its size in bytes, declared in every chunk so a worker can refuse it unfetched.
+    pub len: u64,
+}
+
+impl ModuleRef {
+    pub fn of(module: &[u8]) -> ModuleRef {
+        ModuleRef {
+            cid: Cid::of(module),
+            len: module.len() as u64,
+        }
+    }
+}
+
 /// A planned job: its chunks, and which runs each one holds.
 #[derive(Clone, Debug)]
 pub struct WasmPlan {
@@ -30,10 +49,18 @@ pub struct WasmPlan {
     pub runs: Vec<Range<usize>>,
 }
 
-/// Cuts `runs` into chunks of `batch`; `budgets` gives the program name, environment,
-/// fuel, memory and output cap of every run (its `items` and `input_lens` are
-/// replaced). The module is checked by size here; whether it is valid wasm is the
-/// caller's first check ([`super::check_module`]).
+/// Refuses a number of runs per chunk that no worker accepts.
+pub fn check_batch(batch: usize) -> Result<(), KernelError> {
+    if batch == 0 || batch > MAX_ITEMS {
+        return Err(KernelError::InvalidParams(format!(
+            "--batch {batch}: 1..={MAX_ITEMS} runs per chunk"
+        )));
+    }
+    Ok(())
+}
+
+/// Cuts `runs` into chunks of `batch` (see [`chunk`]). The module is checked by size
+/// here; whether it is valid wasm is the caller's first check ([`super::check_module`]).
 pub fn plan(
     module: &[u8],
     budgets: &WasmParams,
@@ -43,59 +70,19 @@ pub fn plan(
     if runs.is_empty() {
         return Err(KernelError::InvalidParams("the job has no runs".into()));
     }
-    if batch == 0 || batch > MAX_ITEMS {
-        return Err(KernelError::InvalidParams(format!(
-            "--batch {batch}: 1..={MAX_ITEMS} runs per chunk"
-        )));
-    }
-    let module_cid = Cid::of(module);
+    check_batch(batch)?;
+    let module = ModuleRef::of(module);
     let mut chunks = Vec::new();
     let mut ranges = Vec::new();
     let mut start = 0;
     while start < runs.len() {
         let end = (start + batch).min(runs.len());
-        let mut inputs = vec![module_cid];
-        let mut input_lens = vec![module.len() as u64];
-        let mut items = Vec::with_capacity(end - start);
-        for run in &runs[start..end] {
-            let stdin = match run.stdin {
-                Some((cid, len)) => {
-                    let at = match inputs.iter().position(|c| *c == cid) {
-                        Some(at) if at > 0 => at,
-                        _ => {
-                            inputs.push(cid);
-                            input_lens.push(len);
-                            inputs.len() - 1
-                        }
-                    };
-                    Some(at as u32)
-                }
-                None => None,
-            };
-            items.push(Item {
-                args: run.args.clone(),
-                stdin,
-            });
-        }
-        let params = WasmParams {
-            input_lens,
-            items,
-            ..budgets.clone()
-        };
-        let spec = TaskSpec {
-            kernel: NAME.into(),
-            kernel_version: VERSION,
-            params: params.to_bytes()?,
-            inputs,
-        };
-        // The same checks a worker makes, so a bad job fails here, not on the grid.
-        crate::validate(&spec).map_err(|e| match e {
-            KernelError::InvalidParams(why) => KernelError::InvalidParams(format!(
-                "runs {start}..{end}: {why} (a smaller --batch or shorter arguments may help)"
-            )),
-            other => other,
-        })?;
-        chunks.push(spec);
+        chunks.push(chunk(
+            module,
+            budgets,
+            runs[start..end].iter().cloned(),
+            start,
+        )?);
         ranges.push(start..end);
         start = end;
     }
@@ -103,6 +90,60 @@ pub fn plan(
         chunks,
         runs: ranges,
     })
+}
+
+/// The spec of the chunk holding `runs`, the job's runs from index `first` on (named
+/// in errors); `budgets` gives the program name, environment, fuel, memory and output
+/// cap of every run (its `items` and `input_lens` are replaced). The spec is checked as
+/// a worker checks it, so a bad job fails on the submitter, not on the grid.
+pub fn chunk(
+    module: ModuleRef,
+    budgets: &WasmParams,
+    runs: impl IntoIterator<Item = PlannedRun>,
+    first: usize,
+) -> Result<TaskSpec, KernelError> {
+    let mut inputs = vec![module.cid];
+    let mut input_lens = vec![module.len];
+    let mut items = Vec::new();
+    for run in runs {
+        let stdin = match run.stdin {
+            Some((cid, len)) => {
+                let at = match inputs.iter().position(|c| *c == cid) {
+                    Some(at) if at > 0 => at,
+                    _ => {
+                        inputs.push(cid);
+                        input_lens.push(len);
+                        inputs.len() - 1
+                    }
+                };
+                Some(at as u32)
+            }
+            None => None,
+        };
+        items.push(Item {
+            args: run.args,
+            stdin,
+        });
+    }
+    let end = first + items.len();
+    let params = WasmParams {
+        input_lens,
+        items,
+        ..budgets.clone()
+    };
+    let spec = TaskSpec {
+        kernel: NAME.into(),
+        kernel_version: VERSION,
+        params: params.to_bytes()?,
+        inputs,
+    };
+    crate::validate(&spec).map_err(|e| match e {
+        KernelError::InvalidParams(why) => KernelError::InvalidParams(format!(
+            "runs {first}..{end}: {why} (a smaller --batch or shorter arguments may help)"
+        )),
+        other => other,
+    })?;
+    Ok(spec)
 }
 
 /// A job's calibration chunk: the first run of its first chunk, made distinct per job

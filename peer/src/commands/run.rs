@@ -3,9 +3,12 @@
 //! WebAssembly program (WASI preview 1), run once per item on the grid, sandboxed.
 //!
 //! Flow: [`plan_run`] reads and checks the module (size, then validity: a bad module is
-//! refused here, before anything is sent), lists the items (one per range value or per
-//! input file, whose bytes become that run's stdin), fills the `--args` and `-o`
-//! templates, and cuts the runs into `wasm` chunks. The chunks run on this machine
+//! refused here, before anything is sent), describes the runs by rule ([`Runs`]: one
+//! per range value or per input file, whose bytes become that run's stdin, hashed
+//! once), and checks the `--args` and `-o` templates and the `wasm` chunks, so every
+//! error is found before anything runs. Run k's arguments and output path and chunk
+//! c's spec are made from k and c when needed: a range of a million runs holds
+//! nothing per run. The chunks run on this machine
 //! ([`execute_local`]) or on the grid ([`grid_job`], the job's result log making a rerun
 //! reuse every verified chunk), and [`write_outputs`] writes each run's stdout to its
 //! file (or all of them, in order, to one file with `--join concat`): to temporary
@@ -15,14 +18,19 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use idlegrid_kernels::wasm::{
-    self, params, plan::PlannedRun, template::Fields, template::Template, WasmParams,
+    self, params,
+    plan::{ModuleRef, PlannedRun},
+    template::Fields,
+    template::Template,
+    WasmParams,
 };
 use idlegrid_kernels::{Cancel, KernelError, Spread};
-use idlegrid_protocol::Cid;
+use idlegrid_protocol::{Cid, TaskSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
@@ -157,25 +165,176 @@ impl RunArgs {
 /// Where the outputs go.
 #[derive(Clone, Debug)]
 pub enum Outputs {
-    /// One file per run, in run order.
-    Each(Vec<PathBuf>),
+    /// One file per run, in run order: the `-o` template filled with the run's fields,
+    /// under `folder` (empty: where the template says). Each path is made when it is
+    /// needed ([`RunPlan::output_path`]).
+    Each { template: Template, folder: PathBuf },
     /// All runs' outputs joined, in run order, into one file.
     Joined(PathBuf),
+}
+
+/// What the runs are: values of a range, or input files.
+enum Items {
+    /// Run k has `{i}` = `start + k` and no stdin.
+    Range(Range<u64>),
+    /// Run k reads `files[k]` on its stdin, whose id and size are `stdins[k]`: all a
+    /// chunk names of it, hashed once at plan time.
+    Files {
+        files: Vec<PathBuf>,
+        stdins: Vec<(Cid, u64)>,
+    },
+}
+
+/// A job's runs and chunks by rule: run k's arguments, stdin and name, and chunk c's
+/// spec, are made from k and c when asked for, so a range of a million runs holds
+/// nothing per run. Chunk c holds runs `c*batch..min((c+1)*batch, count)`.
+pub struct Runs {
+    module: ModuleRef,
+    /// argv[0], environment, fuel, memory and output cap of every run.
+    budgets: WasmParams,
+    /// `--args`, one template per argument.
+    args: Vec<Template>,
+    items: Items,
+    count: usize,
+    batch: usize,
+}
+
+impl Runs {
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.count.div_ceil(self.batch)
+    }
+
+    /// The runs chunk `chunk` holds.
+    pub fn of_chunk(&self, chunk: usize) -> Option<Range<usize>> {
+        let start = chunk.checked_mul(self.batch)?;
+        (start < self.count).then(|| start..(start + self.batch).min(self.count))
+    }
+
+    /// Run `run`'s input file's name ({name}), for jobs over files.
+    fn file_name(&self, run: usize) -> Option<String> {
+        match &self.items {
+            Items::Files { files, .. } => files.get(run).map(|f| {
+                f.file_name().map_or_else(
+                    || f.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            }),
+            Items::Range(_) => None,
+        }
+    }
+
+    /// Run `run`'s {i}: the range value, or the input file's position.
+    fn index(&self, run: usize) -> u64 {
+        match &self.items {
+            Items::Range(range) => range.start + run as u64,
+            Items::Files { .. } => run as u64,
+        }
+    }
+
+    /// `template` filled with run `run`'s fields.
+    fn fill(&self, template: &Template, run: usize) -> anyhow::Result<String> {
+        let name = self.file_name(run);
+        let fields = Fields {
+            i: self.index(run),
+            count: self.count as u64,
+            name: name.as_deref(),
+        };
+        template.fill(&fields).map_err(anyhow::Error::msg)
+    }
+
+    /// Run `run`'s arguments (argv[1..]).
+    pub fn args_of(&self, run: usize) -> anyhow::Result<Vec<String>> {
+        self.args
+            .iter()
+            .map(|t| self.fill(t, run))
+            .collect::<anyhow::Result<_>>()
+            .context("--args")
+    }
+
+    /// Run `run`'s stdin blob and its size.
+    fn stdin_of(&self, run: usize) -> Option<(Cid, u64)> {
+        match &self.items {
+            Items::Files { stdins, .. } => stdins.get(run).copied(),
+            Items::Range(_) => None,
+        }
+    }
+
+    /// How run `run` is named in messages: its input file, or its {i}.
+    pub fn name_of(&self, run: usize) -> String {
+        match &self.items {
+            Items::Files { files, .. } => match files.get(run) {
+                Some(path) => format!("input {}", path.display()),
+                None => format!("run {run}"),
+            },
+            Items::Range(_) => format!("i = {}", self.index(run)),
+        }
+    }
+
+    /// The input files, by run (none for a range).
+    pub fn files(&self) -> &[PathBuf] {
+        match &self.items {
+            Items::Files { files, .. } => files,
+            Items::Range(_) => &[],
+        }
+    }
+
+    /// Chunk `chunk`'s spec, checked as a worker checks it.
+    pub fn chunk_spec(&self, chunk: usize) -> anyhow::Result<TaskSpec> {
+        let runs = self
+            .of_chunk(chunk)
+            .with_context(|| format!("the job has no chunk {chunk}"))?;
+        let planned = runs
+            .clone()
+            .map(|k| {
+                Ok(PlannedRun {
+                    args: self.args_of(k)?,
+                    stdin: self.stdin_of(k),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(wasm::plan::chunk(
+            self.module,
+            &self.budgets,
+            planned,
+            runs.start,
+        )?)
+    }
+
+    /// The chunks the plan checks before anything runs: every chunk of a job over
+    /// files (its files are listed anyway); of a range, the first, the last full and
+    /// the last. A range's arguments only grow with {i}'s digits (padding never
+    /// shrinks), so no run's arguments are longer than the last run's and no full
+    /// chunk is larger than the last full one; every other check a worker makes is the
+    /// same for every chunk.
+    fn chunks_to_check(&self) -> Vec<usize> {
+        let chunks = self.chunk_count();
+        match self.items {
+            Items::Files { .. } => (0..chunks).collect(),
+            Items::Range(_) => {
+                let last_full = (self.count / self.batch).saturating_sub(1);
+                let mut picked = vec![0, last_full, chunks.saturating_sub(1)];
+                picked.dedup();
+                picked
+            }
+        }
+    }
 }
 
 /// A planned `run` job.
 pub struct RunPlan {
     pub module: Vec<u8>,
-    pub plan: wasm::plan::WasmPlan,
-    /// The input files, by run (empty for a range).
-    pub files: Vec<PathBuf>,
-    /// How each run is named in messages: its input file, or its {i}.
-    pub names: Vec<String>,
+    /// Shared with the grid's chunk list, which makes each chunk from it.
+    pub runs: Arc<Runs>,
     pub outputs: Outputs,
 }
 
-/// Reads and checks the module, lists the runs and their outputs, and cuts them into
-/// chunks. Every error names the file or the flag.
+/// Reads and checks the module, lists the runs and their outputs, and checks their
+/// chunks. Every error names the file or the flag, and every error a run or a chunk
+/// could have is found here, before anything runs.
 pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
     let module = read_module(&spec.module)?;
     let args: Vec<Template> = wasm::template::split_words(&spec.args_template)
@@ -189,9 +348,6 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
     let output = Template::parse(&spec.output)
         .map_err(anyhow::Error::msg)
         .context("-o")?;
-    let mut runs = Vec::new();
-    let mut names = Vec::new();
-    let mut paths = Vec::new();
     let count = match &spec.range {
         Some(r) => r.end - r.start,
         None => spec.inputs.len() as u64,
@@ -200,57 +356,10 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
         count > 0,
         "nothing to run: give input files or --range A..B"
     );
-    let fill = |t: &Template, fields: &Fields<'_>| t.fill(fields).map_err(anyhow::Error::msg);
-    for k in 0..count {
-        let file = spec.inputs.get(k as usize);
-        let file_name = file.map(|f| {
-            f.file_name().map_or_else(
-                || f.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            )
-        });
-        let fields = Fields {
-            i: spec.range.as_ref().map_or(k, |r| r.start + k),
-            count,
-            name: file_name.as_deref(),
-        };
-        let argv = args
-            .iter()
-            .map(|t| fill(t, &fields))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("--args")?;
-        let stdin = match file {
-            Some(path) => Some(hash_file(path)?),
-            None => None,
-        };
-        names.push(match file {
-            Some(path) => format!("input {}", path.display()),
-            None => format!("i = {}", fields.i),
-        });
-        if !spec.join {
-            paths.push(PathBuf::from(fill(&output, &fields).context("-o")?));
-        }
-        runs.push(PlannedRun { args: argv, stdin });
-    }
-    let outputs = if spec.join {
-        anyhow::ensure!(
-            !output.uses_index() && !output.uses_names(),
-            "-o {:?}: with --join concat, -o names one file (no {{i}}, {{name}} or {{stem}})",
-            spec.output
-        );
-        Outputs::Joined(PathBuf::from(fill(&output, &Fields::default())?))
-    } else {
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = paths.iter().find(|p| !seen.insert(*p)) {
-            anyhow::bail!(
-                "-o {:?} names {} for more than one run: use {{i}}, {{name}} or {{stem}}, \
-                 or --join concat",
-                spec.output,
-                dup.display()
-            );
-        }
-        Outputs::Each(paths)
-    };
+    let count = usize::try_from(count)
+        .ok()
+        .with_context(|| format!("{count} runs: too many for this machine"))?;
+    wasm::plan::check_batch(spec.batch)?;
     let budgets = WasmParams {
         program: spec.module.file_name().map_or_else(
             || "kernel.wasm".into(),
@@ -258,12 +367,77 @@ pub fn plan_run(spec: &RunSpec) -> anyhow::Result<RunPlan> {
         ),
         ..spec.budgets.clone()
     };
-    let plan = wasm::plan::plan(&module, &budgets, &runs, spec.batch)?;
+    let mut runs = Runs {
+        module: ModuleRef::of(&module),
+        budgets,
+        args,
+        items: match &spec.range {
+            Some(range) => Items::Range(range.clone()),
+            None => Items::Files {
+                files: spec.inputs.clone(),
+                // Hashed below, run by run.
+                stdins: Vec::new(),
+            },
+        },
+        count,
+        batch: spec.batch,
+    };
+    // Per run, in run order: its arguments, its stdin, its output path. A range's
+    // templates fail the same way for every run ({name} without files is their only
+    // error), so its first run stands for all; a job over files checks each file.
+    let checked = match &runs.items {
+        Items::Range(_) => 1,
+        Items::Files { .. } => count,
+    };
+    let mut paths = std::collections::HashSet::new();
+    let mut stdins = Vec::new();
+    for k in 0..checked {
+        runs.args_of(k)?;
+        if let Some(path) = spec.inputs.get(k) {
+            stdins.push(hash_file(path)?);
+        }
+        if !spec.join {
+            let path = PathBuf::from(runs.fill(&output, k).context("-o")?);
+            let unique = match &runs.items {
+                // {i} differs from run to run, and so does every path it fills.
+                Items::Range(_) => output.uses_index() || count == 1,
+                Items::Files { .. } => paths.insert(path.clone()),
+            };
+            anyhow::ensure!(
+                unique,
+                "-o {:?} names {} for more than one run: use {{i}}, {{name}} or {{stem}}, \
+                 or --join concat",
+                spec.output,
+                path.display()
+            );
+        }
+    }
+    if let Items::Files { stdins: all, .. } = &mut runs.items {
+        *all = stdins;
+    }
+    let outputs = if spec.join {
+        anyhow::ensure!(
+            !output.uses_index() && !output.uses_names(),
+            "-o {:?}: with --join concat, -o names one file (no {{i}}, {{name}} or {{stem}})",
+            spec.output
+        );
+        Outputs::Joined(PathBuf::from(
+            output
+                .fill(&Fields::default())
+                .map_err(anyhow::Error::msg)?,
+        ))
+    } else {
+        Outputs::Each {
+            template: output,
+            folder: PathBuf::new(),
+        }
+    };
+    for chunk in runs.chunks_to_check() {
+        runs.chunk_spec(chunk)?;
+    }
     Ok(RunPlan {
         module,
-        plan,
-        files: spec.inputs.clone(),
-        names,
+        runs: Arc::new(runs),
         outputs,
     })
 }
@@ -303,16 +477,26 @@ fn hash_file(path: &Path) -> anyhow::Result<(Cid, u64)> {
 }
 
 impl RunPlan {
+    /// Where run `run`'s output goes: its own file, or the one joined file.
+    pub fn output_path(&self, run: usize) -> anyhow::Result<PathBuf> {
+        match &self.outputs {
+            Outputs::Each { template, folder } => {
+                Ok(folder.join(self.runs.fill(template, run).context("-o")?))
+            }
+            Outputs::Joined(path) => Ok(path.clone()),
+        }
+    }
+
     /// What chunk `index` holds, for messages: its runs' names.
     pub fn describe_chunk(&self, index: usize) -> String {
-        match self.plan.runs.get(index) {
-            Some(r) if r.len() == 1 => self.names[r.start].clone(),
+        match self.runs.of_chunk(index) {
+            Some(r) if r.len() == 1 => self.runs.name_of(r.start),
             Some(r) => format!(
                 "runs {}..{} ({} .. {})",
                 r.start,
                 r.end,
-                self.names[r.start],
-                self.names[r.end - 1]
+                self.runs.name_of(r.start),
+                self.runs.name_of(r.end - 1)
             ),
             None => format!("chunk {index}"),
         }
@@ -321,7 +505,7 @@ impl RunPlan {
     /// Chunk `chunk`'s framed result cut into its runs' outputs, in run order; an
     /// error names the chunk's runs.
     pub fn outputs_of<'a>(&self, chunk: usize, result: &'a [u8]) -> anyhow::Result<Vec<&'a [u8]>> {
-        let runs = self.plan.runs.get(chunk).map_or(0, |r| r.len());
+        let runs = self.runs.of_chunk(chunk).map_or(0, |r| r.len());
         let outputs = wasm::unframe(result).map_err(|e| self.explain(chunk, e))?;
         anyhow::ensure!(
             outputs.len() == runs,
@@ -338,18 +522,40 @@ impl RunPlan {
     }
 }
 
+/// A chunk every worker refuses (its params do not decode), so that the chunk fails
+/// and the job stops naming it: what the grid gets for a chunk whose spec cannot be
+/// made. That never happens to a planned job, whose templates and chunks
+/// [`plan_run`] checked, but the grid's chunk list must not panic.
+fn refused_chunk(runs: &Runs) -> TaskSpec {
+    TaskSpec {
+        kernel: wasm::NAME.into(),
+        kernel_version: wasm::VERSION,
+        params: Vec::new(),
+        inputs: vec![runs.module.cid],
+    }
+}
+
 /// The grid job of a planned run: the module and the input files as blobs (the files
-/// served from where they are), the first run as the calibration chunk.
+/// served from where they are), the first run as the calibration chunk, and the chunks
+/// made from the plan's rule as the grid needs them.
 pub fn grid_job(plan: &RunPlan) -> anyhow::Result<(Job, Vec<JobBlob>)> {
-    let first = plan.plan.chunks.first().context("no chunks")?;
-    let calibration = wasm::plan::calibration(first, rand::random())?;
+    let first = plan.runs.chunk_spec(0)?;
+    let calibration = wasm::plan::calibration(&first, rand::random())?;
     let mut blobs = vec![JobBlob::Bytes(plan.module.clone())];
-    blobs.extend(plan.files.iter().cloned().map(JobBlob::File));
-    let units: Vec<u64> = plan.plan.runs.iter().map(|r| r.len() as u64).collect();
+    blobs.extend(plan.runs.files().iter().cloned().map(JobBlob::File));
+    let (units_of, make) = (plan.runs.clone(), plan.runs.clone());
+    // Every chunk costs a full batch, the last one too: a cost only weighs chunks
+    // against each other, and one chunk counted a little high changes nothing.
+    let chunks = ChunkList::made_with_units(
+        plan.runs.chunk_count(),
+        plan.runs.batch as u64,
+        move |c| units_of.of_chunk(c).map_or(0, |r| r.len() as u64),
+        move |c| make.chunk_spec(c).unwrap_or_else(|_| refused_chunk(&make)),
+    );
     let job = Job {
         kernel: wasm::NAME.into(),
         kernel_version: wasm::VERSION,
-        chunks: ChunkList::listed(plan.plan.chunks.clone(), units.clone(), units),
+        chunks,
         calibration,
         calibration_cost: 1,
         unit: "runs",
@@ -369,7 +575,7 @@ fn run_job(args: &RunArgs, page: &JobPage) -> anyhow::Result<()> {
     wasm::set_watchdog(args.timeout);
     wasm::set_cache_dir(args.net.data_dir().join("wasm-cache"));
     let plan = plan_run(&spec)?;
-    let runs = plan.names.len();
+    let runs = plan.runs.count();
     if args.grid.local && !page.wanted() {
         let threads = args
             .threads
@@ -395,9 +601,9 @@ fn run_job(args: &RunArgs, page: &JobPage) -> anyhow::Result<()> {
         let report = &mut grid.outcome.report;
         report.output = Some(match &plan.outputs {
             Outputs::Joined(path) => path.clone(),
-            Outputs::Each(paths) => paths
-                .first()
-                .and_then(|p| p.parent())
+            Outputs::Each { .. } => plan
+                .output_path(0)?
+                .parent()
                 .map_or_else(PathBuf::new, Path::to_path_buf),
         });
         eprint!("{}", report.table());
@@ -413,14 +619,10 @@ fn run_job(args: &RunArgs, page: &JobPage) -> anyhow::Result<()> {
             "wrote {}: {runs} runs joined in {secs:.1} s",
             path.display()
         ),
-        Outputs::Each(paths) => println!(
+        Outputs::Each { .. } => println!(
             "wrote {runs} outputs ({} .. {}) in {secs:.1} s",
-            paths
-                .first()
-                .map_or_else(String::new, |p| p.display().to_string()),
-            paths
-                .last()
-                .map_or_else(String::new, |p| p.display().to_string()),
+            plan.output_path(0)?.display(),
+            plan.output_path(runs - 1)?.display(),
         ),
     }
     Ok(())
@@ -434,13 +636,12 @@ pub fn execute_local(plan: &RunPlan, threads: usize) -> anyhow::Result<Vec<Vec<u
         .thread_name(|i| format!("wasm-run-{i}"))
         .build()
         .context("cannot start the compute threads")?;
-    let progress = progress_bar(plan.names.len() as u64);
-    let inputs_of = |spec: &idlegrid_protocol::TaskSpec, chunk: usize| {
+    let progress = progress_bar(plan.runs.count() as u64);
+    let inputs_of = |spec: &TaskSpec, runs: Range<usize>| {
         let mut inputs = vec![plan.module.clone()];
-        let runs = plan.plan.runs[chunk].clone();
         // The chunk's inputs after the module are its runs' files, first use first.
         let mut seen = vec![spec.inputs[0]];
-        for file in plan.files.get(runs).unwrap_or_default() {
+        for file in plan.runs.files().get(runs).unwrap_or_default() {
             let bytes = std::fs::read(file)
                 .with_context(|| format!("cannot read the input {}", file.display()))?;
             let cid = Cid::of(&bytes);
@@ -455,17 +656,19 @@ pub fn execute_local(plan: &RunPlan, threads: usize) -> anyhow::Result<Vec<Vec<u
         );
         Ok(inputs)
     };
-    let spread = Spread::for_chunks(plan.plan.chunks.len(), threads);
+    let chunks = plan.runs.chunk_count();
+    let spread = Spread::for_chunks(chunks, threads);
     let results = pool.install(|| {
-        plan.plan
-            .chunks
-            .par_iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let inputs = inputs_of(spec, i)?;
-                let out = idlegrid_kernels::run_cancellable(spec, &inputs, spread, &Cancel::new())
+        (0..chunks)
+            .into_par_iter()
+            .map(|i| {
+                let spec = plan.runs.chunk_spec(i)?;
+                let runs = plan.runs.of_chunk(i).unwrap_or_default();
+                let count = runs.len() as u64;
+                let inputs = inputs_of(&spec, runs)?;
+                let out = idlegrid_kernels::run_cancellable(&spec, &inputs, spread, &Cancel::new())
                     .map_err(|e: KernelError| plan.explain(i, e))?;
-                progress.inc(plan.plan.runs[i].len() as u64);
+                progress.inc(count);
                 Ok(out)
             })
             .collect::<anyhow::Result<Vec<_>>>()
@@ -505,23 +708,24 @@ pub fn write_outputs(
     let mut pending: Vec<(tempfile::TempPath, PathBuf)> = Vec::new();
     let mut joined = match &plan.outputs {
         Outputs::Joined(path) => Some((temp_beside(path)?, path.clone())),
-        Outputs::Each(_) => None,
+        Outputs::Each { .. } => None,
     };
-    for (chunk, runs) in plan.plan.runs.iter().enumerate() {
+    for chunk in 0..plan.runs.chunk_count() {
         let bytes = result(chunk)?;
         let outputs = plan.outputs_of(chunk, &bytes)?;
-        for (k, out) in runs.clone().zip(outputs) {
-            match (&plan.outputs, &mut joined) {
-                (_, Some((file, path))) => file
+        let runs = plan.runs.of_chunk(chunk).unwrap_or_default();
+        for (k, out) in runs.zip(outputs) {
+            match &mut joined {
+                Some((file, path)) => file
                     .write_all(out)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                (Outputs::Each(paths), None) => {
-                    let mut file = temp_beside(&paths[k])?;
+                None => {
+                    let path = plan.output_path(k)?;
+                    let mut file = temp_beside(&path)?;
                     file.write_all(out)
-                        .with_context(|| format!("cannot write {}", paths[k].display()))?;
-                    pending.push((file.into_temp_path(), paths[k].clone()));
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    pending.push((file.into_temp_path(), path));
                 }
-                (Outputs::Joined(_), None) => {}
             }
         }
     }
@@ -569,7 +773,9 @@ mod tests {
         argv.extend_from_slice(extra);
         let spec = Cli::try_parse_from(argv).unwrap().run.spec().unwrap();
         let plan = plan_run(&spec).unwrap();
-        plan.plan.chunks.iter().map(|c| c.id()).collect()
+        (0..plan.runs.chunk_count())
+            .map(|c| plan.runs.chunk_spec(c).unwrap().id())
+            .collect()
     }
 
     #[test]
@@ -584,5 +790,183 @@ mod tests {
         // Fuel and memory decide where a program stops: another chunk.
         assert_ne!(chunk_ids(&module, &["--fuel", "1000"]), ids);
         assert_ne!(chunk_ids(&module, &["--memory", "1MiB"]), ids);
+    }
+
+    fn empty_module(dir: &Path) -> PathBuf {
+        let module = dir.join("m.wasm");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        module
+    }
+
+    fn spec_of(argv: &[&str]) -> RunSpec {
+        let argv = std::iter::once("run").chain(argv.iter().copied());
+        Cli::try_parse_from(argv).unwrap().run.spec().unwrap()
+    }
+
+    /// The chunk ids of `spec` as the listed planner makes them: every run's arguments
+    /// and stdin listed first, then cut into chunks.
+    fn listed_ids(spec: &RunSpec) -> Vec<Cid> {
+        let module = std::fs::read(&spec.module).unwrap();
+        let args: Vec<Template> = wasm::template::split_words(&spec.args_template)
+            .unwrap()
+            .iter()
+            .map(|word| Template::parse(word).unwrap())
+            .collect();
+        let count = match &spec.range {
+            Some(r) => r.end - r.start,
+            None => spec.inputs.len() as u64,
+        };
+        let runs: Vec<PlannedRun> = (0..count)
+            .map(|k| {
+                let file = spec.inputs.get(k as usize);
+                let name = file.map(|f| f.file_name().unwrap().to_string_lossy().into_owned());
+                let fields = Fields {
+                    i: spec.range.as_ref().map_or(k, |r| r.start + k),
+                    count,
+                    name: name.as_deref(),
+                };
+                PlannedRun {
+                    args: args.iter().map(|t| t.fill(&fields).unwrap()).collect(),
+                    stdin: file.map(|f| {
+                        let bytes = std::fs::read(f).unwrap();
+                        (Cid::of(&bytes), bytes.len() as u64)
+                    }),
+                }
+            })
+            .collect();
+        let budgets = WasmParams {
+            program: "m.wasm".into(),
+            ..spec.budgets.clone()
+        };
+        wasm::plan::plan(&module, &budgets, &runs, spec.batch)
+            .unwrap()
+            .chunks
+            .iter()
+            .map(|c| c.id())
+            .collect()
+    }
+
+    /// The chunk ids and units of the grid job of `spec`, its chunks made as needed.
+    fn made_ids(spec: &RunSpec) -> (Vec<Cid>, Vec<u64>) {
+        let plan = plan_run(spec).unwrap();
+        let (job, _) = grid_job(&plan).unwrap();
+        let units = (0..job.chunks.len()).map(|c| job.chunks.units(c)).collect();
+        (job.chunks.specs().map(|c| c.id()).collect(), units)
+    }
+
+    #[test]
+    fn made_chunks_are_the_listed_planners_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = empty_module(dir.path());
+        let module = module.to_str().unwrap();
+        // 11 runs in chunks of 4: the last holds 3.
+        let range = spec_of(&[
+            module,
+            "--range",
+            "3..14",
+            "--batch",
+            "4",
+            "--args",
+            "{i} of {count} x{i:03}",
+            "-o",
+            "o/{i}",
+        ]);
+        let (ids, units) = made_ids(&range);
+        assert_eq!(ids, listed_ids(&range));
+        assert_eq!(units, [4, 4, 3]);
+        // 5 files in chunks of 2, two of them alike (one stdin input for both).
+        let files: Vec<String> = ["a.txt", "b.txt", "c.dat", "d.txt", "e.txt"]
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, format!("seed {}", k.min(1))).unwrap();
+                path.to_str().unwrap().to_string()
+            })
+            .collect();
+        let mut argv = vec![module, "--batch", "2", "--args", "{name} {stem} {i}"];
+        argv.extend(files.iter().map(String::as_str));
+        argv.extend(["-o", "out/{stem}.txt"]);
+        let over_files = spec_of(&argv);
+        let (ids, units) = made_ids(&over_files);
+        assert_eq!(ids, listed_ids(&over_files));
+        assert_eq!(units, [2, 2, 1]);
+    }
+
+    #[test]
+    fn a_sweep_of_a_million_runs_holds_nothing_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = empty_module(dir.path());
+        let spec = spec_of(&[
+            module.to_str().unwrap(),
+            "--range",
+            "0..1000000",
+            "--args",
+            "{i} {count}",
+            "--join",
+            "concat",
+            "-o",
+            "all.txt",
+        ]);
+        let plan = plan_run(&spec).unwrap();
+        // Everything the plan holds is of a size independent of the runs.
+        assert!(matches!(plan.runs.items, Items::Range(_)));
+        assert!(matches!(&plan.outputs, Outputs::Joined(p) if p == Path::new("all.txt")));
+        assert_eq!(plan.runs.args.len(), 2);
+        assert_eq!(plan.runs.count(), 1_000_000);
+        assert_eq!(plan.runs.chunk_count(), 1_000_000);
+        let (job, blobs) = grid_job(&plan).unwrap();
+        assert_eq!(blobs.len(), 1, "the module alone");
+        assert_eq!(job.chunks.len(), 1_000_000);
+        assert_eq!(job.chunks.same_cost(), Some(1));
+        // Any chunk is made on demand, the same each time.
+        let last = job.chunks.spec(999_999).unwrap();
+        assert_eq!(last.id(), plan.runs.chunk_spec(999_999).unwrap().id());
+        let params = WasmParams::from_spec(&last).unwrap();
+        assert_eq!(params.items[0].args, ["999999", "1000000"]);
+        assert_eq!(plan.describe_chunk(999_999), "i = 999999");
+    }
+
+    #[test]
+    fn every_error_of_a_run_is_found_at_plan_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = empty_module(dir.path());
+        let module = module.to_str().unwrap();
+        let error = |extra: &[&str]| {
+            let mut argv = vec![module, "--range", "0..300"];
+            argv.extend_from_slice(extra);
+            match plan_run(&spec_of(&argv)) {
+                Ok(_) => String::new(),
+                Err(e) => format!("{e:#}"),
+            }
+        };
+        assert!(error(&["-o", "o/{i}", "--args", "{name}"]).contains("--args"));
+        assert!(error(&["-o", "o/{stem}"]).contains("-o"));
+        let dup = error(&["-o", "o/{count}"]);
+        assert!(dup.contains("for more than one run"), "{dup}");
+        assert_eq!(error(&["-o", "o/{i}"]), "");
+        // A thousand arguments of {i} per run: chunks of 16 runs of one or two digits
+        // fit a chunk's params, those of six digits do not. The last chunk, of 3 runs,
+        // fits; the last full one does not.
+        let args = "{i} ".repeat(1000);
+        let argv = [
+            module,
+            "--range",
+            "0..100003",
+            "--batch",
+            "16",
+            "--args",
+            &args,
+        ];
+        let mut argv = argv.to_vec();
+        argv.extend(["-o", "o/{i}"]);
+        let too_long = format!("{:#}", plan_run(&spec_of(&argv)).err().unwrap());
+        assert!(too_long.contains("runs 99984..100000"), "{too_long}");
+        assert!(too_long.contains("--batch"), "{too_long}");
+        argv[4] = "1";
+        assert!(plan_run(&spec_of(&argv)).is_ok(), "one run per chunk fits");
+        // One run: a template without {i} names one file.
+        let argv = [module, "--range", "5..6", "-o", "one.txt"];
+        assert!(plan_run(&spec_of(&argv)).is_ok());
     }
 }

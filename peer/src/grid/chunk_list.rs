@@ -9,6 +9,8 @@ use idlegrid_protocol::TaskSpec;
 
 /// Makes chunk `i`'s spec.
 type MakeSpec = dyn Fn(usize) -> TaskSpec + Send + Sync;
+/// What the progress bar counts of made chunk `i`.
+type UnitsOf = dyn Fn(usize) -> u64 + Send + Sync;
 
 #[derive(Clone)]
 pub struct ChunkList {
@@ -24,7 +26,7 @@ enum Inner {
     Made {
         len: usize,
         cost: u64,
-        units: u64,
+        units: Box<UnitsOf>,
         make: Box<MakeSpec>,
     },
 }
@@ -50,11 +52,22 @@ impl ChunkList {
         units: u64,
         make: impl Fn(usize) -> TaskSpec + Send + Sync + 'static,
     ) -> ChunkList {
+        ChunkList::made_with_units(len, cost, move |_| units, make)
+    }
+
+    /// [`ChunkList::made`], chunk `i` counting `units_of(i)` on the progress bar: a
+    /// job cut into chunks of a batch of items has a last chunk of fewer items.
+    pub fn made_with_units(
+        len: usize,
+        cost: u64,
+        units_of: impl Fn(usize) -> u64 + Send + Sync + 'static,
+        make: impl Fn(usize) -> TaskSpec + Send + Sync + 'static,
+    ) -> ChunkList {
         ChunkList {
             inner: Arc::new(Inner::Made {
                 len,
                 cost,
-                units,
+                units: Box::new(units_of),
                 make: Box::new(make),
             }),
         }
@@ -104,7 +117,13 @@ impl ChunkList {
     pub fn units(&self, i: usize) -> u64 {
         match &*self.inner {
             Inner::Listed { units, .. } => units.get(i).copied().unwrap_or(0),
-            Inner::Made { units, .. } => *units,
+            Inner::Made { len, units, .. } => {
+                if i < *len {
+                    units(i)
+                } else {
+                    0
+                }
+            }
         }
     }
 
@@ -112,7 +131,7 @@ impl ChunkList {
     pub fn total_units(&self) -> u64 {
         match &*self.inner {
             Inner::Listed { units, .. } => units.iter().take(self.len()).sum(),
-            Inner::Made { len, units, .. } => *len as u64 * units,
+            Inner::Made { len, units, .. } => (0..*len).map(units).sum(),
         }
     }
 }
@@ -152,5 +171,14 @@ mod tests {
         }
         assert_eq!(made.same_cost(), Some(3));
         assert_eq!(listed.same_cost(), None);
+    }
+
+    #[test]
+    fn made_chunks_may_count_their_own_units() {
+        // 10 items in chunks of 4: the last chunk holds 2.
+        let made = ChunkList::made_with_units(3, 4, |i| if i == 2 { 2 } else { 4 }, spec);
+        assert_eq!((made.units(0), made.units(2), made.units(3)), (4, 2, 0));
+        assert_eq!(made.total_units(), 10);
+        assert_eq!(made.same_cost(), Some(4));
     }
 }

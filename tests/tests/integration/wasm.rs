@@ -155,11 +155,13 @@ async fn wasm_job_gives_the_same_bytes_locally_and_on_three_peers() {
     assert_eq!(fetch_results(&again.results), local);
     // The outputs, written where the template says (the folder is created).
     run::write_outputs(&plan, |i| Ok(remote[i].clone())).unwrap();
-    let Outputs::Each(paths) = &plan.outputs else {
-        panic!("one output per run")
-    };
-    assert_eq!(paths[7], dir.join("out/007.bin"));
-    let seven = std::fs::read(&paths[7]).unwrap();
+    assert!(
+        matches!(plan.outputs, Outputs::Each { .. }),
+        "one output per run"
+    );
+    let path = plan.output_path(7).unwrap();
+    assert_eq!(path, dir.join("out/007.bin"));
+    let seven = std::fs::read(&path).unwrap();
     assert_eq!(seven.len(), 4096);
     assert_eq!(
         seven,
@@ -192,7 +194,9 @@ async fn wasm_job_over_files_survives_a_worker_killed_mid_job() {
     let submitter = start("wasm-kill-submitter", false, WorkerConfig::default(), addrs).await;
     // Killed once it holds the stdin of a job chunk (the first file is the benchmark's
     // too, so not that one).
-    let stdins: Vec<_> = plan.plan.chunks[1..].iter().map(|c| c.inputs[1]).collect();
+    let stdins: Vec<_> = (1..plan.runs.chunk_count())
+        .map(|c| plan.runs.chunk_spec(c).unwrap().inputs[1])
+        .collect();
     let killer = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while !stdins.iter().any(|cid| doomed.store.has(cid)) {

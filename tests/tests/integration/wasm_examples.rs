@@ -94,11 +94,12 @@ async fn wasm_examples_render_an_animation_into_an_mp4_and_join_file_statistics(
         "frames rendered on the grid differ from local ones"
     );
     run::write_outputs(&plan, |i| Ok(remote[i].clone())).unwrap();
-    let Outputs::Each(paths) = &plan.outputs else {
-        panic!("one file per frame")
-    };
-    assert_eq!(paths[5], frames.join("frame_00005.png"));
-    let frame = image::open(&paths[2]).expect("a PNG the image crate reads");
+    assert!(
+        matches!(plan.outputs, Outputs::Each { .. }),
+        "one file per frame"
+    );
+    assert_eq!(plan.output_path(5).unwrap(), frames.join("frame_00005.png"));
+    let frame = image::open(plan.output_path(2).unwrap()).expect("a PNG the image crate reads");
     assert_eq!((frame.width(), frame.height()), (96, 64));
 
     // The same C compiled natively writes the same bytes.
@@ -118,7 +119,7 @@ async fn wasm_examples_render_an_animation_into_an_mp4_and_join_file_statistics(
     assert!(out.status.success());
     assert_eq!(
         out.stdout,
-        std::fs::read(&paths[2]).unwrap(),
+        std::fs::read(plan.output_path(2).unwrap()).unwrap(),
         "native and wasm frames differ"
     );
 
@@ -161,7 +162,7 @@ async fn wasm_examples_render_an_animation_into_an_mp4_and_join_file_statistics(
         budgets: WasmParams::default(),
     };
     let plan = run::plan_run(&spec).unwrap();
-    assert_eq!(plan.plan.chunks.len(), 2, "3 files in batches of 2");
+    assert_eq!(plan.runs.chunk_count(), 2, "3 files in batches of 2");
     let local = run::execute_local(&plan, 1).unwrap();
     let remote = grid_results(&submitter, &plan).await;
     assert_eq!(remote, local);

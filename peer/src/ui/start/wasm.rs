@@ -35,7 +35,10 @@ fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
     stays.then(|| dir.join(path))
 }
 
-/// The plan's outputs moved into `dir`; the error names the template.
+/// The plan's outputs moved into `dir`; the error names the template. A page job's
+/// runs are a range, whose `{i}` and `{count}` fill in digits only (never a `/`, never
+/// an empty name), so the first run's path has the same kinds of components (root,
+/// `.`, `..`, names) as every other run's: checking it checks them all.
 fn outputs_inside(plan: &mut RunPlan, dir: &Path, template: &str) -> Result<(), String> {
     let refuse = |path: &Path| {
         format!(
@@ -46,12 +49,14 @@ fn outputs_inside(plan: &mut RunPlan, dir: &Path, template: &str) -> Result<(), 
     };
     plan.outputs = match &plan.outputs {
         Outputs::Joined(path) => Outputs::Joined(inside(dir, path).ok_or_else(|| refuse(path))?),
-        Outputs::Each(paths) => Outputs::Each(
-            paths
-                .iter()
-                .map(|p| inside(dir, p).ok_or_else(|| refuse(p)))
-                .collect::<Result<_, _>>()?,
-        ),
+        Outputs::Each { template, folder } => {
+            let first = plan.output_path(0).map_err(|e| format!("{e:#}"))?;
+            inside(dir, &first).ok_or_else(|| refuse(&first))?;
+            Outputs::Each {
+                template: template.clone(),
+                folder: dir.join(folder),
+            }
+        }
     };
     Ok(())
 }
@@ -66,10 +71,10 @@ fn output(dir: &Path, path: &Path) -> Output {
 }
 
 /// The files chunk `chunk`'s runs write (none with join).
-fn chunk_paths(plan: &RunPlan, chunk: usize) -> Vec<PathBuf> {
-    match (&plan.outputs, plan.plan.runs.get(chunk)) {
-        (Outputs::Each(paths), Some(runs)) => paths.get(runs.clone()).unwrap_or_default().to_vec(),
-        _ => Vec::new(),
+fn chunk_paths(plan: &RunPlan, chunk: usize) -> anyhow::Result<Vec<PathBuf>> {
+    match (&plan.outputs, plan.runs.of_chunk(chunk)) {
+        (Outputs::Each { .. }, Some(runs)) => runs.map(|k| plan.output_path(k)).collect(),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -77,7 +82,7 @@ fn chunk_paths(plan: &RunPlan, chunk: usize) -> Vec<PathBuf> {
 fn write_chunk(plan: &RunPlan, chunk: usize, result: &[u8]) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;
     use std::io::Write;
-    let paths = chunk_paths(plan, chunk);
+    let paths = chunk_paths(plan, chunk)?;
     for (path, bytes) in paths.iter().zip(plan.outputs_of(chunk, result)?) {
         let mut file = run::temp_beside(path)?;
         file.write_all(bytes)
@@ -110,7 +115,10 @@ fn live_writer(
                 }
                 Err(e) => tracing::warn!("page job {}: {e:#}", entry.id),
             },
-            ResultEvent::Revoked { chunk } => entry.remove_outputs(&chunk_paths(&plan, chunk)),
+            ResultEvent::Revoked { chunk } => match chunk_paths(&plan, chunk) {
+                Ok(paths) => entry.remove_outputs(&paths),
+                Err(e) => tracing::warn!("page job {}: {e:#}", entry.id),
+            },
             ResultEvent::Verified { .. } => {}
         }
     })
@@ -195,7 +203,7 @@ pub(super) async fn start(
     let plan = Arc::new(plan);
     let cell = Arc::new(OnceLock::new());
     // Joined outputs are written once, at the end; each run's own file as it comes.
-    let hook = matches!(plan.outputs, Outputs::Each(_))
+    let hook = matches!(plan.outputs, Outputs::Each { .. })
         .then(|| live_writer(plan.clone(), dir.clone(), cell.clone()));
     let (watch, entry) = hub.add_job_with(format!("run {name} {range}"), &job, hook);
     let _ = cell.set(entry.clone());
@@ -205,7 +213,10 @@ pub(super) async fn start(
         run::write_outputs(&plan, |i| Ok(results.bytes(i)?.to_vec()))?;
         Ok(match &plan.outputs {
             Outputs::Joined(path) => vec![output(&dir, path)],
-            Outputs::Each(paths) => paths.iter().map(|p| output(&dir, p)).collect(),
+            // The page lists each run's file: as many as the runs, by nature.
+            Outputs::Each { .. } => (0..plan.runs.count())
+                .map(|k| Ok(output(&dir, &plan.output_path(k)?)))
+                .collect::<anyhow::Result<_>>()?,
         })
     });
     Ok(id)
