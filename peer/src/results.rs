@@ -160,6 +160,13 @@ fn withdrawn_record(chunk: u32) -> [u8; WITHDRAWN_LEN] {
     record
 }
 
+/// Where the log of job `job` is kept.
+fn log_path(data_dir: &Path, job: &Cid) -> PathBuf {
+    data_dir
+        .join(RESULTS_DIR)
+        .join(format!("{}.results", job.to_hex()))
+}
+
 /// Reads exactly `buf`, or says the file ended first.
 fn read_whole(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
     match reader.read_exact(buf) {
@@ -181,8 +188,8 @@ impl ResultLog {
         store: &BlobStore,
         enough: impl Fn(VerifiedBy) -> bool,
     ) -> Result<ResultLog, ResultLogError> {
+        let path = log_path(data_dir, job);
         let dir = data_dir.join(RESULTS_DIR);
-        let path = dir.join(format!("{}.results", job.to_hex()));
         let fail = |source| ResultLogError {
             path: path.clone(),
             source,
@@ -456,21 +463,25 @@ mod tests {
             .map(|r| (r.result, r.how, r.bytes.map(|b| b.to_vec())))
     }
 
+    /// A fresh data dir with a store, a job id and where that job's log is.
+    fn fresh() -> (tempfile::TempDir, BlobStore, Cid, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        let job = Cid::of(b"job");
+        let path = log_path(dir.path(), &job);
+        (dir, store, job, path)
+    }
+
     #[test]
     fn results_survive_a_reopen_withdrawals_too_and_a_torn_record_is_cut() {
-        let data = std::env::temp_dir().join(format!("idlegrid-results-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&data);
-        let store = BlobStore::open(&data, 1 << 20).unwrap();
-        let job = Cid::of(b"job");
-        let path = data
-            .join(RESULTS_DIR)
-            .join(format!("{}.results", job.to_hex()));
+        let (dir, store, job, path) = fresh();
+        let data = dir.path();
         let large = vec![9u8; INLINE_MAX as usize + 1];
         let large_cid = store.put(&large).unwrap();
         let (ra, rb, rc) = (b"ra".to_vec(), b"rb".to_vec(), b"rc".to_vec());
         let [ca, cb, cc] = [&ra, &rb, &rc].map(|r| Cid::of(r));
         {
-            let mut log = ResultLog::open(&data, &job, 5, &store, any).unwrap();
+            let mut log = ResultLog::open(data, &job, 5, &store, any).unwrap();
             assert!(!log.is_set(0));
             log.record(0, &ca, VerifiedBy::Local, Some(&ra)).unwrap();
             log.record(1, &cb, VerifiedBy::Local, Some(&rb)).unwrap();
@@ -502,7 +513,7 @@ mod tests {
         .encode();
         file.write_all(&torn[..30]).unwrap();
         drop(file);
-        let mut log = ResultLog::open(&data, &job, 5, &store, any).unwrap();
+        let mut log = ResultLog::open(data, &job, 5, &store, any).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), whole, "torn tail cut");
         assert_eq!(
             log.take_stored(),
@@ -513,7 +524,7 @@ mod tests {
         assert!(!log.is_set(1), "withdrawn, then a torn record");
         // How each was verified is kept: stronger settings reuse only what meets them.
         let local_only =
-            ResultLog::open(&data, &job, 5, &store, |how| how == VerifiedBy::Local).unwrap();
+            ResultLog::open(data, &job, 5, &store, |how| how == VerifiedBy::Local).unwrap();
         assert_eq!(local_only.set_chunks().collect::<Vec<_>>(), vec![0, 3]);
         drop(local_only);
         // What is recorded after the torn record is read back.
@@ -521,7 +532,7 @@ mod tests {
             .unwrap();
         log.forget(2).unwrap();
         drop(log);
-        let log = ResultLog::open(&data, &job, 5, &store, any).unwrap();
+        let log = ResultLog::open(data, &job, 5, &store, any).unwrap();
         assert_eq!(
             result_of(&log, 1),
             Some((cb, VerifiedBy::Unchecked { hosts: 2 }, Some(rb.clone())))
@@ -531,29 +542,22 @@ mod tests {
         // reused; an inline one needs no store.
         let elsewhere = BlobStore::open(&data.join("elsewhere"), 1 << 20).unwrap();
         drop(log);
-        let log = ResultLog::open(&data, &job, 5, &elsewhere, any).unwrap();
+        let log = ResultLog::open(data, &job, 5, &elsewhere, any).unwrap();
         assert_eq!(log.set_chunks().collect::<Vec<_>>(), vec![0, 1]);
         drop(log);
         // A record past the job's chunks (a log of another plan) is ignored.
-        let log = ResultLog::open(&data, &job, 1, &store, any).unwrap();
+        let log = ResultLog::open(data, &job, 1, &store, any).unwrap();
         assert_eq!(log.set_chunks().collect::<Vec<_>>(), vec![0]);
         // Another job has a log of its own.
-        let other = ResultLog::open(&data, &Cid::of(b"other"), 5, &store, any).unwrap();
+        let other = ResultLog::open(data, &Cid::of(b"other"), 5, &store, any).unwrap();
         assert_eq!(other.set_chunks().count(), 0);
-        let _ = fs::remove_dir_all(&data);
     }
 
     #[test]
     fn damaged_bytes_are_not_reused_and_are_refused_when_read() {
-        let data =
-            std::env::temp_dir().join(format!("idlegrid-results-rot-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&data);
-        let store = BlobStore::open(&data, 1 << 20).unwrap();
-        let job = Cid::of(b"job");
-        let path = data
-            .join(RESULTS_DIR)
-            .join(format!("{}.results", job.to_hex()));
-        let mut log = ResultLog::open(&data, &job, 2, &store, any).unwrap();
+        let (dir, store, job, path) = fresh();
+        let data = dir.path();
+        let mut log = ResultLog::open(data, &job, 2, &store, any).unwrap();
         for (chunk, bytes) in [(0, b"first"), (1, b"other")] {
             log.record(chunk, &Cid::of(bytes), VerifiedBy::Local, Some(bytes))
                 .unwrap();
@@ -564,12 +568,11 @@ mod tests {
         let err = log.read(0).err().expect("refused");
         assert!(err.to_string().contains("do not hash"), "{err}");
         drop(log);
-        let log = ResultLog::open(&data, &job, 2, &store, any).unwrap();
+        let log = ResultLog::open(data, &job, 2, &store, any).unwrap();
         assert_eq!(
             log.set_chunks().collect::<Vec<_>>(),
             vec![1],
             "the damaged one is computed again, the next one reused"
         );
-        let _ = fs::remove_dir_all(&data);
     }
 }

@@ -185,10 +185,9 @@ mod tests {
 
     #[test]
     fn a_spot_check_that_disagrees_with_a_settled_result_replaces_it() {
-        let data = std::env::temp_dir().join(format!("idlegrid-collected-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        let store = BlobStore::open(&data, 1 << 20).unwrap();
-        let log = ResultLog::open(&data, &Cid::of(b"job"), 2, &store, |_| true).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(data.path(), 1 << 20).unwrap();
+        let log = ResultLog::open(data.path(), &Cid::of(b"job"), 2, &store, |_| true).unwrap();
         let mut results = Collecting::new(&store, log);
         let (lie, truth) = (Bytes::from_static(b"lie"), Bytes::from_static(b"truth"));
         let (lie_cid, truth_cid) = (Cid::of(&lie), Cid::of(&truth));
@@ -209,6 +208,5 @@ mod tests {
         let done = results.finish().unwrap();
         assert_eq!(done.all_bytes().unwrap(), vec![truth.clone(), truth]);
         assert_eq!(done.cid(0).unwrap(), truth_cid);
-        let _ = std::fs::remove_dir_all(&data);
     }
 }
