@@ -27,6 +27,9 @@ enum Inner {
         len: usize,
         cost: u64,
         units: Box<UnitsOf>,
+        /// The sum of every chunk's units, counted once: the progress display and the
+        /// web page ask for it at every update.
+        total_units: u64,
         make: Box<MakeSpec>,
     },
 }
@@ -67,6 +70,7 @@ impl ChunkList {
             inner: Arc::new(Inner::Made {
                 len,
                 cost,
+                total_units: (0..len).map(&units_of).sum(),
                 units: Box::new(units_of),
                 make: Box::new(make),
             }),
@@ -131,7 +135,7 @@ impl ChunkList {
     pub fn total_units(&self) -> u64 {
         match &*self.inner {
             Inner::Listed { units, .. } => units.iter().take(self.len()).sum(),
-            Inner::Made { len, units, .. } => (0..*len).map(units).sum(),
+            Inner::Made { total_units, .. } => *total_units,
         }
     }
 }
