@@ -21,13 +21,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A display for `job`, whose chunks `done(i)` are already verified.
-    pub fn new(job: &Job, done: impl Fn(usize) -> bool, show: bool) -> Progress {
+    /// A display for `job`, of which `done` units are already verified.
+    pub fn new(job: &Job, done: u64, show: bool) -> Progress {
         let total = job.chunks.total_units();
-        let done: u64 = (0..job.chunks.len())
-            .filter(|&i| done(i))
-            .map(|i| job.chunks.units(i))
-            .sum();
         if !show || !std::io::stderr().is_terminal() {
             return Progress {
                 multi: None,

@@ -121,11 +121,16 @@ impl<'a> JobLoop<'a> {
             Some(cost) => Costs::Same { chunks, cost },
             None => Costs::Each((0..job.chunks.len()).map(|i| job.chunks.cost(i)).collect()),
         };
-        let work_left = (0..job.chunks.len())
-            .filter(|&i| !results.is_set(i))
-            .map(|i| job.chunks.cost(i) as f64)
-            .sum();
-        let units_reused = results.set_chunks().map(|i| job.chunks.units(i)).sum();
+        // What is left to do and what was reused, in one pass over the chunks.
+        let (mut work_left, mut units_reused, mut reused) = (0.0, 0u64, 0usize);
+        for i in 0..job.chunks.len() {
+            if results.is_set(i) {
+                units_reused += job.chunks.units(i);
+                reused += 1;
+            } else {
+                work_left += job.chunks.cost(i) as f64;
+            }
+        }
         let mut sched_config = config.scheduler.clone();
         sched_config.replicas = config.replicas;
         sched_config.spot_check = config.spot_check;
@@ -151,7 +156,7 @@ impl<'a> JobLoop<'a> {
                 }
             }
         }
-        let progress = Progress::new(&job, |i| results.is_set(i), config.show_progress);
+        let progress = Progress::new(&job, units_reused, config.show_progress);
         let me = node.peer_id();
         Ok(JobLoop {
             node,
@@ -159,7 +164,7 @@ impl<'a> JobLoop<'a> {
             started: Instant::now(),
             phase: Phase::Gathering { joins: Vec::new() },
             sched_config,
-            reused: results.set_chunks().count(),
+            reused,
             costs: Some(costs),
             work_left,
             units_reused,
