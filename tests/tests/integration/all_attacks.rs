@@ -1,8 +1,8 @@
 //! Every attack at once. A volunteer runs in a process of its own (this test binary
 //! started again, see [`volunteer_in_its_own_process`]) with a 4 MiB disk cap and a
 //! 256 MiB memory cap, inputs going through its disk. While an honest submitter runs a
-//! change job on it, on a liar and on three fake identities that fail every chunk, a
-//! hostile peer floods the volunteer with large
+//! change job on it, on a liar and on three fake identities that fail every chunk (this
+//! machine only checking their results), a hostile peer floods the volunteer with large
 //! chunks, plants a `noop` chunk, announces an input larger than its chunk allows,
 //! reads the honest submitter's input it was never given and polls its chunk. At the
 //! end: the job's mask equals the local run's, the liar is banned, every attack got a
@@ -185,15 +185,18 @@ async fn all_attacks_at_once_leave_the_output_and_the_volunteer_s_caps_intact() 
         })
     };
 
-    // The honest job, under the defaults (earned trust, this machine computing too).
-    // Chunks heavy enough (64 sweeps) that this machine, checking every newcomer's
-    // result itself, cannot finish the job before each fake identity's failures are in.
+    // The honest job, under earned trust. This machine only checks (`--no-compute`):
+    // computing at normal priority beside workers at the lowest one, on a loaded
+    // machine it could finish every chunk before the liar or a fake identity answered
+    // one, and then neither would be caught. Checking only, it leaves every chunk to
+    // the peers, each of which gets work in the first round.
     let plan = change_plan(256, 16, 64);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
     let (job, _resident) = prepare(&honest, &plan).await;
     let job_run = {
         let config = GridConfig {
             min_peers: 5,
+            compute_locally: false,
             show_progress: false,
             ..GridConfig::default()
         };

@@ -25,8 +25,6 @@ fn quiet(config: GridConfig) -> GridConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_next_job() {
-    // Chunks heavy enough (64 sweeps) that this machine, computing every chunk to
-    // check the newcomers, cannot finish the job before their first results arrive.
     let plan = change_plan(128, 8, 64);
     let expected = plan.assemble(&local_results(&plan)).unwrap();
     let (workers, addrs) = workers(2, |i| {
@@ -45,12 +43,19 @@ async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_ne
     )
     .await;
     let (job, _resident) = prepare(&submitter, &plan).await;
-    // The defaults: earned trust, this machine computes (and checks) too.
-    let config = quiet(GridConfig {
-        min_peers: 2,
-        ..GridConfig::default()
-    });
-    let outcome = run(&submitter, job, config.clone()).await;
+    // Earned trust, this machine only checking. (Computing at normal priority beside
+    // workers at the lowest one, on a loaded machine it could finish every chunk before
+    // the liar answered one, and the liar would go uncaught.)
+    let outcome = run(
+        &submitter,
+        job,
+        quiet(GridConfig {
+            min_peers: 2,
+            compute_locally: false,
+            ..GridConfig::default()
+        }),
+    )
+    .await;
     assert_eq!(
         assembled(&plan, &outcome),
         expected,
@@ -65,9 +70,11 @@ async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_ne
     );
     let honest = peer_line(&outcome.report, &workers[1].peer_id().to_string());
     assert!(!honest.banned);
-    assert_eq!(
-        honest.results_believed, 0,
-        "a newcomer's results are all checked"
+    // Checked until ten of its results were (earned trust's default); only later ones
+    // may be believed.
+    assert!(
+        honest.results_believed == 0 || honest.results_confirmed >= 10,
+        "a newcomer's first ten results are all checked: {honest:?}"
     );
 
     // The ban is on disk, with its evidence, and the next job does not use the liar.
@@ -78,11 +85,12 @@ async fn a_liar_from_its_first_result_gets_nothing_in_and_stays_banned_in_the_ne
     let plan2 = change_plan(96, 8, 4);
     let expected2 = plan2.assemble(&local_results(&plan2)).unwrap();
     let (job2, _resident2) = prepare(&submitter, &plan2).await;
-    // Only the honest worker counts now (the probe of the banned one says why).
-    let config = GridConfig {
+    // The defaults, this machine computing too. Only the honest worker counts now
+    // (the probe of the banned one says why).
+    let config = quiet(GridConfig {
         min_peers: 1,
-        ..config
-    };
+        ..GridConfig::default()
+    });
     let outcome2 = run(&submitter, job2, config).await;
     assert_eq!(assembled(&plan2, &outcome2), expected2);
     assert!(
