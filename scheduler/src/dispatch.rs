@@ -328,15 +328,16 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         let peer = &self.peers[ix as usize];
         let keep = 1.0 - self.config.speculation_gain;
         let may_check = self.may_check(ix);
+        // Whether the peer would finish first is known from the queue's entry and the
+        // chunk's cost; only then is the chunk's state looked up (a lookup per entry
+        // scanned, in eta order, was most of this scan's time).
         let helps = |&&(eta, c): &&(Micros, ChunkIndex)| {
-            let Some(state) = self.chunks.get(&c) else {
-                return false;
-            };
-            if state.shuns(ix, false, may_check) {
-                return false;
-            }
-            let mine = peer.eta_for(now, state.cost).saturating_sub(now) as f64;
+            let mine = peer.eta_for(now, self.costs.cost(c)).saturating_sub(now) as f64;
             mine < keep * time_left(eta, now) as f64
+                && self
+                    .chunks
+                    .get(&c)
+                    .is_some_and(|state| !state.shuns(ix, false, may_check))
         };
         let overdue = self
             .queues
@@ -404,7 +405,8 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         if !state.sent_to.contains(&ix) {
             push_tight(&mut state.sent_to, ix);
         }
-        if !state.awaited.contains(&ix) {
+        let newly_awaited = !state.awaited.contains(&ix);
+        if newly_awaited {
             push_tight(&mut state.awaited, ix);
         }
         push_tight(
@@ -426,6 +428,9 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         self.progress.in_flight += 1;
         if speculative {
             self.progress.speculative += 1;
+        }
+        if newly_awaited {
+            self.note_awaited(ix, chunk);
         }
         out.push(Action::Assign {
             peer: key,

@@ -54,6 +54,9 @@
 //!   a run another works through, a check by whoever was free), each stretch a peer
 //!   took is a range of its own — about a B-tree entry, where a state costs hundreds
 //!   of bytes;
+//! - each peer lists the chunks in play it voted on and those awaiting its answer, so
+//!   that its ban or leaving visits only these; the lists are pruned as they outgrow
+//!   twice the chunks in play;
 //! - a chunk's cost, spot check and tail membership are functions of its index
 //!   ([`Costs`], `verify::is_spot_checked`, the plan's tail start).
 //!
@@ -286,6 +289,7 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
                 .max()
                 .unwrap_or(0),
             voted_entries: self.peers.iter().map(|p| p.voted.len()).sum(),
+            awaited_entries: self.peers.iter().map(|p| p.awaited.len()).sum(),
             peers: self.peers.len(),
         }
     }

@@ -62,6 +62,10 @@ pub struct PeerState<P> {
     /// re-check when it is banned. Entries of chunks retired since are dropped as the
     /// list grows (`Scheduler::note_vote`), so it stays as long as the chunks in play.
     pub voted: Vec<ChunkIndex>,
+    /// Chunks in play that may still get its answer (`ChunkState::awaited`), in the
+    /// order it was sent them, so that its leaving or ban visits only these. Pruned
+    /// as `voted` is.
+    pub awaited: Vec<ChunkIndex>,
     /// Retired chunks its vote backs (settled with no trusted vote among theirs): a
     /// ban re-tallies them without it ([`Backed`]).
     pub backs: Backed,
@@ -128,6 +132,7 @@ impl<P: Copy> PeerState<P> {
             chunks_done: 0,
             failures: 0,
             voted: Vec::new(),
+            awaited: Vec::new(),
             backs: Backed::default(),
             hungry_key: None,
             timed_out: Vec::new(),

@@ -24,9 +24,9 @@ use super::peers::Backed;
 use super::types::{Action, ChunkIndex};
 use super::{PeerIx, Scheduler};
 
-/// How often a peer's list of voted chunks may outgrow the chunks in play before the
-/// entries of retired ones are dropped (see `note_vote`).
-const VOTED_SLACK: usize = 64;
+/// How far a peer's list of voted or awaited chunks may outgrow the chunks in play
+/// before the entries no longer true are dropped (see `note_vote`).
+const LIST_SLACK: usize = 64;
 
 impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// Retires every chunk changed in this event that nothing but a ban can change
@@ -77,25 +77,35 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
     /// since are dropped whenever the list outgrows the chunks in play, so its length
     /// follows them (amortised O(1) per vote).
     pub(super) fn note_vote(&mut self, ix: PeerIx, chunk: ChunkIndex) {
-        let limit = 2 * self.chunks.len() + VOTED_SLACK;
+        let limit = 2 * self.chunks.len() + LIST_SLACK;
         let chunks = &self.chunks;
-        let voted = &mut self.peers[ix as usize].voted;
-        if voted.len() >= limit {
-            voted.retain(|c| {
-                chunks
-                    .get(c)
-                    .is_some_and(|state| state.votes.iter().any(|v| v.peer == ix))
-            });
-        }
-        voted.push(chunk);
+        push_pruned(&mut self.peers[ix as usize].voted, chunk, limit, |c| {
+            chunks
+                .get(c)
+                .is_some_and(|state| state.votes.iter().any(|v| v.peer == ix))
+        });
+    }
+
+    /// Lists under peer `ix` a chunk newly waiting for its answer, pruned as in
+    /// `note_vote`.
+    pub(super) fn note_awaited(&mut self, ix: PeerIx, chunk: ChunkIndex) {
+        let limit = 2 * self.chunks.len() + LIST_SLACK;
+        let chunks = &self.chunks;
+        push_pruned(&mut self.peers[ix as usize].awaited, chunk, limit, |c| {
+            chunks
+                .get(c)
+                .is_some_and(|state| state.awaited.contains(&ix))
+        });
     }
 
     /// Peer `ix` will not answer any more (gone or banned): no chunk waits for it.
     pub(super) fn stop_awaiting_everywhere(&mut self, ix: PeerIx) {
-        for (&chunk, state) in self.chunks.iter_mut() {
-            if state.awaited.contains(&ix) {
-                state.stop_awaiting(ix);
-                self.touched.push(chunk);
+        for chunk in std::mem::take(&mut self.peers[ix as usize].awaited) {
+            if let Some(state) = self.chunks.get_mut(&chunk) {
+                if state.awaited.contains(&ix) {
+                    state.stop_awaiting(ix);
+                    self.touched.push(chunk);
+                }
             }
         }
     }
@@ -179,4 +189,19 @@ impl<P: Copy + Eq + Hash + Ord + Debug> Scheduler<P> {
         out.push(Action::Revoked { chunk });
         self.refresh_chunk(chunk);
     }
+}
+
+/// Pushes onto a peer's list of chunks in play, first dropping the entries no longer
+/// true (`holds` false) once the list reaches `limit`: the list then stays within
+/// twice the chunks in play, at an amortised O(1) per push.
+fn push_pruned(
+    list: &mut Vec<ChunkIndex>,
+    chunk: ChunkIndex,
+    limit: usize,
+    holds: impl Fn(&ChunkIndex) -> bool,
+) {
+    if list.len() >= limit {
+        list.retain(holds);
+    }
+    list.push(chunk);
 }

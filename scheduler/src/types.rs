@@ -354,5 +354,7 @@ pub struct Footprint {
     pub revocation_ranges_max: usize,
     /// Chunks in play listed under their voters, over all peers.
     pub voted_entries: usize,
+    /// Chunks in play listed under the peers whose answer they may still get.
+    pub awaited_entries: usize,
     pub peers: usize,
 }

@@ -27,6 +27,7 @@ fn large_job(peers: u32, chunks: u32) -> usize {
     let mut steps = 0u32;
     let mut done = false;
     let mut ranges = 0;
+    let mut most_live = 0;
     while let Some(&(peer, chunk)) = h.working.first() {
         steps += 1;
         assert!(steps < 2 * chunks, "no progress");
@@ -45,9 +46,13 @@ fn large_job(peers: u32, chunks: u32) -> usize {
             footprint.pending_entries <= 8,
             "step {steps}: {footprint:?}"
         );
-        // Each peer's list of voted chunks in play is pruned as it outgrows them.
+        // Each peer's lists of voted and awaited chunks in play are pruned as they
+        // outgrow twice the chunks in play at a push (within an event there can be a
+        // few more in play than after it).
+        most_live = most_live.max(footprint.live_chunks);
+        let list_bound = peers as usize * (2 * (most_live + 4) + 64);
         assert!(
-            footprint.voted_entries <= peers as usize * (2 * footprint.live_chunks + 64),
+            footprint.voted_entries <= list_bound && footprint.awaited_entries <= list_bound,
             "step {steps}: {footprint:?}"
         );
         ranges = ranges.max(footprint.revocation_ranges_max);
@@ -147,6 +152,52 @@ fn a_ban_revokes_and_redoes_the_liars_retired_results() {
     }
     assert_eq!(h.s.progress().verified, chunks);
     assert_eq!(h.s.progress().banned_peers, 1);
+}
+
+#[test]
+fn a_settled_chunk_that_awaits_a_peer_is_retired_when_the_peer_leaves() {
+    // Peer 1's copy times out and the trusted worker settles the chunk: it stays in
+    // play while peer 1 might still answer, and is retired once peer 1 leaves.
+    let config = SchedulerConfig {
+        trust: Trust::All,
+        min_in_flight: 1,
+        max_in_flight: 1,
+        speculative_copies: 0,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(config, vec![10; 3]);
+    h.join_trusted(9, 10.0);
+    let first = h.join(1, 10.0);
+    let late = assigned(&first, 1)[0];
+    h.tick_at(secs(3600));
+    assert!(
+        !h.working.contains(&(1, late)),
+        "peer 1's copy timed out: {:?}",
+        h.working
+    );
+    // The trusted worker answers until it has settled the chunk peer 1 held.
+    while h.verified_result(late).is_none() {
+        let &(peer, chunk) = h
+            .working
+            .iter()
+            .find(|w| w.0 == 9)
+            .expect("the trusted worker has work");
+        h.now += Duration::from_millis(100);
+        h.done(peer, chunk, good(chunk));
+    }
+    assert!(
+        h.s.chunks.contains_key(&late),
+        "a settled chunk that awaits an answer stays in play"
+    );
+    h.now += Duration::from_millis(100);
+    h.ev(Event::PeerLeft { peer: 1 });
+    assert!(
+        !h.s.chunks.contains_key(&late),
+        "retired once the peer it awaited left: {:?}",
+        h.s.footprint()
+    );
+    let rest = h.run(&[]);
+    assert!(complete(&rest), "{rest:?}");
 }
 
 #[test]
