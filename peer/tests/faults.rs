@@ -30,6 +30,10 @@ fn fault_suite_needs_the_fault_injection_feature() {
 }
 
 #[cfg(feature = "fault-injection")]
+#[path = "integration/support/mod.rs"]
+mod support;
+
+#[cfg(feature = "fault-injection")]
 mod suite {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
@@ -39,7 +43,8 @@ mod suite {
     use std::sync::{mpsc, Arc, Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
-    const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
+    use super::support::{can_make_namespaces, ip, temp_dir, write_sample, BIN};
+
     /// The job every scenario runs: 256 bands of 16 rows, ~10 M pixel updates each
     /// (a few seconds on one core: long enough to strike mid-job).
     const SAMPLE: &str = "2048x4096";
@@ -52,34 +57,6 @@ mod suite {
 
     /// One scenario at a time: they share the machine's cores and some measure time.
     static SERIAL: Mutex<()> = Mutex::new(());
-
-    fn ip(args: &[&str]) -> Result<(), String> {
-        run_tool("ip", args)
-    }
-
-    fn run_tool(tool: &str, args: &[&str]) -> Result<(), String> {
-        let out = Command::new(tool)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {tool}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{tool} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    fn can_make_namespaces() -> Result<(), String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root".into());
-        }
-        ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))
-    }
 
     /// Polls `done` every 50 ms until it holds or `timeout` passes.
     fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -217,13 +194,10 @@ mod suite {
         fn slow_down(&mut self, i: usize, delay: Duration, rate: &str) -> String {
             let delay_ms = format!("{}ms", delay.as_millis());
             let netem = |ns: &str, dev: &str| {
-                run_tool(
-                    "ip",
-                    &[
-                        "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
-                        "delay", &delay_ms, "rate", rate,
-                    ],
-                )
+                ip(&[
+                    "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem",
+                    "delay", &delay_ms, "rate", rate,
+                ])
             };
             if netem(&self.hosts[i], &self.inside(i)).is_ok() {
                 netem(&self.bridge(), &self.outside(i)).expect("netem on the bridge side");
@@ -245,13 +219,10 @@ mod suite {
             ip(&["-n", &bridge, "link", "set", &outside, "up"]).expect("link up");
             // The rate on each device's egress, i.e. before the delay, both ways.
             let tbf = |ns: &str, dev: &str| {
-                run_tool(
-                    "ip",
-                    &[
-                        "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
-                        "rate", rate, "burst", "32kbit", "latency", "400ms",
-                    ],
-                )
+                ip(&[
+                    "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                    "rate", rate, "burst", "32kbit", "latency", "400ms",
+                ])
                 .expect("tc tbf")
             };
             tbf(&host, &inside);
@@ -419,18 +390,9 @@ mod suite {
     fn fixture() -> &'static Fixture {
         static FIXTURE: OnceLock<Fixture> = OnceLock::new();
         FIXTURE.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("idlegrid-faults-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-            let (before, after) = (path("before.png"), path("after.png"));
-            let out = Command::new(BIN)
-                .args(["change", "--write-sample", &before, &after])
-                .args(["--sample-size", SAMPLE])
-                .output()
-                .expect("write sample");
-            assert!(out.status.success(), "{out:?}");
-            let local = path("local.png");
+            let dir = temp_dir("faults", "fixture");
+            let (before, after) = write_sample(&dir, SAMPLE);
+            let local = dir.join("local.png").to_string_lossy().into_owned();
             let out = Command::new(BIN)
                 .args(["change", &before, &after, "-o", &local, "--local"])
                 .args(["--band-rows", BAND_ROWS])

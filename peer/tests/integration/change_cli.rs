@@ -8,17 +8,10 @@ use std::process::{Command, Output};
 
 use image::{DynamicImage, ImageFormat};
 
+use crate::support::temp_dir;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_idlegrid"))
-}
-
-/// A fresh empty directory for one test.
-fn tmpdir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("idlegrid-change-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn change(args: &[&Path]) -> Output {
@@ -79,7 +72,7 @@ fn detect_ok(before: &Path, after: &Path, out: &Path) -> Vec<u8> {
 
 #[test]
 fn detects_changes_and_writes_mask_and_overlay() {
-    let dir = tmpdir("ok");
+    let dir = temp_dir("change-cli", "ok");
     let (a, b) = sample(&dir, 200, 150);
     let out = dir.join("mask.png");
     let overlay = dir.join("overlay.png");
@@ -117,7 +110,7 @@ fn detects_changes_and_writes_mask_and_overlay() {
 
 #[test]
 fn reads_every_format_and_pixel_type() {
-    let dir = tmpdir("formats");
+    let dir = temp_dir("change-cli", "formats");
     let pair = idlegrid_kernels::change::sample_pair(96, 64, 2);
     let reference = {
         let (a, b) = (dir.join("a.png"), dir.join("b.png"));
@@ -188,7 +181,7 @@ fn assert_fails(o: &Output, name: &str, what: &str, dir: &Path, before: &[String
 
 #[test]
 fn bad_inputs_give_one_clear_error() {
-    let dir = tmpdir("bad");
+    let dir = temp_dir("change-cli", "bad");
     let (a, b) = sample(&dir, 64, 48);
     let out = dir.join("mask.png");
     let small = dir.join("small.png");
@@ -235,7 +228,7 @@ fn bad_inputs_give_one_clear_error() {
 
 #[test]
 fn bad_flags_are_refused() {
-    let dir = tmpdir("flags");
+    let dir = temp_dir("change-cli", "flags");
     let (a, b) = sample(&dir, 32, 32);
     let out = dir.join("m.png");
     let files = files_in(&dir);

@@ -3,19 +3,14 @@
 //! two peers, each in its own submit dir.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use idlegrid::commands::common::{start_submitter, NetArgs};
 
-fn tmpdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-datadir-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::support::temp_dir;
 
 fn serve(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_idlegrid"));
@@ -37,7 +32,7 @@ impl Drop for Running {
 
 #[test]
 fn a_second_serve_on_a_data_dir_in_use_is_refused() {
-    let dir = tmpdir("serve");
+    let dir = temp_dir("datadir", "serve");
     let mut first = serve(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -87,7 +82,7 @@ struct Flags {
 
 #[tokio::test]
 async fn two_jobs_from_one_data_dir_submit_as_two_peers() {
-    let dir = tmpdir("submit");
+    let dir = temp_dir("datadir", "submit");
     let flags = Flags::parse_from([
         "test".as_ref(),
         "--no-mdns".as_ref(),

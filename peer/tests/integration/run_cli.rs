@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::temp_dir;
+
 /// Writes argv[1] then its stdin to stdout; exits with code 3 and a message on stderr
 /// when argv[1] is "bad".
 const ECHO: &str = r#"(module
@@ -41,13 +43,6 @@ const ECHO: &str = r#"(module
       (call $out (i32.const 1) (i32.const 4096) (local.get $n))
       (br $more)))))"#;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-run-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn module(dir: &Path) -> PathBuf {
     let path = dir.join("echo.wasm");
     std::fs::write(&path, wat::parse_str(ECHO).unwrap()).unwrap();
@@ -70,7 +65,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn run_local_writes_outputs_by_template_joined_and_per_file() {
-    let dir = tmpdir("ok");
+    let dir = temp_dir("run-cli", "ok");
     let m = module(&dir);
     let m = m.to_str().unwrap();
     let out = dir.join("new/folder/f_{i:03}_of_{count}.txt");
@@ -145,7 +140,7 @@ fn run_local_writes_outputs_by_template_joined_and_per_file() {
 
 #[test]
 fn run_local_failures_name_the_input_and_leave_outputs_alone() {
-    let dir = tmpdir("fail");
+    let dir = temp_dir("run-cli", "fail");
     let m = module(&dir);
     let m = m.to_str().unwrap();
     let (good, bad) = (dir.join("good.txt"), dir.join("bad.txt"));

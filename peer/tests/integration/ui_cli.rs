@@ -5,20 +5,15 @@
 //! output as `--local` alone.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::temp_dir;
+
 /// Every wait here ends by this.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn tmpdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-ui-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn idlegrid(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_idlegrid"));
@@ -153,7 +148,7 @@ fn sample_pair(dir: &Path) {
 
 #[test]
 fn a_local_job_with_the_page_keeps_it_up_until_ctrl_c() {
-    let dir = tmpdir("local");
+    let dir = temp_dir("ui-cli", "local");
     sample_pair(&dir);
     let plain = idlegrid(
         &dir,
@@ -229,7 +224,7 @@ const BAD_ON_BAD: &str = r#"(module
 
 #[test]
 fn a_failed_job_keeps_its_page_and_exits_non_zero_on_sigterm() {
-    let dir = tmpdir("failed");
+    let dir = temp_dir("ui-cli", "failed");
     std::fs::write(dir.join("m.wasm"), wat::parse_str(BAD_ON_BAD).unwrap()).unwrap();
     let mut paged = Paged::start(idlegrid(
         &dir,
@@ -267,7 +262,7 @@ fn a_failed_job_keeps_its_page_and_exits_non_zero_on_sigterm() {
 
 #[test]
 fn ui_no_wait_closes_the_page_with_the_command() {
-    let dir = tmpdir("no-wait");
+    let dir = temp_dir("ui-cli", "no-wait");
     sample_pair(&dir);
     let mut paged = Paged::start(idlegrid(
         &dir,

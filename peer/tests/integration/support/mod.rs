@@ -1,10 +1,11 @@
 //! Pieces shared by the tests that run real `idlegrid` processes in network
-//! namespaces (`lan_mdns.rs`, `nat.rs`): running `ip`, the root check, scratch dirs, and
-//! the comparison of a grid job's mask with a local run's.
+//! namespaces (`lan_mdns.rs`, `nat.rs`, and the fault suite `tests/faults.rs`, which
+//! includes this file): running `ip`, the root check, a generated pair and the
+//! comparison of a grid job's mask with a local run's; and every test's scratch dirs.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_idlegrid");
@@ -39,12 +40,37 @@ pub fn can_make_namespaces() -> Result<(), String> {
     ip(&["-V"]).map_err(|e| format!("iproute2 missing: {e}"))
 }
 
-/// An empty scratch directory for one test.
+/// An empty scratch directory for one test (see [`scratch_root`]).
 pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("idlegrid-{suite}-{}-{name}", std::process::id()));
+    let dir = scratch_root().join(format!("{suite}-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// Where this process's scratch directories go: `idlegrid-tests-<pid>` in the temp
+/// dir. The first call removes the roots that earlier runs of the tests left (their
+/// process is gone), so repeated runs do not fill the temp dir, while a failed run's
+/// files stay for a look until the next run. Without `/proc` nothing is removed.
+fn scratch_root() -> &'static Path {
+    const PREFIX: &str = "idlegrid-tests-";
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if Path::new("/proc/self").exists() {
+            for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                    continue;
+                };
+                let gone = pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists();
+                if gone {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        tmp.join(format!("{PREFIX}{}", std::process::id()))
+    })
 }
 
 /// Writes a generated before/after pair of `size` (e.g. `512x1024`) into `dir`.

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use idlegrid::commands::common::store_blobs;
@@ -21,13 +21,38 @@ use libp2p::{Multiaddr, PeerId};
 /// Every wait in these tests ends by this.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A fresh temporary directory for one peer.
+/// A fresh temporary directory for one peer, not created yet (see [`scratch_root`]).
 pub fn temp_dir(name: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("idlegrid-test-{}-{name}-{n}", std::process::id()));
+    let dir = scratch_root().join(format!("{name}-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Where this process's scratch directories go: `idlegrid-tests-<pid>` in the temp
+/// dir. The first call removes the roots that earlier runs of the tests left (their
+/// process is gone), so repeated runs do not fill the temp dir, while a failed run's
+/// files stay for a look until the next run. Without `/proc` nothing is removed.
+fn scratch_root() -> &'static Path {
+    const PREFIX: &str = "idlegrid-tests-";
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if Path::new("/proc/self").exists() {
+            for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                    continue;
+                };
+                let gone = pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists();
+                if gone {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        tmp.join(format!("{PREFIX}{}", std::process::id()))
+    })
 }
 
 fn loopback() -> Vec<Multiaddr> {
